@@ -1,0 +1,82 @@
+"""Attribute paths: ``a.b.c``, ``metadata.annotations['x.io/y']``, ``containers.0.image``.
+
+Stepping into a key of a list maps over the list's elements, because Terraform nested
+blocks (and plan JSON) are lists of dicts: ``versioning.enabled`` reaches every
+``versioning`` block's ``enabled``.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from soc2infra.model import Unknown
+
+_TOKEN = re.compile(r"""\[\s*'([^']*)'\s*\]|\[\s*"([^"]*)"\s*\]|\[(\d+)\]|\[\*\]|([^.\[\]]+)""")
+
+MISSING = object()
+
+
+@lru_cache(maxsize=4096)
+def parse_path(path: str) -> tuple[str | int, ...]:
+    """Split a path into keys (str) and list indexes (int)."""
+    out: list[str | int] = []
+    if path in ("", "."):
+        return ()
+    for m in _TOKEN.finditer(path):
+        q1, q2, idx, bare = m.groups()
+        if q1 is not None or q2 is not None:
+            out.append(q1 if q1 is not None else q2)  # type: ignore[arg-type]
+        elif idx is not None:
+            out.append(int(idx))
+        elif bare is not None:
+            out.append(int(bare) if bare.isdigit() else bare)
+        # "[*]" adds nothing: lists are mapped over implicitly.
+    return tuple(out)
+
+
+def resolve(root: Any, path: tuple[str | int, ...]) -> list[Any]:
+    """All values reached by *path* from *root* (empty list when nothing is there).
+
+    An :class:`Unknown` met on the way is returned as a value, so the caller can
+    turn it into an unknown result rather than a missing attribute.
+    """
+    current: list[Any] = [root]
+    for key in path:
+        nxt: list[Any] = []
+        for value in current:
+            _step(value, key, nxt)
+        current = nxt
+        if not current:
+            break
+    return current
+
+
+def _step(value: Any, key: str | int, out: list[Any]) -> None:
+    if isinstance(value, Unknown):
+        out.append(value)
+    elif isinstance(value, dict):
+        got = value.get(key, MISSING) if not isinstance(key, int) else value.get(str(key), MISSING)
+        if got is not MISSING and got is not None:
+            out.append(got)
+    elif isinstance(value, list):
+        if isinstance(key, int):
+            if -len(value) <= key < len(value):
+                item = value[key]
+                if item is not None:
+                    out.append(item)
+        else:
+            for item in value:
+                _step(item, key, out)
+
+
+def flatten(values: list[Any]) -> list[Any]:
+    """Values with one level of list nesting removed (elements of reached lists)."""
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, list):
+            out.extend(v)
+        else:
+            out.append(v)
+    return out

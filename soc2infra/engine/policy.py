@@ -1,0 +1,304 @@
+"""Load the policy pack (YAML) into compiled rules indexed by target type.
+
+A schema problem names the file, the rule and the field, so a policy author can fix
+it without reading Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from soc2infra.engine.conditions import ConditionError, Predicate, compile_condition
+from soc2infra.model import CATEGORIES, SEVERITIES
+
+def _builtin_policy_dir() -> Path:
+    # The pack lives in the repository's top-level policies/ (source checkout, editable
+    # install); a wheel carries it as soc2infra/policies.
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here.parent / "policies", here / "policies"):
+        if (candidate / "controls.yaml").is_file():
+            return candidate
+    return here.parent / "policies"
+
+
+BUILTIN_POLICY_DIR = _builtin_policy_dir()
+
+# Pod-bearing kinds share one normalized pod spec, so "@workload" rules are written once.
+TARGET_GROUPS: dict[str, tuple[str, ...]] = {
+    "@workload": ("Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob",
+                  "ReplicationController"),
+}
+ACTIONS = ("deny", "warn", "audit")
+DEFAULT_ACTION = {"critical": "deny", "high": "deny", "medium": "warn", "low": "audit"}
+EXAMPLE_SOURCES = ("terraform", "kubernetes", "plan")
+EXPECTATIONS = ("pass", "fail", "unknown", "skip")
+
+_RULE_KEYS = {
+    "id", "title", "severity", "category", "controls", "targets", "when", "condition", "message",
+    "remediation", "description", "action", "examples", "references", "enabled",
+}
+
+
+class PolicyError(ValueError):
+    """A policy file or rule that does not follow the schema."""
+
+    def __init__(self, file: str, rule: str | None, field_name: str | None, message: str,
+                 line: int | None = None) -> None:
+        where = file + (f":{line}" if line else "")
+        if rule:
+            where += f" rule {rule}"
+        if field_name:
+            where += f" field {field_name}"
+        super().__init__(f"{where}: {message}")
+        self.file, self.rule, self.field, self.line = file, rule, field_name, line
+
+
+@dataclass(slots=True)
+class Example:
+    """One pass/fail scenario carried by a rule, run by ``soc2infra policy test``."""
+
+    name: str
+    source: str  # "terraform" | "kubernetes" | "plan"
+    text: str
+    expect: str | dict[str, str]  # one outcome for every target resource, or per address
+    files: dict[str, str] = field(default_factory=dict)  # extra files (child modules, tfvars)
+
+
+@dataclass(slots=True)
+class Rule:
+    """A compiled rule: metadata plus its predicates."""
+
+    id: str
+    title: str
+    severity: str
+    category: str
+    controls: tuple[str, ...]
+    targets: tuple[str, ...]
+    message: str
+    remediation: str
+    predicate: Predicate
+    applies: Predicate | None = None
+    action: str = "warn"
+    description: str = ""
+    examples: list[Example] = field(default_factory=list)
+    file: str = ""
+    line: int = 0
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class Control:
+    """A SOC 2 Trust Services Criterion from the catalog."""
+
+    id: str
+    name: str
+    intent: str
+
+
+@dataclass(slots=True)
+class PolicyPack:
+    """All rules, indexed by target type, plus the SOC 2 criteria catalog."""
+
+    rules: list[Rule]
+    controls: dict[str, Control]
+    digest: str
+    by_type: dict[str, list[Rule]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Rebuild the type index (after enabling/disabling rules)."""
+        self.by_type = {}
+        for rule in self.rules:
+            if not rule.enabled:
+                continue
+            for t in rule.targets:
+                self.by_type.setdefault(t, []).append(rule)
+
+    def rule(self, rule_id: str) -> Rule:
+        """The rule with *rule_id* (KeyError when absent)."""
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    @property
+    def target_types(self) -> set[str]:
+        """Every resource type or kind some enabled rule targets."""
+        return set(self.by_type)
+
+
+def _line_of(node: Any) -> int | None:
+    mark = getattr(node, "start_mark", None)
+    return mark.line + 1 if mark is not None else None
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every rule mapping."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping = loader.construct_mapping(node, deep=True)
+    mapping["__line__"] = node.start_mark.line + 1  # type: ignore[index]
+    return mapping  # type: ignore[return-value]
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip_lines(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_lines(v) for k, v in value.items() if k != "__line__"}
+    if isinstance(value, list):
+        return [_strip_lines(v) for v in value]
+    return value
+
+
+def load_controls(path: Path) -> dict[str, Control]:
+    """Read the SOC 2 criteria catalog (``controls.yaml``)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    out: dict[str, Control] = {}
+    for item in data.get("controls", []):
+        out[item["id"]] = Control(item["id"], item["name"], item.get("intent", ""))
+    return out
+
+
+def policy_files(dirs: Iterable[Path]) -> list[Path]:
+    """Every rule file under *dirs*, sorted for a stable digest (controls.yaml excluded)."""
+    files: list[Path] = []
+    for d in dirs:
+        if d.is_file():
+            files.append(d)
+            continue
+        files.extend(p for p in sorted(d.rglob("*.y*ml")) if p.name != "controls.yaml"
+                     and p.suffix in (".yaml", ".yml"))
+    return files
+
+
+def load_pack(extra_dirs: Iterable[Path] = (), builtin: bool = True) -> PolicyPack:
+    """Load and compile the built-in pack plus any user policy directories.
+
+    Raises :class:`PolicyError` on the first schema problem.
+    """
+    dirs = ([BUILTIN_POLICY_DIR] if builtin else []) + [Path(d) for d in extra_dirs]
+    for d in dirs:
+        if not d.exists():
+            raise PolicyError(str(d), None, None, "policy directory does not exist")
+    controls = load_controls(BUILTIN_POLICY_DIR / "controls.yaml")
+    digest = hashlib.sha256()
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for path in policy_files(dirs):
+        raw = path.read_bytes()
+        digest.update(path.name.encode() + b"\0" + raw + b"\0")
+        for rule in load_rule_file(path, raw.decode("utf-8"), controls):
+            if rule.id in seen:
+                raise PolicyError(str(path), rule.id, "id", f"duplicate rule id (also in {seen[rule.id]})",
+                                  rule.line)
+            seen[rule.id] = str(path)
+            rules.append(rule)
+    return PolicyPack(rules=rules, controls=controls, digest="sha256:" + digest.hexdigest())
+
+
+def load_rule_file(path: Path, text: str, controls: dict[str, Control]) -> list[Rule]:
+    """Parse and compile every rule in one policy file."""
+    fname = str(path)
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise PolicyError(fname, None, None, f"invalid YAML: {exc}",
+                          mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+        raise PolicyError(fname, None, "rules", "a policy file is a mapping with a 'rules' list")
+    return [compile_rule(fname, item, controls) for item in data["rules"]]
+
+
+def compile_rule(fname: str, item: Any, controls: dict[str, Control]) -> Rule:
+    """Validate one rule mapping and compile its conditions."""
+    if not isinstance(item, dict):
+        raise PolicyError(fname, None, None, "each rule must be a mapping")
+    line = item.get("__line__")
+    rid = item.get("id")
+
+    def fail(field_name: str, msg: str) -> PolicyError:
+        return PolicyError(fname, rid if isinstance(rid, str) else None, field_name, msg, line)
+
+    if not isinstance(rid, str) or not rid:
+        raise fail("id", "required, a non-empty string")
+    unknown = set(item) - _RULE_KEYS - {"__line__"}
+    if unknown:
+        raise fail(sorted(unknown)[0], f"unknown field (allowed: {', '.join(sorted(_RULE_KEYS))})")
+    for key in ("title", "message", "remediation"):
+        if not isinstance(item.get(key), str) or not item[key].strip():
+            raise fail(key, "required, a non-empty string")
+    if item.get("severity") not in SEVERITIES:
+        raise fail("severity", f"must be one of {', '.join(SEVERITIES)}")
+    if item.get("category") not in CATEGORIES:
+        raise fail("category", f"must be exactly one of {', '.join(CATEGORIES)}")
+    ctrl = item.get("controls")
+    if not isinstance(ctrl, list) or not ctrl:
+        raise fail("controls", "required, a non-empty list of SOC 2 criteria ids")
+    for c in ctrl:
+        if c not in controls:
+            raise fail("controls", f"{c!r} is not a criterion in controls.yaml")
+    targets = item.get("targets")
+    if isinstance(targets, str):
+        targets = [targets]
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        raise fail("targets", "required, a list of resource types or Kubernetes kinds")
+    expanded: list[str] = []
+    for t in targets:
+        if t.startswith("@"):
+            if t not in TARGET_GROUPS:
+                raise fail("targets", f"unknown target group {t!r} (known: {', '.join(TARGET_GROUPS)})")
+            expanded.extend(TARGET_GROUPS[t])
+        else:
+            expanded.append(t)
+    severity = item["severity"]
+    action = item.get("action", DEFAULT_ACTION[severity])
+    if action not in ACTIONS:
+        raise fail("action", f"must be one of {', '.join(ACTIONS)}")
+    try:
+        predicate = compile_condition(_strip_lines(item.get("condition")), "condition")
+        applies = compile_condition(_strip_lines(item["when"]), "when") if "when" in item else None
+    except ConditionError as exc:
+        raise fail(exc.field, str(exc)) from None
+    examples = _examples(item.get("examples"), fail)
+    return Rule(
+        id=rid, title=item["title"].strip(), severity=severity, category=item["category"],
+        controls=tuple(ctrl), targets=tuple(dict.fromkeys(expanded)), message=item["message"].strip(),
+        remediation=item["remediation"].strip(), predicate=predicate, applies=applies, action=action,
+        description=str(item.get("description", "")).strip(), examples=examples, file=fname,
+        line=line or 0, enabled=bool(item.get("enabled", True)),
+    )
+
+
+def _examples(raw: Any, fail: Any) -> list[Example]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise fail("examples", "must be a list")
+    out: list[Example] = []
+    for i, ex in enumerate(raw):
+        if not isinstance(ex, dict):
+            raise fail(f"examples[{i}]", "must be a mapping")
+        sources = [s for s in EXAMPLE_SOURCES if s in ex]
+        if len(sources) != 1:
+            raise fail(f"examples[{i}]", f"needs exactly one of {', '.join(EXAMPLE_SOURCES)}")
+        expect = _strip_lines(ex.get("expect"))
+        values = list(expect.values()) if isinstance(expect, dict) else [expect]
+        if not values or any(v not in EXPECTATIONS for v in values):
+            raise fail(f"examples[{i}].expect", f"must be one of {', '.join(EXPECTATIONS)} "
+                       "or a mapping of resource address to one of them")
+        files = _strip_lines(ex.get("files") or {})
+        out.append(Example(name=str(ex.get("name", f"example {i + 1}")), source=sources[0],
+                           text=str(ex[sources[0]]), expect=expect, files=files))
+    return out

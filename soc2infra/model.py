@@ -1,0 +1,189 @@
+"""The data every layer shares: resources in, findings and errors out.
+
+Everything here is plain data (dataclasses, picklable) so sources can run in worker
+processes, results can be cached, and the engine stays free of I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["critical", "high", "medium", "low"]
+SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low")
+CATEGORIES: tuple[str, ...] = (
+    "encryption", "authentication", "logging", "backup",
+    "availability", "access", "network", "integrity",
+)
+
+
+class Unknown:
+    """A value that cannot be decided statically (a computed attribute, an unset input).
+
+    Unknowns propagate through expressions; a rule that depends on one yields an
+    explicit "unknown" result instead of a silent pass.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Unknown({self.reason!r})" if self.reason else "Unknown()"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Unknown, (self.reason,))
+
+    def __bool__(self) -> bool:
+        # A stray truth test on an unknown is a bug in the caller; make it loud.
+        raise TypeError("truth value of Unknown is undecidable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unknown)
+
+    def __hash__(self) -> int:
+        return hash(Unknown)
+
+
+def is_unknown(value: Any) -> bool:
+    """True when *value* is an :class:`Unknown` placeholder."""
+    return isinstance(value, Unknown)
+
+
+@dataclass(slots=True)
+class Resource:
+    """One infrastructure object, whatever format it came from.
+
+    ``attributes`` is the attribute tree as plain dicts/lists/scalars; nested Terraform
+    blocks are lists of dicts (as in plan JSON). ``references`` maps a dotted attribute
+    path to the addresses of the resources its expression referenced.
+    """
+
+    kind: str  # "terraform" or "kubernetes"
+    type: str  # "aws_s3_bucket", "Deployment", …
+    address: str  # "module.logs.aws_s3_bucket.this", "apps/v1/Deployment/payments/api"
+    attributes: dict[str, Any]
+    file: str = ""
+    line: int = 0
+    end_line: int = 0
+    references: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Addresses other resources may use to refer to this one by value (bucket names, ARNs …).
+    identities: frozenset[str] = frozenset()
+    namespace: str | None = None  # Kubernetes namespace (None = cluster scoped)
+    # Inline waivers written next to the resource: (rule_id or "*", reason, line).
+    inline_waivers: tuple[tuple[str, str, int], ...] = ()
+    # Source-specific facts (helm chart, template file, module path, existence unknown …).
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """Last segment of the address (the resource or object name)."""
+        return self.address.rsplit("/", 1)[-1].rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """An input or configuration problem, located as precisely as possible."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (part of the scan result contract)."""
+        return {"file": self.file, "line": self.line, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Waiver:
+    """Why a finding is accepted: inline comment, waiver file entry or cluster waiver."""
+
+    source: str  # "inline", "file", "annotation", "cluster", "baseline"
+    reason: str
+    owner: str | None = None
+    ticket: str | None = None
+    expires: str | None = None  # ISO date
+    location: str | None = None  # where the waiver is written (file:line or object)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+
+
+Status = Literal["fail", "unknown"]
+
+
+@dataclass(slots=True)
+class Finding:
+    """A rule that did not pass on a resource (failed, or could not be decided)."""
+
+    rule_id: str
+    title: str
+    severity: str
+    category: str
+    controls: tuple[str, ...]
+    message: str
+    remediation: str
+    resource: Resource
+    status: Status = "fail"
+    suppressed: bool = False
+    waiver: Waiver | None = None
+    # Masked evidence of what was found (never a secret value), e.g. {"value": "ab****"}.
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable identity of the finding across runs (rule + resource address)."""
+        return f"{self.rule_id}::{self.resource.address}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the documented ``findings[]`` item)."""
+        res = self.resource
+        out: dict[str, Any] = {
+            "rule_id": self.rule_id,
+            "title": self.title,
+            "severity": self.severity,
+            "category": self.category,
+            "controls": list(self.controls),
+            "status": self.status,
+            "message": self.message,
+            "remediation": self.remediation,
+            "suppressed": self.suppressed,
+            "resource": {
+                "kind": res.kind,
+                "type": res.type,
+                "address": res.address,
+                "file": res.file,
+                "line": res.line,
+            },
+        }
+        if self.waiver is not None:
+            out["waiver"] = self.waiver.to_dict()
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """Everything one scan produced; reports and evidence are rendered from this."""
+
+    resources: list[Resource] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # status "fail" and "unknown"
+    errors: list[Error] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    rules_evaluated: int = 0
+    pack_digest: str = ""
+    # (rule_id, address) pairs that passed; kept for JUnit/evidence populations.
+    passes: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Finding]:
+        """Findings whose rule failed (not unknown)."""
+        return [f for f in self.findings if f.status == "fail"]
+
+    @property
+    def unknowns(self) -> list[Finding]:
+        """Findings whose rule could not be decided."""
+        return [f for f in self.findings if f.status == "unknown"]
