@@ -40,10 +40,10 @@ class EvalContext:
 
     value: Any
     resource: Resource
-    index: "ResourceIndex"
+    index: ResourceIndex
     notes: dict[str, Any] = field(default_factory=dict)
 
-    def with_value(self, value: Any) -> "EvalContext":
+    def with_value(self, value: Any) -> EvalContext:
         """Same resource and index, a new current value (for quantifiers)."""
         return EvalContext(value, self.resource, self.index, self.notes)
 

@@ -35,11 +35,10 @@ def evaluate(resources: list[Resource], pack: PolicyPack, index: ResourceIndex |
             continue
         ctx = EvalContext(res.attributes, res, idx)
         for rule in rules:
-            if rule.applies is not None and rule.applies(ctx) is not True:
-                # An applicability test that is unknown still evaluates the rule, so
-                # "maybe applicable" never hides a failure.
-                if rule.applies(ctx) is False:
-                    continue
+            # An applicability test that is unknown still evaluates the rule, so
+            # "maybe applicable" never hides a failure.
+            if rule.applies is not None and rule.applies(ctx) is False:
+                continue
             result = rule.predicate(ctx)
             if result is True:
                 passes.append((rule.id, res.address))

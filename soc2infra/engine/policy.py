@@ -17,6 +17,7 @@ import yaml
 from soc2infra.engine.conditions import ConditionError, Predicate, compile_condition
 from soc2infra.model import CATEGORIES, SEVERITIES
 
+
 def _builtin_policy_dir() -> Path:
     # The pack lives in the repository's top-level policies/ (source checkout, editable
     # install); a wheel carries it as soc2infra/policies.

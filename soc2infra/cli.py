@@ -1,0 +1,141 @@
+"""Command-line front door. Commands parse options, call the core and return an exit code;
+no business logic lives here. Heavy modules are imported inside commands to keep
+start-up fast for pre-commit."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from soc2infra import __version__
+from soc2infra.exitcodes import ERROR, INTERNAL, OK
+
+FORMATS = ("text", "json", "sarif", "junit", "markdown")
+SEVERITY_CHOICES = ("critical", "high", "medium", "low")
+
+
+class UsageFailure(Exception):
+    """A problem with the command line or configuration: exit 2 with a message."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="soc2infra")
+def cli() -> None:
+    """soc2infra: SOC 2 controls for Terraform and Kubernetes, from pre-commit to admission."""
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default=None, help="Output format.")
+@click.option("--output-file", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report here (the text summary still goes to the terminal).")
+@click.option("--severity-threshold", type=click.Choice(SEVERITY_CHOICES), default=None,
+              help="Lowest severity that fails the scan (default: low).")
+@click.option("--policy-dir", multiple=True, type=click.Path(exists=False, path_type=Path),
+              help="Extra rule directory (repeatable).")
+@click.option("--var-file", multiple=True, type=click.Path(path_type=Path), help="Terraform variables file.")
+@click.option("--helm-values", multiple=True, type=click.Path(path_type=Path), help="Helm values file.")
+@click.option("--kube-version", default="1.34.0", show_default=True, help="Kubernetes version for helm.")
+@click.option("--fail-on-unknown", is_flag=True, help="Treat undecidable results as failures.")
+@click.option("--jobs", "-j", type=int, default=None, help="Parser processes (default: all cores).")
+@click.option("--no-color", is_flag=True, help="Plain text output.")
+def scan(paths: Sequence[str], fmt: str | None, output_file: Path | None, severity_threshold: str | None,
+         policy_dir: Sequence[Path], var_file: Sequence[Path], helm_values: Sequence[Path], kube_version: str,
+         fail_on_unknown: bool, jobs: int | None, no_color: bool) -> None:
+    """Scan Terraform (HCL or plan JSON) and Kubernetes manifests. Use - for standard input."""
+    from soc2infra.engine.policy import load_pack
+    from soc2infra.exitcodes import exit_code
+    from soc2infra.reports import ReportInput, render
+    from soc2infra.scan import ScanOptions
+    from soc2infra.scan import scan as run_scan
+
+    threshold = severity_threshold or "low"
+    pack = load_pack(policy_dir)
+    result = run_scan(paths, pack, ScanOptions(var_files=tuple(var_file), helm_values=tuple(helm_values),
+                                               kube_version=kube_version, jobs=jobs))
+    fmt = fmt or "text"
+    color = not no_color and sys.stdout.isatty()
+    data = ReportInput(result=result, pack=pack, threshold=threshold, tool_version=__version__,
+                       base_dir=str(Path.cwd()), color=color)
+    if output_file is not None:
+        output_file.write_text(render(fmt, data), encoding="utf-8")
+        if fmt != "text":
+            click.echo(render("text", data), nl=False)
+    else:
+        click.echo(render(fmt, data), nl=False)
+    sys.exit(exit_code(result, threshold, fail_on_unknown))
+
+
+@cli.group()
+def policy() -> None:
+    """Work with the policy pack."""
+
+
+@policy.command("test")
+@click.argument("dirs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--rule", "rules", multiple=True, help="Only these rule ids.")
+@click.option("--builtin/--no-builtin", default=None, help="Include the built-in pack (default: when no DIRS).")
+def policy_test(dirs: Sequence[Path], rules: Sequence[str], builtin: bool | None) -> None:
+    """Run every rule's own pass/fail examples through the real parsers."""
+    from soc2infra.engine.policy import load_pack
+    from soc2infra.policytest import test_pack
+
+    pack = load_pack(dirs, builtin=builtin if builtin is not None else not dirs)
+    outcomes = test_pack(pack, set(rules) or None)
+    failed = [o for o in outcomes if not o.ok]
+    for o in failed:
+        for p in o.problems:
+            click.echo(f"FAIL {o.rule_id} [{o.example}]: {p}")
+    passed = len(outcomes) - len(failed)
+    click.echo(f"{passed} passed, {len(failed)} failed ({len(pack.rules)} rules)")
+    sys.exit(1 if failed else OK)
+
+
+@policy.command("list")
+@click.option("--format", "fmt", type=click.Choice(("text", "markdown")), default="text")
+@click.option("--policy-dir", multiple=True, type=click.Path(exists=True, path_type=Path))
+def policy_list(fmt: str, policy_dir: Sequence[Path]) -> None:
+    """List rules with their SOC 2 criteria."""
+    from soc2infra.engine.policy import load_pack
+
+    pack = load_pack(policy_dir)
+    if fmt == "markdown":
+        click.echo("| id | title | severity | category | SOC 2 criteria |\n|---|---|---|---|---|")
+        for r in pack.rules:
+            click.echo(f"| `{r.id}` | {r.title} | {r.severity} | {r.category} | {', '.join(r.controls)} |")
+        return
+    for r in pack.rules:
+        click.echo(f"{r.id:<24} {r.severity:<8} {r.category:<14} {','.join(r.controls):<22} {r.title}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code so tests can call the CLI in-process."""
+    from soc2infra.engine.policy import PolicyError
+
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="soc2infra", standalone_mode=False)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else ERROR
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return ERROR
+    except (PolicyError, UsageFailure) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return ERROR
+    except Exception as exc:  # noqa: BLE001 - the one top-level handler for bugs
+        import traceback
+
+        traceback.print_exc()
+        click.echo(f"internal error: {exc.__class__.__name__}: {exc} (soc2infra {__version__})", err=True)
+        return INTERNAL
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

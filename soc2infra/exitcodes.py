@@ -1,0 +1,29 @@
+"""Exit codes, decided in one place: errors win over findings."""
+
+from __future__ import annotations
+
+from soc2infra.model import SEVERITIES, ScanResult
+
+OK = 0
+FINDINGS = 1
+ERROR = 2
+INTERNAL = 3
+
+
+def severity_rank(severity: str) -> int:
+    """critical → 0 … low → 3 (lower is more severe)."""
+    return SEVERITIES.index(severity)
+
+
+def blocking(result: ScanResult, threshold: str, fail_on_unknown: bool = False) -> list:
+    """Unsuppressed findings at or above *threshold* (unknowns only when asked)."""
+    limit = severity_rank(threshold)
+    return [f for f in result.findings if not f.suppressed and severity_rank(f.severity) <= limit
+            and (f.status == "fail" or fail_on_unknown)]
+
+
+def exit_code(result: ScanResult, threshold: str, fail_on_unknown: bool = False) -> int:
+    """0 clean, 1 blocking findings, 2 errors (errors win)."""
+    if result.errors:
+        return ERROR
+    return FINDINGS if blocking(result, threshold, fail_on_unknown) else OK

@@ -1,0 +1,254 @@
+"""Orchestrate one scan: discover inputs → sources → resources → engine → result.
+
+This is the only place that knows which source handles which input; each source
+stays ignorant of the others and of the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from soc2infra.engine.conditions import ResourceIndex
+from soc2infra.engine.evaluate import evaluate
+from soc2infra.engine.policy import PolicyPack
+from soc2infra.model import Error, Resource, ScanResult
+
+SKIP_DIRS = frozenset({".git", ".terraform", "node_modules", ".venv", "venv", "__pycache__", ".tox",
+                       ".mypy_cache", ".pytest_cache", ".ruff_cache"})
+YAML_SUFFIXES = (".yaml", ".yml")
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    """Inputs to a scan besides the paths and the pack."""
+
+    var_files: tuple[Path, ...] = ()
+    helm_values: tuple[Path, ...] = ()
+    kube_version: str = "1.34.0"
+    jobs: int | None = None
+    base_dir: Path | None = None  # paths in results are relative to this (default: cwd)
+
+
+@dataclass(slots=True)
+class Inputs:
+    """What discovery found, by source."""
+
+    tf_files: list[Path] = field(default_factory=list)
+    plan_files: list[Path] = field(default_factory=list)
+    manifest_files: list[Path] = field(default_factory=list)
+    helm_charts: list[Path] = field(default_factory=list)
+    kustomizations: list[Path] = field(default_factory=list)
+    stdin: bool = False
+    errors: list[Error] = field(default_factory=list)
+
+
+def discover(paths: Sequence[str]) -> Inputs:
+    """Classify every input path (files, directories, ``-`` for standard input)."""
+    found = Inputs()
+    for raw in paths:
+        if raw == "-":
+            found.stdin = True
+            continue
+        path = Path(raw)
+        if path.is_dir():
+            _walk(path, found)
+        elif path.is_file():
+            _classify_file(path, found, explicit=True)
+        else:
+            found.errors.append(Error(raw, None, "no such file or directory"))
+    return found
+
+
+def _walk(root: Path, found: Inputs) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        if "Chart.yaml" in filenames:
+            found.helm_charts.append(d)
+            dirnames[:] = []  # templates are Go templates, not YAML
+            continue
+        if any(k in filenames for k in KUSTOMIZATION_FILES):
+            found.kustomizations.append(d)
+            dirnames[:] = [n for n in dirnames if n not in SKIP_DIRS and not n.startswith(".")]
+            # Patches and bases beside a kustomization are fragments, not objects to scan alone.
+            filenames = [f for f in filenames if f.endswith(".tf")]
+        dirnames[:] = sorted(n for n in dirnames if n not in SKIP_DIRS and not n.startswith("."))
+        for name in sorted(filenames):
+            _classify_file(d / name, found, explicit=False)
+
+
+def _classify_file(path: Path, found: Inputs, explicit: bool) -> None:
+    name = path.name
+    if name.endswith(".tf"):
+        found.tf_files.append(path)
+    elif name.endswith(".json"):
+        if _is_plan_file(path):
+            found.plan_files.append(path)
+        elif explicit or not name.endswith(".tfvars.json"):
+            found.manifest_files.append(path)
+    elif name.endswith(YAML_SUFFIXES):
+        if name == "Chart.yaml" and explicit:
+            found.helm_charts.append(path.parent)
+        elif name in KUSTOMIZATION_FILES and explicit:
+            found.kustomizations.append(path.parent)
+        else:
+            found.manifest_files.append(path)
+    elif explicit and not name.endswith((".tfvars",)):
+        found.errors.append(Error(str(path), None, "unsupported file type (expected .tf, .json, .yaml)"))
+
+
+def _is_plan_file(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return b'"format_version"' in head and (b'"planned_values"' in head or b'"terraform_version"' in head) \
+        or path.name.endswith((".tfplan.json", "plan.json"))
+
+
+def load_resources(inputs: Inputs, options: ScanOptions) -> tuple[list[Resource], list[Error]]:
+    """Run every source over the discovered inputs."""
+    resources: list[Resource] = []
+    errors: list[Error] = list(inputs.errors)
+    if inputs.tf_files:
+        from soc2infra.sources.terraform import load_terraform
+
+        rs, errs = load_terraform(inputs.tf_files, options.var_files, jobs=options.jobs)
+        resources += rs
+        errors += errs
+    if inputs.plan_files or inputs.stdin:
+        from soc2infra.sources.terraform_plan import load_plan_text
+
+        for p in inputs.plan_files:
+            text, err = _read_text(p)
+            if err:
+                errors.append(err)
+                continue
+            rs, errs = load_plan_text(text, str(p))
+            _attach_config_locations(rs, p.parent)
+            resources += rs
+            errors += errs
+    if inputs.stdin:
+        rs, errs = _load_stdin(options)
+        resources += rs
+        errors += errs
+    if inputs.manifest_files or inputs.helm_charts or inputs.kustomizations:
+        rs, errs = _load_kubernetes(inputs, options)
+        resources += rs
+        errors += errs
+    return resources, errors
+
+
+def _read_text(path: Path) -> tuple[str, Error | None]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return "", Error(str(path), None, f"cannot read file: {exc.strerror or exc}")
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        return "", Error(str(path), data.count(b"\n", 0, exc.start) + 1, "not UTF-8 text (binary file?)")
+
+
+def _load_stdin(options: ScanOptions) -> tuple[list[Resource], list[Error]]:
+    text = sys.stdin.read()
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        from soc2infra.sources.terraform_plan import load_plan_text, looks_like_plan
+
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return [], [Error("<stdin>", exc.lineno, f"invalid JSON: {exc.msg}")]
+        if looks_like_plan(data):
+            return load_plan_text(text, "<stdin>")
+    from soc2infra.sources import kubernetes
+
+    return kubernetes.load_manifest_text(text, "<stdin>")
+
+
+def _attach_config_locations(resources: list[Resource], config_dir: Path) -> None:
+    """Point plan resources at the ``.tf`` block that declares them (file, line and the
+    inline waivers written there), when the configuration sits beside the plan."""
+    tf_files = sorted(config_dir.glob("*.tf"))
+    if not tf_files or not resources:
+        return
+    from soc2infra.sources.terraform import load_terraform
+    from soc2infra.sources.terraform_plan import strip_indexes
+
+    config, _errors = load_terraform(tf_files)
+    by_base = {strip_indexes(r.address): r for r in config}
+    for res in resources:
+        src = by_base.get(strip_indexes(res.address))
+        if src is not None:
+            res.meta["plan_file"] = res.file
+            res.file, res.line, res.end_line = src.file, src.line, src.end_line
+            res.inline_waivers = src.inline_waivers
+
+
+def _load_kubernetes(inputs: Inputs, options: ScanOptions) -> tuple[list[Resource], list[Error]]:
+    from soc2infra.sources import kubernetes
+
+    resources: list[Resource] = []
+    errors: list[Error] = []
+    for p in inputs.manifest_files:
+        text, err = _read_text(p)
+        if err:
+            errors.append(err)
+            continue
+        if not kubernetes.looks_like_kubernetes(p, text):
+            continue
+        rs, errs = kubernetes.load_manifest_text(text, str(p))
+        resources += rs
+        errors += errs
+    for chart in inputs.helm_charts:
+        values = [v for v in options.helm_values if v.exists()]
+        rs, errs = kubernetes.render_helm_chart(chart, values, options.kube_version)
+        resources += rs
+        errors += errs
+    for k in inputs.kustomizations:
+        rs, errs = kubernetes.render_kustomize(k)
+        resources += rs
+        errors += errs
+    return resources, errors
+
+
+def _relativize(resources: Iterable[Resource], errors: list[Error], base: Path) -> list[Error]:
+    base_s = str(base.resolve()) + os.sep
+
+    def rel(p: str) -> str:
+        return p[len(base_s):] if p.startswith(base_s) else p
+
+    for r in resources:
+        r.file = rel(r.file)
+    return [Error(rel(e.file), e.line, e.message) for e in errors]
+
+
+def scan(paths: Sequence[str], pack: PolicyPack, options: ScanOptions | None = None) -> ScanResult:
+    """Scan *paths* with *pack*: the function behind ``soc2infra scan``."""
+    options = options or ScanOptions()
+    inputs = discover(paths)
+    resources, errors = load_resources(inputs, options)
+    if any(r.kind == "kubernetes" for r in resources):
+        from soc2infra.sources import kubernetes
+
+        resources += kubernetes.namespace_resources(resources)
+    errors = _relativize(resources, errors, options.base_dir or Path.cwd())
+    return evaluate_resources(resources, pack, errors)
+
+
+def evaluate_resources(resources: list[Resource], pack: PolicyPack, errors: list[Error] | None = None) -> ScanResult:
+    """Evaluate already-loaded resources and apply inline waivers."""
+    from soc2infra.waivers import apply_inline_waivers
+
+    findings, passes = evaluate(resources, pack, ResourceIndex(resources))
+    warnings = apply_inline_waivers(findings)
+    return ScanResult(resources=resources, findings=findings, errors=list(errors or []), warnings=warnings,
+                      rules_evaluated=len([r for r in pack.rules if r.enabled]), pack_digest=pack.digest,
+                      passes=passes)

@@ -1,0 +1,224 @@
+"""Terraform HCL source: find root modules, parse their files, evaluate them to resources.
+
+Parsing is the expensive part (python-hcl2's Lark grammar), so parsed files are cached by
+content hash and large trees are parsed in parallel worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from soc2infra.model import Error, Resource
+from soc2infra.sources import cache
+from soc2infra.sources.hcl_ast import Body, HclSyntaxError, parse_hcl
+from soc2infra.sources.terraform_eval import (
+    Env,
+    ModuleDef,
+    ModuleInstance,
+    _Tracked,
+    collect_resources,
+    evaluate,
+    variable_default,
+)
+
+PARSER_VERSION = "hcl-ast-1"
+_IGNORE_RE = re.compile(r"(?:#|//)\s*soc2infra:ignore\s+([A-Za-z0-9_.*-]+)\s*(.*)$")
+_COMMENT_LINE = re.compile(r"^\s*(#|//|/\*|\*)")
+PARALLEL_THRESHOLD = 48  # files; below this, process start-up costs more than it saves
+
+
+@dataclass(slots=True)
+class ParsedFile:
+    """One parsed ``.tf``/``.tfvars`` file: its body, or the error that stopped parsing."""
+
+    path: str
+    body: Body | None
+    waivers: dict[int, tuple[tuple[str, str, int], ...]] = field(default_factory=dict)
+    error: Error | None = None
+
+
+def parse_text(text: str, path: str) -> ParsedFile:
+    """Parse one file's text (no I/O); errors become a located :class:`Error`."""
+    try:
+        body = parse_hcl(text)
+    except HclSyntaxError as exc:
+        return ParsedFile(path, None, error=Error(path, exc.line, str(exc)))
+    except RecursionError:
+        return ParsedFile(path, None, error=Error(path, None, "expression nesting too deep"))
+    return ParsedFile(path, body, _waivers_by_block(text, body))
+
+
+def _waivers_by_block(text: str, body: Body) -> dict[int, tuple[tuple[str, str, int], ...]]:
+    """Map each top-level block's start line to the ``soc2infra:ignore`` comments that
+    apply to it: inside the block, or in the comment lines directly above it."""
+    if "soc2infra:ignore" not in text:
+        return {}
+    lines = text.split("\n")
+    found: list[tuple[int, str, str]] = []
+    for no, line in enumerate(lines, 1):
+        m = _IGNORE_RE.search(line)
+        if m:
+            found.append((no, m.group(1), m.group(2).strip()))
+    out: dict[int, list[tuple[str, str, int]]] = {}
+    for no, rule, reason in found:
+        for blk in body.blocks:
+            inside = blk.line <= no <= blk.end_line
+            above = no < blk.line and all(
+                _COMMENT_LINE.match(lines[i - 1]) or not lines[i - 1].strip() for i in range(no, blk.line))
+            if inside or above:
+                out.setdefault(blk.line, []).append((rule, reason, no))
+                break
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _parse_path(path: str) -> ParsedFile:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return ParsedFile(path, None, error=Error(path, None, f"cannot read file: {exc.strerror or exc}"))
+    key = cache.content_key("tf", data + path.encode(), PARSER_VERSION)
+    hit = cache.load(key)
+    if isinstance(hit, ParsedFile):
+        return hit
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        parsed = ParsedFile(path, None, error=Error(path, line, "not UTF-8 text (binary file?)"))
+    else:
+        parsed = parse_text(text, path)
+    cache.store(key, parsed)
+    return parsed
+
+
+def parse_files(paths: list[str], jobs: int | None = None) -> dict[str, ParsedFile]:
+    """Parse many files, in parallel worker processes when there are enough of them."""
+    jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+    if jobs <= 1 or len(paths) < PARALLEL_THRESHOLD:
+        return {p: _parse_path(p) for p in paths}
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        results = pool.map(_parse_path, paths, chunksize=max(1, len(paths) // (jobs * 8)))
+        return dict(zip(paths, results, strict=True))
+
+
+class TerraformLoader:
+    """Loads module directories (each parsed once) and evaluates root modules."""
+
+    def __init__(self, parsed: dict[str, ParsedFile], errors: list[Error]) -> None:
+        self.parsed = parsed
+        self.errors = errors
+        self._modules: dict[Path, ModuleDef | None] = {}
+
+    def module(self, directory: Path) -> ModuleDef | None:
+        """The parsed module in *directory* (None when it has no ``.tf`` files)."""
+        directory = directory.resolve()
+        if directory in self._modules:
+            return self._modules[directory]
+        files = sorted(str(p) for p in directory.glob("*.tf")) if directory.is_dir() else []
+        missing = [f for f in files if f not in self.parsed]
+        if missing:
+            self.parsed.update(parse_files(missing))
+            self.errors.extend(self.parsed[f].error for f in missing if self.parsed[f].error)  # type: ignore[misc]
+        if not files:
+            self._modules[directory] = None
+            return None
+        mdef = ModuleDef(directory)
+        for f in files:
+            pf = self.parsed[f]
+            if pf.body is not None:
+                mdef.add_file(f, pf.body, pf.waivers)
+        self._modules[directory] = mdef
+        return mdef
+
+
+def local_module_dirs(mdef: ModuleDef) -> set[Path]:
+    """Directories this module calls as local child modules (``source = "./x"``)."""
+    out: set[Path] = set()
+    for blk, _file in mdef.modules:
+        src = blk.body.attrs.get("source")
+        if src and src[0][0] == "lit" and isinstance(src[0][1], str) and src[0][1].startswith(("./", "../")):
+            out.add((mdef.dir / src[0][1]).resolve())
+    return out
+
+
+def _tfvars_values(loader: TerraformLoader, files: list[Path]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in files:
+        if f.suffix == ".json":
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                loader.errors.append(Error(str(f), None, f"invalid variables file: {exc}"))
+                continue
+            if isinstance(data, dict):
+                values.update(data)
+            continue
+        pf = _parse_path(str(f))
+        if pf.error is not None:
+            loader.errors.append(pf.error)
+            continue
+        assert pf.body is not None
+        from soc2infra.sources.terraform_eval import _EMPTY_INSTANCE
+
+        for name, (expr, _line) in pf.body.attrs.items():
+            values[name] = evaluate(expr, Env(_EMPTY_INSTANCE))
+    return values
+
+
+def root_inputs(mdef: ModuleDef, loader: TerraformLoader, var_files: Iterable[Path]) -> dict[str, _Tracked]:
+    """Root variable values: defaults < terraform.tfvars < *.auto.tfvars < --var-file."""
+    auto = [mdef.dir / "terraform.tfvars", mdef.dir / "terraform.tfvars.json"]
+    auto = [p for p in auto if p.is_file()]
+    auto += sorted(mdef.dir.glob("*.auto.tfvars")) + sorted(mdef.dir.glob("*.auto.tfvars.json"))
+    values = _tfvars_values(loader, auto + list(var_files))
+    inputs: dict[str, _Tracked] = {}
+    for name, block in mdef.variables.items():
+        if name in values:
+            inputs[name] = _Tracked(values[name], frozenset())
+        else:
+            default = variable_default(block)
+            if default is not None:
+                inputs[name] = default
+    return inputs
+
+
+def load_terraform(tf_files: list[Path], var_files: Iterable[Path] = (), base: Path | None = None,
+                   jobs: int | None = None) -> tuple[list[Resource], list[Error]]:
+    """Resources of every root module among the directories holding *tf_files*.
+
+    A directory that another scanned directory calls as a local module is not a root:
+    its resources appear once, under the caller's module address, with real inputs.
+    """
+    errors: list[Error] = []
+    paths = sorted({str(p.resolve()) for p in tf_files})
+    parsed = parse_files(paths, jobs)
+    errors.extend(pf.error for pf in parsed.values() if pf.error is not None)
+    loader = TerraformLoader(parsed, errors)
+    dirs = sorted({Path(p).parent for p in paths})
+    mdefs = {d: loader.module(d) for d in dirs}
+    children: set[Path] = set()
+    for mdef in mdefs.values():
+        if mdef is not None:
+            children |= local_module_dirs(mdef)
+    resources: list[Resource] = []
+    var_files = list(var_files)
+    for d, mdef in mdefs.items():
+        if mdef is None or d in children:
+            continue
+        root = ModuleInstance(mdef, "", root_inputs(mdef, loader, var_files), loader.module, d)
+        try:
+            found = collect_resources(root)
+        except RecursionError:
+            errors.append(Error(str(d), None, "module evaluation recursed too deeply"))
+            continue
+        for res in found:
+            res.meta["root"] = str(d)
+        resources.extend(found)
+    return resources, errors

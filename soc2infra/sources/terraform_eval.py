@@ -1,0 +1,786 @@
+"""Static evaluation of a Terraform module tree into :class:`Resource` objects.
+
+Resolves what Terraform itself could resolve at plan time without provider calls:
+variables (defaults, tfvars, module inputs), locals, interpolations, conditionals, the
+built-in functions in :mod:`terraform_functions`, ``count``/``for_each`` (a resource with
+``count = 0`` does not exist), dynamic blocks, local child modules and references between
+resources. Anything else becomes :class:`Unknown`. Every evaluation also records which
+resources an attribute referenced, so cross-resource rules can follow the links.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from soc2infra.model import Resource, Unknown
+from soc2infra.sources.hcl_ast import Block, Body, Expr, _split_template
+from soc2infra.sources.terraform_functions import FUNCTIONS, contains_unknown, file_function, to_str
+
+META_ARGS = frozenset({"count", "for_each", "depends_on", "provider", "providers"})
+META_BLOCKS = frozenset({"lifecycle", "provisioner", "connection"})
+IDENTITY_ATTRS = ("bucket", "name", "arn", "id", "function_name", "cluster_identifier", "identifier")
+
+
+@dataclass(slots=True)
+class ModuleDef:
+    """The parsed blocks of one module directory."""
+
+    dir: Path
+    variables: dict[str, Block] = field(default_factory=dict)
+    locals: dict[str, tuple[Expr, str, int]] = field(default_factory=dict)
+    resources: list[tuple[Block, str]] = field(default_factory=list)
+    data: list[tuple[Block, str]] = field(default_factory=list)
+    modules: list[tuple[Block, str]] = field(default_factory=list)
+    outputs: dict[str, Expr] = field(default_factory=dict)
+    waivers: dict[tuple[str, int], tuple[tuple[str, str, int], ...]] = field(default_factory=dict)
+
+    def add_file(self, file: str, body: Body, waivers: dict[int, tuple[tuple[str, str, int], ...]]) -> None:
+        """Merge one file's top-level blocks into the module."""
+        for blk in body.blocks:
+            if blk.type == "variable" and blk.labels:
+                self.variables[blk.labels[0]] = blk
+            elif blk.type == "locals":
+                for name, (expr, line) in blk.body.attrs.items():
+                    self.locals[name] = (expr, file, line)
+            elif blk.type == "resource" and len(blk.labels) == 2:
+                self.resources.append((blk, file))
+            elif blk.type == "data" and len(blk.labels) == 2:
+                self.data.append((blk, file))
+            elif blk.type == "module" and blk.labels:
+                self.modules.append((blk, file))
+            elif blk.type == "output" and blk.labels and "value" in blk.body.attrs:
+                self.outputs[blk.labels[0]] = blk.body.attrs["value"][0]
+            if blk.line in waivers:
+                self.waivers[(file, blk.line)] = waivers[blk.line]
+
+
+ModuleLoader = Callable[[Path], "ModuleDef | None"]
+
+
+class _Tracked:
+    """A memoized value together with the resource addresses it was computed from."""
+
+    __slots__ = ("value", "refs")
+
+    def __init__(self, value: Any, refs: frozenset[str]) -> None:
+        self.value, self.refs = value, refs
+
+
+_IN_PROGRESS = object()
+
+
+class Env:
+    """Evaluation scope: a module instance, local bindings and the reference tracker."""
+
+    __slots__ = ("inst", "bindings", "tracker")
+
+    def __init__(self, inst: ModuleInstance, bindings: dict[str, Any] | None = None,
+                 tracker: set[str] | None = None) -> None:
+        self.inst, self.bindings, self.tracker = inst, bindings or {}, tracker
+
+    def bind(self, **values: Any) -> Env:
+        """A child scope with extra names bound (for-expression and iterator variables)."""
+        return Env(self.inst, {**self.bindings, **values}, self.tracker)
+
+    def track(self, refs: set[str] | frozenset[str]) -> None:
+        """Record that the value being computed depends on *refs*."""
+        if self.tracker is not None:
+            self.tracker.update(refs)
+
+
+class ModuleInstance:
+    """One instance of a module (the root, or ``module.x`` / ``module.x[0]``)."""
+
+    def __init__(self, mdef: ModuleDef, prefix: str, inputs: dict[str, _Tracked], loader: ModuleLoader,
+                 root_dir: Path, depth: int = 0) -> None:
+        self.mdef, self.prefix, self.inputs, self.loader = mdef, prefix, inputs, loader
+        self.root_dir, self.depth = root_dir, depth
+        self._locals: dict[str, Any] = {}
+        self._outputs: dict[str, Any] = {}
+        self.blocks: dict[tuple[str, str, str], BlockRef] = {}
+        for blk, file in mdef.resources:
+            self.blocks[("resource", blk.labels[0], blk.labels[1])] = BlockRef(self, blk, file, "resource")
+        for blk, file in mdef.data:
+            self.blocks[("data", blk.labels[0], blk.labels[1])] = BlockRef(self, blk, file, "data")
+        self.module_calls: dict[str, ModuleCall] = {
+            blk.labels[0]: ModuleCall(self, blk, file) for blk, file in mdef.modules}
+        try:
+            rel = mdef.dir.relative_to(root_dir)
+            self.path_module = "." if str(rel) == "." else str(rel)
+        except ValueError:
+            self.path_module = str(mdef.dir)
+
+    def address(self, local: str) -> str:
+        """Full address of a resource address *local* inside this module instance."""
+        return f"{self.prefix}.{local}" if self.prefix else local
+
+    def var(self, name: str, env: Env) -> Any:
+        got = self.inputs.get(name)
+        if got is None:
+            return Unknown(f"var.{name} has no value")
+        env.track(got.refs)
+        return got.value
+
+    def local(self, name: str, env: Env) -> Any:
+        memo = self._locals.get(name)
+        if memo is _IN_PROGRESS:
+            return Unknown(f"local.{name} refers to itself")
+        if memo is None:
+            spec = self.mdef.locals.get(name)
+            if spec is None:
+                return Unknown(f"local.{name} is not defined")
+            self._locals[name] = _IN_PROGRESS
+            refs: set[str] = set()
+            value = evaluate(spec[0], Env(self, {}, refs))
+            memo = _Tracked(value, frozenset(refs))
+            self._locals[name] = memo
+        env.track(memo.refs)
+        return memo.value
+
+    def output(self, name: str, env: Env) -> Any:
+        memo = self._outputs.get(name)
+        if memo is _IN_PROGRESS:
+            return Unknown(f"output {name} refers to itself")
+        if memo is None:
+            expr = self.mdef.outputs.get(name)
+            if expr is None:
+                return Unknown(f"module output {name} is not defined")
+            self._outputs[name] = _IN_PROGRESS
+            refs: set[str] = set()
+            memo = _Tracked(evaluate(expr, Env(self, {}, refs)), frozenset(refs))
+            self._outputs[name] = memo
+        env.track(memo.refs)
+        return memo.value
+
+    def all_outputs(self, env: Env) -> dict[str, Any]:
+        return {name: self.output(name, env) for name in self.mdef.outputs}
+
+    def file_func(self) -> Callable[[Any], Any]:
+        return file_function(self.mdef.dir, self.root_dir)
+
+
+def _instance_key(key: Any) -> str:
+    return f"[{key}]" if isinstance(key, int) else f"[{json.dumps(key)}]"
+
+
+def _expand(count_or_each: tuple[str, Any] | None) -> list[tuple[Any, dict[str, Any]]] | Unknown:
+    """Instances of a block as (key, bindings); Unknown when the count cannot be decided."""
+    if count_or_each is None:
+        return [(None, {})]
+    kind, value = count_or_each
+    if isinstance(value, Unknown) or contains_unknown(value) and kind == "count":
+        return Unknown(f"{kind} is unknown")
+    if kind == "count":
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            return Unknown("count is not a number")
+        return [(i, {"count": {"index": i}}) for i in range(max(n, 0))]
+    if isinstance(value, dict):
+        return [(k, {"each": {"key": k, "value": v}}) for k, v in value.items()]
+    if isinstance(value, list):
+        if any(isinstance(v, Unknown) for v in value):
+            return Unknown("for_each set has unknown elements")
+        return [(to_str(v), {"each": {"key": to_str(v), "value": v}}) for v in value]
+    return Unknown("for_each is not a map or set")
+
+
+class BlockRef:
+    """A ``resource``/``data`` block: its instances, evaluated on first use."""
+
+    def __init__(self, inst: ModuleInstance, block: Block, file: str, mode: str) -> None:
+        self.inst, self.block, self.file, self.mode = inst, block, file, mode
+        rtype, name = block.labels
+        self.type = rtype if mode == "resource" else f"data.{rtype}"
+        self.local_address = f"{rtype}.{name}" if mode == "resource" else f"data.{rtype}.{name}"
+        self._instances: list[InstanceRef] | None = None
+        self.has_index = "count" in block.body.attrs or "for_each" in block.body.attrs
+        self.existence_unknown = False
+
+    def instances(self) -> list[InstanceRef]:
+        """All instances (empty when ``count = 0``)."""
+        if self._instances is None:
+            self._instances = []
+            attrs = self.block.body.attrs
+            meta: tuple[str, Any] | None = None
+            base = Env(self.inst)
+            if "count" in attrs:
+                meta = ("count", evaluate(attrs["count"][0], base))
+            elif "for_each" in attrs:
+                meta = ("for_each", evaluate(attrs["for_each"][0], base))
+            expanded = _expand(meta)
+            if isinstance(expanded, Unknown):
+                # Cannot know how many exist: evaluate one representative, flagged.
+                self.existence_unknown = True
+                binding = {"count": {"index": Unknown("count.index")},
+                           "each": {"key": Unknown("each.key"), "value": Unknown("each.value")}}
+                self._instances.append(InstanceRef(self, self.inst.address(self.local_address), binding))
+            else:
+                for key, binding in expanded:
+                    addr = self.local_address + ("" if key is None else _instance_key(key))
+                    self._instances.append(InstanceRef(self, self.inst.address(addr), binding))
+        return self._instances
+
+    def attr(self, name: str, env: Env) -> Any:
+        insts = self.instances()
+        if not self.has_index and len(insts) == 1:
+            return insts[0].attr(name, env)
+        return Unknown(f"{self.local_address} has count/for_each: index it")
+
+    def index(self, key: Any, env: Env) -> Any:
+        insts = self.instances()
+        if self.existence_unknown:
+            env.track({i.address for i in insts})
+            return insts[0] if insts else Unknown("no instance")
+        wanted = self.inst.address(self.local_address + _instance_key(key if not isinstance(key, float)
+                                                                     else int(key)))
+        for i in insts:
+            if i.address == wanted:
+                return i
+        return Unknown(f"{wanted} does not exist")
+
+    def as_collection(self, env: Env) -> Any:
+        insts = self.instances()
+        if not self.has_index:
+            return insts[0] if insts else None
+        if "for_each" in self.block.body.attrs and not self.existence_unknown:
+            return {to_str(i.bindings["each"]["key"]): i for i in insts}
+        return list(insts)
+
+
+class InstanceRef:
+    """One instance of a resource; its attributes are evaluated once, on demand."""
+
+    def __init__(self, block: BlockRef, address: str, bindings: dict[str, Any]) -> None:
+        self.block, self.address, self.bindings = block, address, bindings
+        self._attrs: dict[str, Any] | None | object = None
+        self.references: dict[str, frozenset[str]] = {}
+
+    def attributes(self) -> dict[str, Any]:
+        """The evaluated attribute tree (nested blocks as lists of dicts)."""
+        if self._attrs is _IN_PROGRESS:
+            return {}
+        if self._attrs is None:
+            self._attrs = _IN_PROGRESS
+            refs: dict[str, set[str]] = {}
+            env = Env(self.block.inst, dict(self.bindings))
+            attrs = evaluate_body(self.block.block.body, env, "", refs, top=True)
+            self.references = {k: frozenset(v - {self.address}) for k, v in refs.items() if v - {self.address}}
+            self._attrs = attrs
+        return self._attrs  # type: ignore[return-value]
+
+    def attr(self, name: str, env: Env) -> Any:
+        env.track({self.address})
+        attrs = self.attributes()
+        if name in attrs and attrs[name] is not None:
+            return attrs[name]
+        return Unknown(f"{self.address}.{name} is known only after apply")
+
+
+class ModuleCall:
+    """A ``module`` block: its child instances (none for non-local sources)."""
+
+    def __init__(self, parent: ModuleInstance, block: Block, file: str) -> None:
+        self.parent, self.block, self.file = parent, block, file
+        self.name = block.labels[0]
+        self._instances: dict[Any, ModuleInstance] | None = None
+        self.external = False
+
+    def instances(self) -> dict[Any, ModuleInstance]:
+        if self._instances is not None:
+            return self._instances
+        self._instances = {}
+        attrs = self.block.body.attrs
+        base = Env(self.parent)
+        source = evaluate(attrs["source"][0], base) if "source" in attrs else None
+        if not isinstance(source, str) or not source.startswith(("./", "../")) or self.parent.depth > 20:
+            self.external = True
+            return self._instances
+        child_def = self.parent.loader((self.parent.mdef.dir / source).resolve())
+        if child_def is None:
+            self.external = True
+            return self._instances
+        meta: tuple[str, Any] | None = None
+        if "count" in attrs:
+            meta = ("count", evaluate(attrs["count"][0], base))
+        elif "for_each" in attrs:
+            meta = ("for_each", evaluate(attrs["for_each"][0], base))
+        expanded = _expand(meta)
+        if isinstance(expanded, Unknown):
+            expanded = [(None, {"count": {"index": Unknown("count.index")},
+                                "each": {"key": Unknown("each.key"), "value": Unknown("each.value")}})]
+        for key, binding in expanded:
+            local = f"module.{self.name}" + ("" if key is None else _instance_key(key))
+            prefix = f"{self.parent.prefix}.{local}" if self.parent.prefix else local
+            inputs = module_inputs(child_def, self.block.body, Env(self.parent, binding))
+            self._instances[key] = ModuleInstance(child_def, prefix, inputs, self.parent.loader,
+                                                  self.parent.root_dir, self.parent.depth + 1)
+        return self._instances
+
+    def value(self, env: Env) -> Any:
+        insts = self.instances()
+        if self.external:
+            return Unknown(f"module.{self.name} is not a local module")
+        if list(insts) == [None]:
+            return _ModuleOutputs(insts[None])
+        return {k: _ModuleOutputs(v) for k, v in insts.items()} if "for_each" in self.block.body.attrs \
+            else [_ModuleOutputs(v) for v in insts.values()]
+
+
+class _ModuleOutputs:
+    __slots__ = ("inst",)
+
+    def __init__(self, inst: ModuleInstance) -> None:
+        self.inst = inst
+
+
+def variable_default(block: Block) -> _Tracked | None:
+    """A variable block's default value, or None when it has none."""
+    if "default" not in block.body.attrs:
+        return None
+    return _Tracked(evaluate(block.body.attrs["default"][0], Env(_EMPTY_INSTANCE)), frozenset())
+
+
+def module_inputs(child: ModuleDef, call_body: Body, env: Env) -> dict[str, _Tracked]:
+    """Values of the child's variables: the call's arguments, else the defaults."""
+    inputs: dict[str, _Tracked] = {}
+    for name, block in child.variables.items():
+        if name in call_body.attrs:
+            refs: set[str] = set()
+            value = evaluate(call_body.attrs[name][0], Env(env.inst, env.bindings, refs))
+            inputs[name] = _Tracked(value, frozenset(refs))
+        else:
+            default = variable_default(block)
+            if default is not None:
+                inputs[name] = default
+    return inputs
+
+
+# --------------------------------------------------------------------------- expressions
+
+def evaluate(expr: Expr, env: Env) -> Any:  # noqa: C901 - one dispatch over node kinds
+    """Evaluate an expression node to a plain value (or Unknown)."""
+    kind = expr[0]
+    if kind == "lit":
+        return expr[1]
+    if kind == "tmpl":
+        out = []
+        for part in expr[1]:
+            v = part if isinstance(part, str) else _materialize(evaluate(part, env), env)
+            if isinstance(v, Unknown):
+                return v
+            if isinstance(v, (list, dict)):
+                return Unknown("interpolation of a collection")
+            out.append(to_str(v))
+        return "".join(out)
+    if kind == "var":
+        return _root(expr[1], env)
+    if kind == "get":
+        return _get(evaluate(expr[1], env), expr[2], env)
+    if kind == "idx":
+        return _index(evaluate(expr[1], env), _materialize(evaluate(expr[2], env), env), env)
+    if kind == "splat":
+        return _splat(evaluate(expr[1], env), expr[2], env)
+    if kind == "call":
+        return _call(expr[1], expr[2], expr[3], env)
+    if kind == "cond":
+        c = _materialize(evaluate(expr[1], env), env)
+        if isinstance(c, Unknown):
+            a = _materialize(evaluate(expr[2], env), env)
+            b = _materialize(evaluate(expr[3], env), env)
+            return a if not contains_unknown(a) and a == b else Unknown("condition is unknown")
+        return evaluate(expr[2] if _truth(c) else expr[3], env)
+    if kind == "bin":
+        return _binary(expr[1], expr[2], expr[3], env)
+    if kind == "un":
+        v = _materialize(evaluate(expr[2], env), env)
+        if isinstance(v, Unknown):
+            return v
+        if expr[1] == "!":
+            return not _truth(v)
+        return -v if isinstance(v, (int, float)) else Unknown("negation of a non-number")
+    if kind == "tuple":
+        return [_materialize(evaluate(e, env), env) for e in expr[1]]
+    if kind == "obj":
+        obj: dict[str, Any] = {}
+        for kexpr, vexpr in expr[1]:
+            k = _materialize(evaluate(kexpr, env), env)
+            if isinstance(k, Unknown):
+                return Unknown("object key is unknown")
+            obj[to_str(k)] = _materialize(evaluate(vexpr, env), env)
+        return obj
+    if kind == "for":
+        return _for(expr, env)
+    if kind == "unknown":
+        return Unknown(expr[1])
+    return Unknown(f"cannot evaluate {kind}")
+
+
+def _truth(v: Any) -> bool:
+    if isinstance(v, str):
+        return v == "true"
+    return bool(v)
+
+
+class _Namespace:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _TypeNamespace:
+    __slots__ = ("mode", "type")
+
+    def __init__(self, mode: str, rtype: str) -> None:
+        self.mode, self.type = mode, rtype
+
+
+def _root(name: str, env: Env) -> Any:
+    if name in env.bindings:
+        return env.bindings[name]
+    if name in ("var", "local", "module", "data"):
+        return _Namespace(name)
+    if name == "path":
+        return {"module": env.inst.path_module, "root": ".", "cwd": "."}
+    if name == "terraform":
+        return {"workspace": "default"}
+    if name in ("count", "each", "self"):
+        return Unknown(f"{name} is not available here")
+    return _TypeNamespace("resource", name)
+
+
+def _get(obj: Any, name: str, env: Env) -> Any:
+    if isinstance(obj, _Namespace):
+        if obj.name == "var":
+            return env.inst.var(name, env)
+        if obj.name == "local":
+            return env.inst.local(name, env)
+        if obj.name == "data":
+            return _TypeNamespace("data", name)
+        call = env.inst.module_calls.get(name)
+        return call.value(env) if call is not None else Unknown(f"module.{name} is not defined")
+    if isinstance(obj, _TypeNamespace):
+        ref = env.inst.blocks.get((obj.mode, obj.type, name))
+        if ref is None:
+            return Unknown(f"{obj.type}.{name} is not defined in this module")
+        if ref.has_index:
+            return ref
+        insts = ref.instances()
+        if not insts:
+            return Unknown(f"{ref.local_address} has no instances")
+        env.track({insts[0].address})
+        return insts[0]
+    if isinstance(obj, BlockRef):
+        return obj.attr(name, env)
+    if isinstance(obj, InstanceRef):
+        return obj.attr(name, env)
+    if isinstance(obj, _ModuleOutputs):
+        return obj.inst.output(name, env)
+    if isinstance(obj, Unknown):
+        return obj
+    if isinstance(obj, dict):
+        return obj.get(name, Unknown(f"no attribute {name}")) if name in obj else Unknown(f"no attribute {name}")
+    if isinstance(obj, list):
+        # Nested blocks are lists of one map; `block.attr` is how modules commonly reach into them.
+        if len(obj) == 1 and isinstance(obj[0], (dict, InstanceRef)):
+            return _get(obj[0], name, env)
+        return Unknown(f"attribute {name} of a list")
+    return Unknown(f"attribute {name} of a {type(obj).__name__}")
+
+
+def _index(obj: Any, key: Any, env: Env) -> Any:
+    if isinstance(key, Unknown):
+        if isinstance(obj, BlockRef):
+            env.track({i.address for i in obj.instances()})
+        return key
+    if isinstance(obj, BlockRef):
+        return obj.index(key, env)
+    if isinstance(obj, Unknown):
+        return obj
+    obj = _materialize(obj, env) if isinstance(obj, (InstanceRef, _ModuleOutputs)) else obj
+    if isinstance(obj, list):
+        if isinstance(key, (int, float)) and not isinstance(key, bool) and -len(obj) <= int(key) < len(obj):
+            return obj[int(key)]
+        return Unknown("index out of range")
+    if isinstance(obj, dict):
+        k = to_str(key)
+        return obj[k] if k in obj else Unknown(f"no key {k}")
+    return Unknown("index of a non-collection")
+
+
+def _splat(obj: Any, ops: list[tuple[str, Any]], env: Env) -> Any:
+    if isinstance(obj, BlockRef):
+        items: list[Any] = list(obj.instances())
+        env.track({i.address for i in items})
+    elif isinstance(obj, Unknown):
+        return obj
+    elif obj is None:
+        items = []
+    elif isinstance(obj, list):
+        items = obj
+    else:
+        items = [obj]
+    out = []
+    for item in items:
+        v = item
+        for op, arg in ops:
+            v = _get(v, arg, env) if op == "get" else _index(v, evaluate(arg, env), env)
+        out.append(_materialize(v, env))
+    return out
+
+
+def _materialize(v: Any, env: Env) -> Any:
+    """Turn lazy references into plain values (a whole resource or module as a map)."""
+    if isinstance(v, InstanceRef):
+        env.track({v.address})
+        attrs = dict(v.attributes())
+        for key in ("id", "arn"):
+            attrs.setdefault(key, Unknown(f"{v.address}.{key} is known only after apply"))
+        return attrs
+    if isinstance(v, BlockRef):
+        return _materialize(v.as_collection(env), env)
+    if isinstance(v, _ModuleOutputs):
+        return v.inst.all_outputs(env)
+    if isinstance(v, (_Namespace, _TypeNamespace)):
+        return Unknown("namespace used as a value")
+    if isinstance(v, list) and any(isinstance(x, (InstanceRef, _ModuleOutputs)) for x in v):
+        return [_materialize(x, env) for x in v]
+    if isinstance(v, dict) and any(isinstance(x, (InstanceRef, _ModuleOutputs)) for x in v.values()):
+        return {k: _materialize(x, env) for k, x in v.items()}
+    return v
+
+
+def _call(name: str, arg_exprs: list[Expr], expand: bool, env: Env) -> Any:
+    args = [_materialize(evaluate(a, env), env) for a in arg_exprs]
+    if expand and args:
+        last = args.pop()
+        if not isinstance(last, list):
+            return Unknown(f"{name}(...) expansion of a non-list")
+        args.extend(last)
+    if name == "file":
+        return env.inst.file_func()(*args[:1])
+    if name == "templatefile":
+        return _templatefile(args, env)
+    fn = FUNCTIONS.get(name)
+    if fn is None:
+        return Unknown(f"function {name}() is not evaluated statically")
+    try:
+        return fn(*args)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError, OverflowError):
+        return Unknown(f"{name}() could not be evaluated")
+
+
+def _templatefile(args: list[Any], env: Env) -> Any:
+    if len(args) != 2 or not isinstance(args[1], dict) or contains_unknown(args[0]):
+        return Unknown("templatefile() with unknown arguments")
+    text = env.inst.file_func()(args[0])
+    if isinstance(text, Unknown):
+        return text
+    if "%{" in text.replace("%%{", ""):
+        return Unknown("template directives in templatefile()")
+    parts = _split_template(text)
+    tenv = Env(env.inst, dict(args[1]), env.tracker)
+    out = []
+    for part in parts:
+        v = part if isinstance(part, str) else _materialize(evaluate(part, tenv), tenv)
+        if isinstance(v, Unknown) or isinstance(v, (list, dict)):
+            return v if isinstance(v, Unknown) else Unknown("template interpolation of a collection")
+        out.append(to_str(v))
+    return "".join(out)
+
+
+def _binary(op: str, le: Expr, re_: Expr, env: Env) -> Any:
+    left = _materialize(evaluate(le, env), env)
+    if op in ("&&", "||"):
+        if not isinstance(left, Unknown):
+            lt = _truth(left)
+            if op == "&&" and not lt:
+                return False
+            if op == "||" and lt:
+                return True
+        right = _materialize(evaluate(re_, env), env)
+        if isinstance(right, Unknown):
+            return right
+        rt = _truth(right)
+        if isinstance(left, Unknown):
+            if op == "&&" and not rt:
+                return False
+            if op == "||" and rt:
+                return True
+            return left
+        return rt
+    right = _materialize(evaluate(re_, env), env)
+    if isinstance(left, Unknown) or isinstance(right, Unknown):
+        return left if isinstance(left, Unknown) else right
+    if op in ("==", "!="):
+        if contains_unknown(left) or contains_unknown(right):
+            return Unknown("comparison with unknown")
+        eq = _loose_eq(left, right)
+        return eq if op == "==" else not eq
+    try:
+        lnum, rnum = _number(left), _number(right)
+        if op == "+":
+            return lnum + rnum
+        if op == "-":
+            return lnum - rnum
+        if op == "*":
+            return lnum * rnum
+        if op == "/":
+            return lnum / rnum
+        if op == "%":
+            return lnum % rnum
+        if op == "<":
+            return lnum < rnum
+        if op == ">":
+            return lnum > rnum
+        if op == "<=":
+            return lnum <= rnum
+        if op == ">=":
+            return lnum >= rnum
+    except (TypeError, ValueError, ZeroDivisionError):
+        return Unknown(f"operator {op} could not be evaluated")
+    return Unknown(f"operator {op}")
+
+
+def _number(v: Any) -> float | int:
+    if isinstance(v, bool):
+        raise TypeError
+    if isinstance(v, (int, float)):
+        return v
+    f = float(v)
+    return int(f) if f.is_integer() else f
+
+
+def _loose_eq(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, str) or isinstance(b, (int, float)) and isinstance(a, str):
+        return to_str(a) == to_str(b)
+    return bool(a == b)
+
+
+def _for(expr: Expr, env: Env) -> Any:
+    _, key_var, val_var, coll_expr, key_expr, val_expr, cond, grouping = expr
+    coll = _materialize(evaluate(coll_expr, env), env)
+    if isinstance(coll, Unknown):
+        return coll
+    if isinstance(coll, dict):
+        pairs = list(coll.items())
+    elif isinstance(coll, list):
+        pairs = list(enumerate(coll))
+    else:
+        return Unknown("for expression over a non-collection")
+    out_list: list[Any] = []
+    out_map: dict[str, Any] = {}
+    for k, v in pairs:
+        scope = {val_var: v}
+        if key_var:
+            scope[key_var] = k
+        inner = env.bind(**scope)
+        if cond is not None:
+            c = _materialize(evaluate(cond, inner), inner)
+            if isinstance(c, Unknown):
+                return Unknown("for expression filter is unknown")
+            if not _truth(c):
+                continue
+        value = _materialize(evaluate(val_expr, inner), inner)
+        if key_expr is None:
+            out_list.append(value)
+        else:
+            key = _materialize(evaluate(key_expr, inner), inner)
+            if isinstance(key, Unknown):
+                return Unknown("for expression key is unknown")
+            if grouping:
+                out_map.setdefault(to_str(key), []).append(value)
+            else:
+                out_map[to_str(key)] = value
+    return out_list if key_expr is None else out_map
+
+
+# --------------------------------------------------------------------------- bodies
+
+def evaluate_body(body: Body, env: Env, prefix: str, refs: dict[str, set[str]], top: bool = False) -> dict[str, Any]:
+    """Evaluate attributes and nested blocks (as lists of maps), recording references by path."""
+    out: dict[str, Any] = {}
+    for name, (expr, _line) in body.attrs.items():
+        if top and name in META_ARGS:
+            continue
+        tracker: set[str] = set()
+        out[name] = _materialize(evaluate(expr, Env(env.inst, env.bindings, tracker)),
+                                 Env(env.inst, env.bindings, tracker))
+        if tracker:
+            refs.setdefault(prefix + name, set()).update(tracker)
+    for blk in body.blocks:
+        if top and blk.type in META_BLOCKS:
+            continue
+        if blk.type == "dynamic" and blk.labels:
+            _dynamic(blk, env, prefix, refs, out)
+            continue
+        value = evaluate_body(blk.body, env, prefix + blk.type + ".", refs)
+        existing = out.get(blk.type)
+        if isinstance(existing, list):
+            existing.append(value)
+        else:
+            out[blk.type] = [value]
+    return out
+
+
+def _dynamic(blk: Block, env: Env, prefix: str, refs: dict[str, set[str]], out: dict[str, Any]) -> None:
+    label = blk.labels[0]
+    attrs = blk.body.attrs
+    iterator = label
+    if "iterator" in attrs and attrs["iterator"][0][0] == "var":
+        iterator = attrs["iterator"][0][1]
+    content = next((b for b in blk.body.blocks if b.type == "content"), None)
+    if "for_each" not in attrs or content is None:
+        return
+    tracker: set[str] = set()
+    coll = _materialize(evaluate(attrs["for_each"][0], Env(env.inst, env.bindings, tracker)), env)
+    if tracker:
+        refs.setdefault(prefix + label, set()).update(tracker)
+    if isinstance(coll, Unknown):
+        out[label] = Unknown(f"dynamic {label} for_each is unknown")
+        return
+    items = list(coll.items()) if isinstance(coll, dict) else list(enumerate(coll or []))
+    blocks = out.setdefault(label, [])
+    if not isinstance(blocks, list):
+        return
+    for k, v in items:
+        inner = env.bind(**{iterator: {"key": k, "value": v}})
+        blocks.append(evaluate_body(content.body, inner, prefix + label + ".", refs))
+    if not blocks:
+        del out[label]
+
+
+_EMPTY_INSTANCE = ModuleInstance(ModuleDef(Path(".")), "", {}, lambda _p: None, Path("."))
+
+
+# --------------------------------------------------------------------------- emission
+
+def collect_resources(root: ModuleInstance) -> list[Resource]:
+    """Every resource and data instance of *root* and its local child modules."""
+    out: list[Resource] = []
+    _collect(root, out)
+    return out
+
+
+def _collect(inst: ModuleInstance, out: list[Resource]) -> None:
+    for ref in inst.blocks.values():
+        waivers = inst.mdef.waivers.get((ref.file, ref.block.line), ())
+        for instance in ref.instances():
+            attrs = instance.attributes()
+            idents = frozenset(v for k in IDENTITY_ATTRS if isinstance(v := attrs.get(k), str) and v)
+            meta: dict[str, Any] = {"module": inst.prefix, "mode": ref.mode}
+            if ref.existence_unknown:
+                meta["existence"] = "unknown"
+            out.append(Resource(
+                kind="terraform", type=ref.type, address=instance.address, attributes=attrs,
+                file=ref.file, line=ref.block.line, end_line=ref.block.end_line,
+                references=instance.references, identities=idents, inline_waivers=waivers, meta=meta,
+            ))
+    for call in inst.module_calls.values():
+        for child in call.instances().values():
+            _collect(child, out)

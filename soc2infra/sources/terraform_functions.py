@@ -1,0 +1,383 @@
+"""Terraform built-in functions that can be evaluated statically.
+
+Every function receives already-evaluated arguments. An :class:`Unknown` argument makes
+the result unknown (``_strict``), except for the few functions whose meaning is to cope
+with missing values (``try``, ``coalesce``, ``can``). Functions not listed here evaluate
+to unknown, which is always safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from soc2infra.model import Unknown
+
+Func = Callable[..., Any]
+
+
+def contains_unknown(v: Any) -> bool:
+    """True when *v* is or contains an Unknown."""
+    if isinstance(v, Unknown):
+        return True
+    if isinstance(v, list):
+        return any(contains_unknown(x) for x in v)
+    if isinstance(v, dict):
+        return any(contains_unknown(x) for x in v.values())
+    return False
+
+
+def _strict(fn: Func, deep: bool = False) -> Func:
+    def wrapper(*args: Any) -> Any:
+        for a in args:
+            if isinstance(a, Unknown) or (deep and contains_unknown(a)):
+                return Unknown(f"argument of {fn.__name__.strip('_')} is unknown")
+        return fn(*args)
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def to_str(v: Any) -> str:
+    """Terraform's string conversion of a primitive."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if v is None:
+        return ""
+    return str(v)
+
+
+def _json_default(v: Any) -> Any:
+    raise TypeError("not JSON serializable")
+
+
+def _jsonencode(v: Any) -> str:
+    return json.dumps(v, separators=(",", ":"), default=_json_default)
+
+
+def _jsondecode(s: str) -> Any:
+    try:
+        return json.loads(s)
+    except (TypeError, ValueError):
+        return Unknown("jsondecode of invalid JSON")
+
+
+def _merge(*maps: Any) -> Any:
+    out: dict[str, Any] = {}
+    for m in maps:
+        if m is None:
+            continue
+        if not isinstance(m, dict):
+            return Unknown("merge of a non-map")
+        out.update(m)
+    return out
+
+
+def _concat(*lists: Any) -> Any:
+    out: list[Any] = []
+    for lst in lists:
+        if not isinstance(lst, list):
+            return Unknown("concat of a non-list")
+        out.extend(lst)
+    return out
+
+
+def _lookup(m: Any, key: Any, *default: Any) -> Any:
+    if isinstance(m, dict) and key in m:
+        return m[key]
+    if default:
+        return default[0]
+    return Unknown("lookup of a missing key")
+
+
+def _length(v: Any) -> Any:
+    if isinstance(v, (list, dict, str)):
+        return len(v)
+    return Unknown("length of a non-collection")
+
+
+def _element(lst: Any, idx: Any) -> Any:
+    if not isinstance(lst, list) or not lst:
+        return Unknown("element of an empty list")
+    return lst[int(idx) % len(lst)]
+
+
+def _flatten(lst: Any) -> Any:
+    out: list[Any] = []
+    for item in lst:
+        if isinstance(item, list):
+            out.extend(_flatten(item))
+        else:
+            out.append(item)
+    return out
+
+
+def _toset(v: Any) -> Any:
+    if not isinstance(v, list):
+        return Unknown("toset of a non-list")
+    seen: list[Any] = []
+    for item in v:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def _format(fmt: str, *args: Any) -> str:
+    # Terraform's verbs are Go's; %s/%d/%v cover real-world use.
+    pyfmt = fmt.replace("%v", "%s").replace("%q", '"%s"')
+    try:
+        return pyfmt % tuple(to_str(a) if isinstance(a, (bool, type(None))) else a for a in args)
+    except (TypeError, ValueError):
+        return fmt
+
+
+def _tonumber(v: Any) -> Any:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return Unknown("tonumber of a non-number")
+    return int(f) if f.is_integer() else f
+
+
+def _tobool(v: Any) -> Any:
+    if isinstance(v, bool):
+        return v
+    if v in ("true", "false"):
+        return v == "true"
+    return Unknown("tobool of a non-boolean")
+
+
+def _coalesce(*args: Any) -> Any:
+    for a in args:
+        if isinstance(a, Unknown):
+            return a
+        if a is not None and a != "":
+            return a
+    return Unknown("coalesce found no value")
+
+
+def _try(*args: Any) -> Any:
+    for a in args:
+        if not contains_unknown(a):
+            return a
+    return args[-1] if args else Unknown("try without arguments")
+
+
+def _keys(m: Any) -> Any:
+    return sorted(m) if isinstance(m, dict) else Unknown("keys of a non-map")
+
+
+def _values(m: Any) -> Any:
+    return [m[k] for k in sorted(m)] if isinstance(m, dict) else Unknown("values of a non-map")
+
+
+def _zipmap(keys: list[Any], values: list[Any]) -> dict[str, Any]:
+    return dict(zip((to_str(k) for k in keys), values, strict=False))
+
+
+def _contains(lst: Any, v: Any) -> Any:
+    return v in lst if isinstance(lst, list) else Unknown("contains of a non-list")
+
+
+def _join(sep: str, *lists: Any) -> str:
+    return sep.join(to_str(x) for lst in lists for x in lst)
+
+
+def _split(sep: str, s: str) -> list[str]:
+    return s.split(sep)
+
+
+def _replace(s: str, old: str, new: str) -> str:
+    if len(old) > 1 and old.startswith("/") and old.endswith("/"):
+        import re
+
+        return re.sub(old[1:-1], new.replace("$", "\\"), s)
+    return s.replace(old, new)
+
+
+def _compact(lst: list[Any]) -> list[Any]:
+    return [x for x in lst if x not in (None, "")]
+
+
+def _distinct(lst: list[Any]) -> list[Any]:
+    return _toset(lst)
+
+
+def _tomap(v: Any) -> Any:
+    return v if isinstance(v, dict) else Unknown("tomap of a non-map")
+
+
+def _tolist(v: Any) -> Any:
+    return v if isinstance(v, list) else Unknown("tolist of a non-list")
+
+
+def _one(lst: Any) -> Any:
+    if isinstance(lst, list) and len(lst) <= 1:
+        return lst[0] if lst else None
+    return Unknown("one of a list with several elements")
+
+
+def _slice(lst: list[Any], start: int, end: int) -> list[Any]:
+    return lst[int(start):int(end)]
+
+
+def _range(*args: Any) -> list[Any]:
+    ints = [int(a) for a in args]
+    return list(range(*ints))
+
+
+def _startswith(s: str, p: str) -> bool:
+    return s.startswith(p)
+
+
+def _endswith(s: str, p: str) -> bool:
+    return s.endswith(p)
+
+
+def _substr(s: str, offset: int, length: int) -> str:
+    o, n = int(offset), int(length)
+    return s[o:] if n < 0 else s[o:o + n]
+
+
+def _trimspace(s: str) -> str:
+    return s.strip()
+
+
+def _cidrsubnet(prefix: str, newbits: int, netnum: int) -> Any:
+    import ipaddress
+
+    try:
+        net = ipaddress.ip_network(prefix, strict=False)
+        subnets = list(net.subnets(prefixlen_diff=int(newbits)))
+        return str(subnets[int(netnum)])
+    except (ValueError, IndexError):
+        return Unknown("cidrsubnet out of range")
+
+
+def _b64encode(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+def _b64decode(s: str) -> Any:
+    try:
+        return base64.b64decode(s).decode()
+    except ValueError:
+        return Unknown("base64decode of invalid input")
+
+
+def _sha256(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def _md5(s: str) -> str:
+    return hashlib.md5(s.encode(), usedforsecurity=False).hexdigest()
+
+
+def _min(*a: Any) -> Any:
+    return min(a)
+
+
+def _max(*a: Any) -> Any:
+    return max(a)
+
+
+def _can(v: Any) -> bool:
+    return not contains_unknown(v)
+
+
+def _yamlencode(v: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(v, sort_keys=True)
+
+
+def _yamldecode(s: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(s)
+    except yaml.YAMLError:
+        return Unknown("yamldecode of invalid YAML")
+
+
+FUNCTIONS: dict[str, Func] = {
+    "jsonencode": _strict(_jsonencode, deep=True),
+    "jsondecode": _strict(_jsondecode),
+    "yamlencode": _strict(_yamlencode, deep=True),
+    "yamldecode": _strict(_yamldecode),
+    "merge": _strict(_merge),
+    "concat": _strict(_concat),
+    "lookup": _strict(_lookup),
+    "length": _strict(_length),
+    "element": _strict(_element),
+    "flatten": _strict(_flatten, deep=True),
+    "toset": _strict(_toset),
+    "tolist": _strict(_tolist),
+    "tomap": _strict(_tomap),
+    "tostring": _strict(to_str),
+    "tonumber": _strict(_tonumber),
+    "tobool": _strict(_tobool),
+    "format": _strict(_format),
+    "lower": _strict(lambda s: to_str(s).lower()),
+    "upper": _strict(lambda s: to_str(s).upper()),
+    "title": _strict(lambda s: to_str(s).title()),
+    "trimspace": _strict(_trimspace),
+    "trimprefix": _strict(lambda s, p: s[len(p):] if s.startswith(p) else s),
+    "trimsuffix": _strict(lambda s, p: s[:-len(p)] if p and s.endswith(p) else s),
+    "coalesce": _coalesce,
+    "coalescelist": _strict(lambda *ls: next((x for x in ls if x), [])),
+    "try": _try,
+    "can": _can,
+    "keys": _strict(_keys),
+    "values": _strict(_values),
+    "zipmap": _strict(_zipmap),
+    "contains": _strict(_contains),
+    "join": _strict(_join, deep=True),
+    "split": _strict(_split),
+    "replace": _strict(_replace),
+    "compact": _strict(_compact),
+    "distinct": _strict(_distinct),
+    "one": _strict(_one),
+    "slice": _strict(_slice),
+    "range": _strict(_range),
+    "startswith": _strict(_startswith),
+    "endswith": _strict(_endswith),
+    "substr": _strict(_substr),
+    "cidrsubnet": _strict(_cidrsubnet),
+    "base64encode": _strict(_b64encode),
+    "base64decode": _strict(_b64decode),
+    "sha256": _strict(_sha256),
+    "md5": _strict(_md5),
+    "min": _strict(_min),
+    "max": _strict(_max),
+    "abs": _strict(abs),
+    "ceil": _strict(lambda x: math.ceil(x)),
+    "floor": _strict(lambda x: math.floor(x)),
+    "sensitive": lambda v: v,
+    "nonsensitive": lambda v: v,
+    "type": lambda v: Unknown("type()"),
+}
+
+
+def file_function(base: Path, root: Path) -> Func:
+    """``file(path)`` reading relative to the module directory, never outside *root*'s tree."""
+
+    def _file(path: Any) -> Any:
+        if not isinstance(path, str):
+            return Unknown("file() of an unknown path")
+        target = (base / path).resolve()
+        try:
+            return target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return Unknown(f"file({path}) is not readable")
+
+    return _file
