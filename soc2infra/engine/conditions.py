@@ -503,3 +503,19 @@ OPERATORS: dict[str, Compiler] = {
 }
 """Explicit registry of structural operators; path tests are handled separately.
 Domain operators (IAM statements, secrets) are added here by name, not by import side effects."""
+
+
+def _register_domain_operators() -> None:
+    # Domain operators live in their own modules (they import this one), and are listed
+    # here explicitly rather than registering themselves on import.
+    from soc2infra.engine.iam import IAM_OPERATORS
+    from soc2infra.engine.secrets import SECRET_OPERATORS
+
+    for table in (IAM_OPERATORS, SECRET_OPERATORS):
+        clash = set(table) & set(OPERATORS)
+        if clash:
+            raise RuntimeError(f"operator name clash: {sorted(clash)}")
+        OPERATORS.update(table)
+
+
+_register_domain_operators()

@@ -39,11 +39,12 @@ def evaluate(resources: list[Resource], pack: PolicyPack, index: ResourceIndex |
             # "maybe applicable" never hides a failure.
             if rule.applies is not None and rule.applies(ctx) is False:
                 continue
+            ctx.notes.clear()
             result = rule.predicate(ctx)
             if result is True:
                 passes.append((rule.id, res.address))
                 continue
-            details = dict(ctx.notes.pop(rule.id, {}) or {})
+            details = dict(ctx.notes)
             findings.append(Finding(
                 rule_id=rule.id, title=rule.title, severity=rule.severity, category=rule.category,
                 controls=rule.controls, message=render_message(rule, res), remediation=rule.remediation,
