@@ -1,0 +1,103 @@
+"""The condition language: three-valued logic, path tests, quantifiers, related resources."""
+
+from __future__ import annotations
+
+import pytest
+
+from soc2infra.engine.conditions import ConditionError, EvalContext, ResourceIndex, compile_condition
+from soc2infra.model import Resource, Unknown
+
+
+def res(attrs, rtype="t", address="t.a", **kw) -> Resource:
+    return Resource(kind="terraform", type=rtype, address=address, attributes=attrs, **kw)
+
+
+def check(cond, attrs, others=()):
+    r = res(attrs)
+    idx = ResourceIndex([r, *others])
+    return compile_condition(cond)(EvalContext(r.attributes, r, idx))
+
+
+@pytest.mark.parametrize("cond, attrs, want", [
+    ({"path": "a", "equals": True}, {"a": True}, True),
+    ({"path": "a", "equals": True}, {"a": "true"}, True),
+    ({"path": "a", "equals": True}, {"a": False}, False),
+    ({"path": "a", "equals": True}, {}, False),
+    ({"path": "a", "equals": False, "default": False}, {}, True),
+    ({"path": "a", "equals": True}, {"a": Unknown()}, None),
+    ({"path": "a", "gte": 7}, {"a": "30"}, True),
+    ({"path": "a", "gte": 7}, {"a": 1}, False),
+    ({"path": "a.b", "equals": "x"}, {"a": [{"b": "x"}, {"b": "x"}]}, True),
+    ({"path": "a.b", "equals": "x"}, {"a": [{"b": "x"}, {"b": "y"}]}, False),
+    ({"path": "a.b", "equals": "x", "quantifier": "any"}, {"a": [{"b": "x"}, {"b": "y"}]}, True),
+    ({"path": "a", "exists": True}, {"a": Unknown()}, None),
+    ({"path": "a", "exists": False}, {}, True),
+    ({"path": "a", "cidr_overlaps": ["0.0.0.0/0"]}, {"a": "10.0.0.0/8"}, True),
+    ({"path": "a", "contains": "api"}, {"a": ["api", "audit"]}, True),
+    ({"path": "a", "matches": "^arn:"}, {"a": "arn:aws:kms"}, True),
+    ({"path": "a", "in": ["AES256", "aws:kms"]}, {"a": "aws:kms"}, True),
+    ({"path": "m['x.io/y']", "equals": "1"}, {"m": {"x.io/y": "1"}}, True),
+])
+def test_path_tests(cond, attrs, want):
+    assert check(cond, attrs) is want
+
+
+def test_kleene_logic_never_turns_unknown_into_pass():
+    u = {"path": "u", "equals": True}
+    t = {"path": "t", "equals": True}
+    f = {"path": "f", "equals": True}
+    attrs = {"u": Unknown(), "t": True, "f": False}
+    assert check({"all": [u, t]}, attrs) is None
+    assert check({"all": [u, f]}, attrs) is False
+    assert check({"any": [u, f]}, attrs) is None
+    assert check({"any": [u, t]}, attrs) is True
+    assert check({"not": u}, attrs) is None
+
+
+def test_quantifiers():
+    attrs = {"c": [{"p": True}, {"p": False}]}
+    where = {"path": "p", "equals": True}
+    assert check({"for_all": {"path": "c", "where": where}}, attrs) is False
+    assert check({"for_any": {"path": "c", "where": where}}, attrs) is True
+    assert check({"for_none": {"path": "c", "where": where}}, attrs) is False
+    assert check({"for_all": {"path": "missing", "where": where}}, attrs) is True
+    assert check({"count": {"path": "c", "where": where, "gte": 2}}, attrs) is False
+
+
+def test_related_by_reference_and_by_literal_value():
+    bucket = res({"bucket": "logs"}, "aws_s3_bucket", "aws_s3_bucket.a", identities=frozenset({"logs"}))
+    by_ref = res({"bucket": Unknown()}, "sse", "sse.a", references={"bucket": frozenset({"aws_s3_bucket.a"})})
+    by_value = res({"bucket": "logs"}, "ver", "ver.a")
+    idx = ResourceIndex([bucket, by_ref, by_value])
+    ctx = EvalContext(bucket.attributes, bucket, idx)
+    assert compile_condition({"related": {"types": ["sse"], "via": "bucket"}})(ctx) is True
+    assert compile_condition({"related": {"types": ["ver"], "via": "bucket"}})(ctx) is True
+    assert compile_condition({"related": {"types": ["other"], "via": "bucket"}})(ctx) is False
+    cond = {"related": {"types": ["ver"], "via": "bucket", "where": {"path": "x", "exists": True}}}
+    assert compile_condition(cond)(ctx) is False
+
+
+def test_selector_link():
+    dep = Resource("kubernetes", "Deployment", "apps/v1/Deployment/ns/a",
+                   {"spec": {"template": {"metadata": {"labels": {"app": "a"}}}}}, namespace="ns")
+    pdb = Resource("kubernetes", "PodDisruptionBudget", "policy/v1/PodDisruptionBudget/ns/p",
+                   {"spec": {"selector": {"matchLabels": {"app": "a"}}}}, namespace="ns")
+    other_ns = Resource("kubernetes", "PodDisruptionBudget", "policy/v1/PodDisruptionBudget/x/p",
+                        {"spec": {"selector": {"matchLabels": {"app": "a"}}}}, namespace="x")
+    cond = compile_condition({"related": {"types": ["PodDisruptionBudget"], "link": "selector"}})
+    assert cond(EvalContext(dep.attributes, dep, ResourceIndex([dep, pdb]))) is True
+    assert cond(EvalContext(dep.attributes, dep, ResourceIndex([dep, other_ns]))) is False
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({}, "condition"),
+    ({"path": "a"}, "condition"),
+    ({"path": "a", "equals": 1, "bogus": 2}, "condition"),
+    ({"all": []}, "condition.all"),
+    ({"related": {"types": ["x"], "link": "sideways"}}, "condition.related.link"),
+    ({"path": "a", "matches": "("}, "condition.matches"),
+])
+def test_bad_conditions_name_the_field(bad, field):
+    with pytest.raises(ConditionError) as exc:
+        compile_condition(bad)
+    assert exc.value.field == field

@@ -1,0 +1,66 @@
+"""Policy files: schema errors name the file, the rule and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from soc2infra.engine.policy import PolicyError, load_pack
+
+GOOD = """
+rules:
+  - id: T-X-001
+    title: t
+    severity: high
+    category: encryption
+    controls: [CC6.1]
+    targets: [aws_s3_bucket]
+    condition: {path: a, exists: true}
+    message: m
+    remediation: r
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    d = tmp_path / "pol"
+    d.mkdir(exist_ok=True)
+    (d / "x.yaml").write_text(text)
+    return d
+
+
+def test_good_rule_loads_and_indexes(tmp_path):
+    pack = load_pack([write(tmp_path, GOOD)], builtin=False)
+    assert [r.id for r in pack.by_type["aws_s3_bucket"]] == ["T-X-001"]
+    assert pack.rule("T-X-001").action == "deny"  # high → deny by default
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("severity: high", "severity: huge", "severity"),
+    ("category: encryption", "category: crypto", "category"),
+    ("controls: [CC6.1]", "controls: [CC99.9]", "controls"),
+    ("condition: {path: a, exists: true}", "condition: {path: a}", "condition"),
+    ("targets: [aws_s3_bucket]", "targets: ['@nothing']", "targets"),
+    ("title: t", "title: ''", "title"),
+    ("remediation: r", "remediation: r\n    colour: red", "colour"),
+])
+def test_schema_errors_name_file_rule_and_field(tmp_path, old, new, field):
+    d = write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(PolicyError) as exc:
+        load_pack([d], builtin=False)
+    err = exc.value
+    assert err.file.endswith("x.yaml") and err.rule == "T-X-001" and err.field == field
+    assert "x.yaml" in str(err) and "T-X-001" in str(err) and field in str(err)
+
+
+def test_duplicate_ids_rejected(tmp_path):
+    d = write(tmp_path, GOOD + GOOD.split("rules:\n", 1)[1])
+    with pytest.raises(PolicyError, match="duplicate rule id"):
+        load_pack([d], builtin=False)
+
+
+def test_invalid_yaml_has_a_line(tmp_path):
+    d = write(tmp_path, "rules:\n  - id: [unclosed\n")
+    with pytest.raises(PolicyError) as exc:
+        load_pack([d], builtin=False)
+    assert exc.value.line is not None

@@ -1,0 +1,72 @@
+"""The plan JSON source: planned values, child modules, after_unknown and references."""
+
+from __future__ import annotations
+
+import json
+
+from soc2infra.model import Unknown
+from soc2infra.sources.terraform_plan import load_plan_text
+
+PLAN = {
+    "format_version": "1.2",
+    "terraform_version": "1.9.5",
+    "planned_values": {"root_module": {
+        "resources": [
+            {"address": "aws_s3_bucket.logs", "mode": "managed", "type": "aws_s3_bucket", "name": "logs",
+             "values": {"bucket": "acme-logs", "tags": {"a": "b"}}},
+            {"address": "data.aws_iam_policy_document.p", "mode": "data", "type": "aws_iam_policy_document",
+             "name": "p", "values": {"json": "{}"}},
+        ],
+        "child_modules": [{
+            "address": "module.reports",
+            "resources": [
+                {"address": "module.reports.aws_s3_bucket.this", "mode": "managed", "type": "aws_s3_bucket",
+                 "name": "this", "values": {"bucket": "reports"}},
+                {"address": "module.reports.aws_s3_bucket_versioning.this[0]", "mode": "managed",
+                 "type": "aws_s3_bucket_versioning", "name": "this", "index": 0,
+                 "values": {"versioning_configuration": [{"status": "Enabled"}]}},
+            ],
+        }],
+    }},
+    "resource_changes": [
+        {"address": "aws_s3_bucket.logs", "change": {"actions": ["create"],
+                                                      "after_unknown": {"arn": True, "id": True}}},
+        {"address": "module.reports.aws_s3_bucket_versioning.this[0]",
+         "change": {"actions": ["create"], "after_unknown": {"bucket": True, "versioning_configuration": [{}]}}},
+        {"address": "aws_s3_bucket.gone", "change": {"actions": ["delete"], "after_unknown": {}}},
+    ],
+    "configuration": {"root_module": {
+        "resources": [{"address": "aws_s3_bucket.logs", "mode": "managed", "type": "aws_s3_bucket",
+                       "name": "logs", "expressions": {"bucket": {"constant_value": "acme-logs"}}}],
+        "module_calls": {"reports": {"source": "./modules/bucket", "module": {"resources": [
+            {"address": "aws_s3_bucket.this", "mode": "managed", "type": "aws_s3_bucket", "name": "this",
+             "expressions": {"bucket": {"references": ["var.name"]}}},
+            {"address": "aws_s3_bucket_versioning.this", "mode": "managed", "type": "aws_s3_bucket_versioning",
+             "name": "this", "expressions": {"bucket": {"references": ["aws_s3_bucket.this.id",
+                                                                       "aws_s3_bucket.this"]}}},
+        ]}}},
+    }},
+}
+
+
+def test_resources_modules_and_unknowns():
+    resources, errors = load_plan_text(json.dumps(PLAN), "plan.json")
+    assert errors == []
+    by = {r.address: r for r in resources}
+    assert set(by) == {"aws_s3_bucket.logs", "data.aws_iam_policy_document.p",
+                       "module.reports.aws_s3_bucket.this", "module.reports.aws_s3_bucket_versioning.this[0]"}
+    logs = by["aws_s3_bucket.logs"]
+    assert logs.attributes["bucket"] == "acme-logs"
+    assert isinstance(logs.attributes["arn"], Unknown)
+    assert "acme-logs" in logs.identities
+    assert by["data.aws_iam_policy_document.p"].type == "data.aws_iam_policy_document"
+    versioning = by["module.reports.aws_s3_bucket_versioning.this[0]"]
+    assert isinstance(versioning.attributes["bucket"], Unknown)
+    assert versioning.references == {"bucket": frozenset({"module.reports.aws_s3_bucket.this"})}
+
+
+def test_malformed_and_non_plan_json():
+    _, errors = load_plan_text('{"format_version": "1.2",\n "planned_values": ', "bad.json")
+    assert errors[0].file == "bad.json" and errors[0].line == 2
+    _, errors = load_plan_text('{"a": 1}', "x.json")
+    assert "not a Terraform plan" in errors[0].message
