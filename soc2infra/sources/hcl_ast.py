@@ -258,6 +258,14 @@ def _string(node: Tree) -> Expr:
 
 
 def _template(parts: list[Any]) -> Expr:
+    merged: list[Any] = []
+    for p in parts:
+        # Adjacent literal pieces (escapes, "$${") are one string, whichever parser split them.
+        if isinstance(p, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += p
+        elif p != "":
+            merged.append(p)
+    parts = merged or [""]
     if all(isinstance(p, str) for p in parts):
         return ("lit", "".join(parts))
     if len(parts) == 1:

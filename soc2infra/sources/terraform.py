@@ -18,6 +18,8 @@ from typing import Any
 from soc2infra.model import Error, Resource
 from soc2infra.sources import cache
 from soc2infra.sources.hcl_ast import Body, HclSyntaxError, parse_hcl
+from soc2infra.sources.hcl_fast import available as fast_parser_available
+from soc2infra.sources.hcl_fast import parse_hcl_fast
 from soc2infra.sources.terraform_eval import (
     Env,
     ModuleDef,
@@ -28,7 +30,7 @@ from soc2infra.sources.terraform_eval import (
     variable_default,
 )
 
-PARSER_VERSION = "hcl-ast-1"
+PARSER_VERSION = "hcl-ast-2"
 _IGNORE_RE = re.compile(r"(?:#|//)\s*soc2infra:ignore\s+([A-Za-z0-9_.*-]+)\s*(.*)$")
 _COMMENT_LINE = re.compile(r"^\s*(#|//|/\*|\*)")
 PARALLEL_THRESHOLD = 48  # files; below this, process start-up costs more than it saves
@@ -44,10 +46,15 @@ class ParsedFile:
     error: Error | None = None
 
 
-def parse_text(text: str, path: str) -> ParsedFile:
-    """Parse one file's text (no I/O); errors become a located :class:`Error`."""
+def parse_text(text: str, path: str, fast: bool | None = None) -> ParsedFile:
+    """Parse one file's text (no I/O); errors become a located :class:`Error`.
+
+    The tree-sitter front end is used when available (about 6x faster); it defers to the
+    reference parser (python-hcl2) for errors and constructs it does not translate.
+    """
+    use_fast = fast_parser_available() if fast is None else fast
     try:
-        body = parse_hcl(text)
+        body = parse_hcl_fast(text) if use_fast else parse_hcl(text)
     except HclSyntaxError as exc:
         return ParsedFile(path, None, error=Error(path, exc.line, str(exc)))
     except RecursionError:
