@@ -18,6 +18,7 @@ Expression nodes::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,7 +275,7 @@ def _template(parts: list[Any]) -> Expr:
     return ("tmpl", parts)
 
 
-def _heredoc(raw: str, trim: bool) -> Expr:
+def _heredoc(raw: str, trim: bool, parse_expr: Callable[[str], Expr] | None = None) -> Expr:
     first_nl = raw.index("\n")
     lines = raw[first_nl + 1:].rstrip("\r\n").split("\n")
     lines = lines[:-1]  # the closing delimiter
@@ -287,10 +288,10 @@ def _heredoc(raw: str, trim: bool) -> Expr:
         return ("lit", text)
     if "%{" in text.replace("%%{", ""):
         return ("unknown", "template directive in heredoc")
-    return _template(_split_template(text))
+    return _template(_split_template(text, parse_expr))
 
 
-def _split_template(text: str) -> list[Any]:
+def _split_template(text: str, parse_expr: Callable[[str], Expr] | None = None) -> list[Any]:
     """Split heredoc text into literal strings and parsed ``${…}`` expressions."""
     parts: list[Any] = []
     i, start = 0, 0
@@ -306,7 +307,7 @@ def _split_template(text: str) -> list[Any]:
         if end < 0:
             return [("unknown", "unterminated interpolation")]
         parts.append(text[start:j])
-        parts.append(parse_expression(text[j + 2:end]))
+        parts.append((parse_expr or parse_expression)(text[j + 2:end]))
         i = start = end + 1
     parts.append(text[start:])
     return [p for p in parts if p != ""]

@@ -52,6 +52,17 @@ def parse_hcl_fast(text: str) -> Body:
         return parse_hcl(text)
 
 
+def parse_expression_fast(source: str) -> Expr:
+    """One HCL expression (a heredoc interpolation), parsed by tree-sitter."""
+    from soc2infra.sources.hcl_ast import HclSyntaxError
+
+    try:
+        body = parse_hcl_fast(f"__x = {source.strip()}\n")
+    except HclSyntaxError:
+        return ("unknown", "unparsable interpolation")
+    return body.attrs["__x"][0] if "__x" in body.attrs else ("unknown", "unparsable interpolation")
+
+
 class _Translator:
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -210,7 +221,7 @@ class _Translator:
         if node.type == "heredoc_template":
             raw = self.text(node)
             trim = raw.startswith("<<-")
-            return _heredoc(raw + "\n", trim)
+            return _heredoc(raw + "\n", trim, parse_expression_fast)
         parts = self.quoted_parts(node)
         if parts and parts[0] == ("unknown", "template directive"):
             return parts[0]

@@ -85,15 +85,19 @@ def _waivers_by_block(text: str, body: Body) -> dict[int, tuple[tuple[str, str, 
     return {k: tuple(v) for k, v in out.items()}
 
 
-def _parse_path(path: str) -> ParsedFile:
+def _read_cached(path: str) -> tuple[ParsedFile | None, bytes | None, str | None]:
+    """(cached result, file bytes, cache key): the result is set on a cache hit or a read error."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        return ParsedFile(path, None, error=Error(path, None, f"cannot read file: {exc.strerror or exc}"))
+        return ParsedFile(path, None, error=Error(path, None, f"cannot read file: {exc.strerror or exc}")), \
+            None, None
     key = cache.content_key("tf", data + path.encode(), PARSER_VERSION)
     hit = cache.load(key)
-    if isinstance(hit, ParsedFile):
-        return hit
+    return (hit if isinstance(hit, ParsedFile) else None), data, key
+
+
+def _parse_bytes(path: str, data: bytes, key: str | None) -> ParsedFile:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -101,18 +105,39 @@ def _parse_path(path: str) -> ParsedFile:
         parsed = ParsedFile(path, None, error=Error(path, line, "not UTF-8 text (binary file?)"))
     else:
         parsed = parse_text(text, path)
-    cache.store(key, parsed)
+    if key is not None:
+        cache.store(key, parsed)
     return parsed
 
 
+def _parse_path(path: str) -> ParsedFile:
+    cached, data, key = _read_cached(path)
+    if cached is not None or data is None:
+        return cached  # type: ignore[return-value]
+    return _parse_bytes(path, data, key)
+
+
 def parse_files(paths: list[str], jobs: int | None = None) -> dict[str, ParsedFile]:
-    """Parse many files, in parallel worker processes when there are enough of them."""
+    """Parse many files: cache hits are loaded here, misses are parsed in parallel worker
+    processes when there are enough of them to pay for the workers' start-up."""
     jobs = jobs if jobs is not None else (os.cpu_count() or 1)
-    if jobs <= 1 or len(paths) < PARALLEL_THRESHOLD:
-        return {p: _parse_path(p) for p in paths}
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        results = pool.map(_parse_path, paths, chunksize=max(1, len(paths) // (jobs * 8)))
-        return dict(zip(paths, results, strict=True))
+    results: dict[str, ParsedFile] = {}
+    misses: list[tuple[str, bytes, str | None]] = []
+    for p in paths:
+        cached, data, key = _read_cached(p)
+        if cached is not None:
+            results[p] = cached
+        elif data is not None:
+            misses.append((p, data, key))
+    if jobs <= 1 or len(misses) < PARALLEL_THRESHOLD:
+        for p, data, key in misses:
+            results[p] = _parse_bytes(p, data, key)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            names = [m[0] for m in misses]
+            parsed = pool.map(_parse_path, names, chunksize=max(1, len(names) // (jobs * 8)))
+            results.update(zip(names, parsed, strict=True))
+    return {p: results[p] for p in paths}
 
 
 class TerraformLoader:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,7 +301,7 @@ class ModuleCall:
         if not isinstance(source, str) or not source.startswith(("./", "../")) or self.parent.depth > 20:
             self.external = True
             return self._instances
-        child_def = self.parent.loader((self.parent.mdef.dir / source).resolve())
+        child_def = self.parent.loader(_resolve_dir(self.parent.mdef.dir, source))
         if child_def is None:
             self.external = True
             return self._instances
@@ -329,6 +330,12 @@ class ModuleCall:
             return _ModuleOutputs(insts[None])
         return {k: _ModuleOutputs(v) for k, v in insts.items()} if "for_each" in self.block.body.attrs \
             else [_ModuleOutputs(v) for v in insts.values()]
+
+
+@lru_cache(maxsize=4096)
+def _resolve_dir(base: Path, source: str) -> Path:
+    # Path.resolve() stats every component; module trees resolve the same sources many times.
+    return (base / source).resolve()
 
 
 class _ModuleOutputs:
