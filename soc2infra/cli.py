@@ -14,7 +14,6 @@ from soc2infra import __version__
 from soc2infra.exitcodes import ERROR, INTERNAL, OK
 
 
-
 class UsageFailure(Exception):
     """A problem with the command line or configuration: exit 2 with a message."""
 
@@ -33,7 +32,8 @@ def policy() -> None:
 @policy.command("test")
 @click.argument("dirs", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--rule", "rules", multiple=True, help="Only these rule ids.")
-@click.option("--builtin/--no-builtin", default=None, help="Include the built-in pack (default: when no DIRS).")
+@click.option("--builtin/--no-builtin", default=None,
+              help="Include the built-in pack (default: only when no DIRS are given).")
 def policy_test(dirs: Sequence[Path], rules: Sequence[str], builtin: bool | None) -> None:
     """Run every rule's own pass/fail examples through the real parsers."""
     from soc2infra.engine.policy import load_pack

@@ -72,7 +72,8 @@ def run_example(rule: Rule, example: Example) -> ExampleOutcome:
         for addr, want in example.expect.items():
             have = got.get(addr)
             if have is None:
-                problems.append(f"{addr}: no such targeted resource (have: {', '.join(sorted(got)) or 'none'})")
+                have_list = ", ".join(sorted(got)) or "none"
+                problems.append(f"{addr}: no such targeted resource (have: {have_list})")
             elif have != want:
                 problems.append(f"{addr}: expected {want}, got {have}")
     else:

@@ -243,7 +243,8 @@ def scan(paths: Sequence[str], pack: PolicyPack, options: ScanOptions | None = N
     return evaluate_resources(resources, pack, errors)
 
 
-def evaluate_resources(resources: list[Resource], pack: PolicyPack, errors: list[Error] | None = None) -> ScanResult:
+def evaluate_resources(resources: list[Resource], pack: PolicyPack,
+                       errors: list[Error] | None = None) -> ScanResult:
     """Evaluate already-loaded resources and apply inline waivers."""
     from soc2infra.waivers import apply_inline_waivers
 

@@ -391,7 +391,9 @@ def _value_test(op: str, arg: Any, where: str) -> Callable[[Any], bool]:
         return lambda v: not (isinstance(v, str) and rx.search(v) is not None)
     if op in ("glob", "not_glob"):
         pats = [str(a) for a in (arg if isinstance(arg, list) else [arg])]
-        hit = (lambda v: isinstance(v, str) and any(fnmatch.fnmatchcase(v, p) for p in pats))
+        def hit(v: Any) -> bool:
+            return isinstance(v, str) and any(fnmatch.fnmatchcase(v, p) for p in pats)
+
         return hit if op == "glob" else (lambda v: not hit(v))
     if op in ("contains", "not_contains"):
         def has(v: Any) -> bool:

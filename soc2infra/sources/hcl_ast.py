@@ -60,7 +60,8 @@ def parse_hcl(text: str) -> Body:
     from hcl2.api import parses_to_tree  # imported lazily: Lark grammar load is not free
 
     if "\x00" in text:
-        raise HclSyntaxError("binary content (NUL byte) is not HCL", _line_of_offset(text, text.index("\x00")))
+        line = _line_of_offset(text, text.index("\x00"))
+        raise HclSyntaxError("binary content (NUL byte) is not HCL", line)
     try:
         tree = parses_to_tree(text)
     except UnexpectedEOF as exc:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +270,8 @@ class InstanceRef:
             refs: dict[str, set[str]] = {}
             env = Env(self.block.inst, dict(self.bindings))
             attrs = evaluate_body(self.block.block.body, env, "", refs, top=True)
-            self.references = {k: frozenset(v - {self.address}) for k, v in refs.items() if v - {self.address}}
+            own = {self.address}  # a resource referring to itself is not a link
+            self.references = {k: frozenset(v - own) for k, v in refs.items() if v - own}
             self._attrs = attrs
         return self._attrs  # type: ignore[return-value]
 
@@ -491,7 +492,7 @@ def _get(obj: Any, name: str, env: Env) -> Any:
     if isinstance(obj, Unknown):
         return obj
     if isinstance(obj, dict):
-        return obj.get(name, Unknown(f"no attribute {name}")) if name in obj else Unknown(f"no attribute {name}")
+        return obj[name] if name in obj else Unknown(f"no attribute {name}")
     if isinstance(obj, list):
         # Nested blocks are lists of one map; `block.attr` is how modules commonly reach into them.
         if len(obj) == 1 and isinstance(obj[0], (dict, InstanceRef)):
@@ -595,7 +596,7 @@ def _templatefile(args: list[Any], env: Env) -> Any:
     out = []
     for part in parts:
         v = part if isinstance(part, str) else _materialize(evaluate(part, tenv), tenv)
-        if isinstance(v, Unknown) or isinstance(v, (list, dict)):
+        if isinstance(v, (Unknown, list, dict)):
             return v if isinstance(v, Unknown) else Unknown("template interpolation of a collection")
         out.append(to_str(v))
     return "".join(out)
@@ -664,7 +665,9 @@ def _number(v: Any) -> float | int:
 
 
 def _loose_eq(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, str) or isinstance(b, (int, float)) and isinstance(a, str):
+    number_vs_string = (isinstance(a, (int, float)) and isinstance(b, str)
+                        or isinstance(b, (int, float)) and isinstance(a, str))
+    if number_vs_string:
         return to_str(a) == to_str(b)
     return bool(a == b)
 
@@ -709,7 +712,8 @@ def _for(expr: Expr, env: Env) -> Any:
 
 # --------------------------------------------------------------------------- bodies
 
-def evaluate_body(body: Body, env: Env, prefix: str, refs: dict[str, set[str]], top: bool = False) -> dict[str, Any]:
+def evaluate_body(body: Body, env: Env, prefix: str, refs: dict[str, set[str]],
+                  top: bool = False) -> dict[str, Any]:
     """Evaluate attributes and nested blocks (as lists of maps), recording references by path."""
     out: dict[str, Any] = {}
     for name, (expr, _line) in body.attrs.items():

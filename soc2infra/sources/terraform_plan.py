@@ -143,7 +143,8 @@ def _config_references(module: dict[str, Any], prefix: str,
             else f"data.{r.get('type')}.{r.get('name')}"
         paths: dict[str, set[str]] = {}
         _collect_expr_refs(r.get("expressions") or {}, "", paths)
-        resolved = {p: _resolve_refs(refs, resources, prefix, var_refs, output_refs) for p, refs in paths.items()}
+        resolved = {p: _resolve_refs(refs, resources, prefix, var_refs, output_refs)
+                    for p, refs in paths.items()}
         out[prefix + local] = {p: v for p, v in resolved.items() if v}
     return out
 
@@ -193,7 +194,8 @@ def _instance_references(address: str, config: dict[str, set[str]],
         found: set[str] = set()
         for target in targets:
             instances = by_config.get(target, [])
-            same_module = [i for i in instances if i.startswith(module_prefix)] if module_prefix else instances
+            same_module = ([i for i in instances if i.startswith(module_prefix)]
+                           if module_prefix else instances)
             found.update(same_module or instances)
         found.discard(address)
         if found:
