@@ -38,12 +38,17 @@ class ModuleDef:
     modules: list[tuple[Block, str]] = field(default_factory=list)
     outputs: dict[str, Expr] = field(default_factory=dict)
     waivers: dict[tuple[str, int], tuple[tuple[str, str, int], ...]] = field(default_factory=dict)
+    # provider and variable blocks with their file, emitted as resources for credentials-in-code rules
+    config_blocks: list[tuple[Block, str]] = field(default_factory=list)
 
     def add_file(self, file: str, body: Body, waivers: dict[int, tuple[tuple[str, str, int], ...]]) -> None:
         """Merge one file's top-level blocks into the module."""
         for blk in body.blocks:
             if blk.type == "variable" and blk.labels:
                 self.variables[blk.labels[0]] = blk
+                self.config_blocks.append((blk, file))
+            elif blk.type == "provider" and blk.labels:
+                self.config_blocks.append((blk, file))
             elif blk.type == "locals":
                 for name, (expr, line) in blk.body.attrs.items():
                     self.locals[name] = (expr, file, line)
@@ -792,6 +797,39 @@ def _collect(inst: ModuleInstance, out: list[Resource]) -> None:
                 file=ref.file, line=ref.block.line, end_line=ref.block.end_line,
                 references=instance.references, identities=idents, inline_waivers=waivers, meta=meta,
             ))
+    out.extend(_config_resource(inst, blk, file) for blk, file in inst.mdef.config_blocks)
     for call in inst.module_calls.values():
         for child in call.instances().values():
             _collect(child, out)
+
+
+def _config_resource(inst: ModuleInstance, blk: Block, file: str) -> Resource:
+    """A ``provider`` block (type ``provider.aws``, address ``provider.aws`` or
+    ``provider.aws.<alias>``) or a ``variable`` block (type ``terraform_variable``, address
+    ``var.<name>``, attributes default/sensitive/type/description) as a resource, so rules
+    can look for credentials written into them."""
+    refs: dict[str, set[str]] = {}
+    if blk.type == "provider":
+        attrs = evaluate_body(blk.body, Env(inst), "", refs, top=True)
+        alias = attrs.get("alias")
+        local = f"provider.{blk.labels[0]}" + (f".{alias}" if isinstance(alias, str) else "")
+        rtype = f"provider.{blk.labels[0]}"
+    else:
+        attrs = {}
+        default = variable_default(blk)
+        if default is not None:
+            attrs["default"] = default.value
+        for name in ("sensitive", "description"):
+            if name in blk.body.attrs:
+                attrs[name] = evaluate(blk.body.attrs[name][0], Env(_EMPTY_INSTANCE))
+        type_expr = blk.body.attrs.get("type")
+        if type_expr is not None and type_expr[0][0] == "var":
+            attrs["type"] = type_expr[0][1]
+        local, rtype = f"var.{blk.labels[0]}", "terraform_variable"
+    return Resource(
+        kind="terraform", type=rtype, address=inst.address(local), attributes=attrs, file=file,
+        line=blk.line, end_line=blk.end_line,
+        references={k: frozenset(v) for k, v in refs.items() if v},
+        inline_waivers=inst.mdef.waivers.get((file, blk.line), ()),
+        meta={"module": inst.prefix, "mode": blk.type},
+    )
