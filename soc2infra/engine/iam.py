@@ -814,12 +814,18 @@ def _norm_text(v: str) -> str:
 
 def condition_matches(cond: Condition, operators: frozenset[str] | None, keys: frozenset[str] | None,
                       values: frozenset[str] | None) -> Tri:
-    """Does one condition have one of *operators*, one of *keys* and one of *values*?
-    (Each filter is optional; comparisons ignore case, as IAM does for keys and operators.)"""
+    """Does one condition have one of *operators*, a key matching one of *keys* (shell
+    patterns) and one of *values*? Each filter is optional; comparisons ignore case, as IAM
+    does for keys and operators."""
     parts: list[Tri] = []
-    for got, wanted in ((cond.operator, operators), (cond.key, keys)):
-        if wanted is not None:
-            parts.append(None if isinstance(got, Unknown) else _norm_text(got) in wanted)
+    if operators is not None:
+        op = cond.operator
+        parts.append(None if isinstance(op, Unknown) else _norm_text(op) in operators)
+    if keys is not None:
+        # Keys may be shell patterns ("*:sub" for any OIDC provider's subject claim).
+        key = cond.key
+        parts.append(None if isinstance(key, Unknown)
+                     else any(fnmatch.fnmatchcase(_norm_text(key), k) for k in keys))
     if values is not None:
         parts.append(_any_of(cond.values, lambda v: _norm_text(v) in values))
     return t_and(parts)
