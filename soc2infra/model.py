@@ -24,16 +24,24 @@ class Unknown:
     explicit "unknown" result instead of a silent pass.
     """
 
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "nonnull", "candidates")
 
-    def __init__(self, reason: str = "") -> None:
+    def __init__(self, reason: str = "", nonnull: bool = False,
+                 candidates: tuple[Any, ...] | None = None) -> None:
         self.reason = reason
+        # Set when the value is certainly present (a reference to another resource's ARN, a
+        # required variable): `exists` holds even though the value itself is not known.
+        self.nonnull = nonnull
+        # The only values it can take, when known (both branches of `var.x ? "a" : "b"`):
+        # a rule holds if it holds for every candidate (catalog pitfall PF-02).
+        self.candidates = candidates
 
     def __repr__(self) -> str:
-        return f"Unknown({self.reason!r})" if self.reason else "Unknown()"
+        extra = f", candidates={self.candidates!r}" if self.candidates is not None else ""
+        return f"Unknown({self.reason!r}{extra})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Unknown, (self.reason,))
+        return (Unknown, (self.reason, self.nonnull, self.candidates))
 
     def __bool__(self) -> bool:
         # A stray truth test on an unknown is a bug in the caller; make it loud.

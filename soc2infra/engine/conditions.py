@@ -462,7 +462,7 @@ def _compile_path_test(spec: Mapping[str, Any], where: str) -> Predicate:
             vals = resolve(ctx.value, path)
             if not vals:
                 return not want
-            if all(isinstance(v, Unknown) for v in vals):
+            if all(isinstance(v, Unknown) and not v.nonnull for v in vals):
                 return None
             return want
 
@@ -470,14 +470,25 @@ def _compile_path_test(spec: Mapping[str, Any], where: str) -> Predicate:
 
     test = _value_test(op, spec[op], f"{where}.{op}")
 
+    def test_one(v: Any) -> Tri:
+        if isinstance(v, Unknown):
+            if v.candidates is None:
+                return None
+            # Every value the expression can take: all comply → pass, none → fail.
+            outcomes = [(test(default) if has_default else False) if c is None else test(c)
+                        for c in v.candidates]
+            return True if all(outcomes) else (False if not any(outcomes) else None)
+        if op in ("equals", "not_equals", "in", "not_in") and _contains_unknown(v):
+            return None
+        return test(v)
+
     def pred(ctx: EvalContext) -> Tri:
         vals = resolve(ctx.value, path)
         if not vals:
             if has_default:
                 return test(default)
             return False
-        results: list[Tri] = [None if isinstance(v, Unknown) or _contains_unknown(v) and op in
-                              ("equals", "not_equals", "in", "not_in") else test(v) for v in vals]
+        results = [test_one(v) for v in vals]
         return t_and(results) if quant == "all" else t_or(results)
 
     return pred
@@ -493,7 +504,24 @@ def _contains_unknown(v: Any) -> bool:
     return False
 
 
+def _c_const(arg: Any, _spec: Mapping[str, Any], where: str) -> Predicate:
+    """``const: false`` — for resource types that must not exist at all."""
+    if not isinstance(arg, bool):
+        raise ConditionError("const must be true or false", where)
+    return lambda _ctx: arg
+
+
+def _c_type_in(arg: Any, _spec: Mapping[str, Any], where: str) -> Predicate:
+    """``type_in: [aws_iam_policy_attachment]`` — the resource's own type is one of these."""
+    types = frozenset([arg] if isinstance(arg, str) else arg or [])
+    if not types:
+        raise ConditionError("type_in needs a type or a list of types", where)
+    return lambda ctx: ctx.resource.type in types
+
+
 OPERATORS: dict[str, Compiler] = {
+    "const": _c_const,
+    "type_in": _c_type_in,
     "all": _c_all,
     "any": _c_any,
     "not": _c_not,

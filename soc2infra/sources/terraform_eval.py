@@ -127,6 +127,7 @@ class ModuleInstance:
     def var(self, name: str, env: Env) -> Any:
         got = self.inputs.get(name)
         if got is None:
+            # A required input may still be passed as null: nothing is certain about it.
             return Unknown(f"var.{name} has no value")
         env.track(got.refs)
         return got.value
@@ -285,7 +286,7 @@ class InstanceRef:
         attrs = self.attributes()
         if name in attrs and attrs[name] is not None:
             return attrs[name]
-        return Unknown(f"{self.address}.{name} is known only after apply")
+        return Unknown(f"{self.address}.{name} is known only after apply", nonnull=True)
 
 
 class ModuleCall:
@@ -385,9 +386,9 @@ def evaluate(expr: Expr, env: Env) -> Any:  # noqa: C901 - one dispatch over nod
         for part in expr[1]:
             v = part if isinstance(part, str) else _materialize(evaluate(part, env), env)
             if isinstance(v, Unknown):
-                return v
+                return Unknown(v.reason, nonnull=True)  # a template always yields a string
             if isinstance(v, (list, dict)):
-                return Unknown("interpolation of a collection")
+                return Unknown("interpolation of a collection", nonnull=True)
             out.append(to_str(v))
         return "".join(out)
     if kind == "var":
@@ -405,7 +406,7 @@ def evaluate(expr: Expr, env: Env) -> Any:  # noqa: C901 - one dispatch over nod
         if isinstance(c, Unknown):
             a = _materialize(evaluate(expr[2], env), env)
             b = _materialize(evaluate(expr[3], env), env)
-            return a if not contains_unknown(a) and a == b else Unknown("condition is unknown")
+            return _either(a, b)
         return evaluate(expr[2] if _truth(c) else expr[3], env)
     if kind == "bin":
         return _binary(expr[1], expr[2], expr[3], env)
@@ -431,6 +432,31 @@ def evaluate(expr: Expr, env: Env) -> Any:  # noqa: C901 - one dispatch over nod
     if kind == "unknown":
         return Unknown(expr[1])
     return Unknown(f"cannot evaluate {kind}")
+
+
+def _candidates(v: Any) -> list[Any] | None:
+    if isinstance(v, Unknown):
+        return list(v.candidates) if v.candidates is not None else None
+    return None if contains_unknown(v) else [v]
+
+
+def _either(a: Any, b: Any) -> Any:
+    """The value of a conditional whose condition is unknown: the common value, or an
+    Unknown that remembers both candidates (so a rule can pass when both comply)."""
+    ca, cb = _candidates(a), _candidates(b)
+    if ca is None or cb is None:
+        return Unknown("condition is unknown", nonnull=_nonnull(a) and _nonnull(b))
+    merged: list[Any] = []
+    for v in ca + cb:
+        if v not in merged:
+            merged.append(v)
+    if len(merged) == 1:
+        return merged[0]
+    return Unknown("condition is unknown", nonnull=None not in merged, candidates=tuple(merged))
+
+
+def _nonnull(v: Any) -> bool:
+    return v.nonnull if isinstance(v, Unknown) else v is not None
 
 
 def _truth(v: Any) -> bool:
@@ -553,7 +579,7 @@ def _materialize(v: Any, env: Env) -> Any:
         env.track({v.address})
         attrs = dict(v.attributes())
         for key in ("id", "arn"):
-            attrs.setdefault(key, Unknown(f"{v.address}.{key} is known only after apply"))
+            attrs.setdefault(key, Unknown(f"{v.address}.{key} is known only after apply", nonnull=True))
         return attrs
     if isinstance(v, BlockRef):
         return _materialize(v.as_collection(env), env)

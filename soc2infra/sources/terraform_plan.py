@@ -52,7 +52,9 @@ def load_plan(data: dict[str, Any], file: str) -> tuple[list[Resource], list[Err
     raw: list[dict[str, Any]] = []
     root = (data.get("planned_values") or {}).get("root_module") or {}
     _walk_planned(root, raw)
-    config_refs = _config_references(((data.get("configuration") or {}).get("root_module")) or {}, "")
+    config_root = ((data.get("configuration") or {}).get("root_module")) or {}
+    config_refs = _config_references(config_root, "")
+    configured = _configured_keys(config_root, "") if config_root else None
     by_config: dict[str, list[str]] = {}
     for r in raw:
         by_config.setdefault(strip_indexes(str(r.get("address", ""))), []).append(str(r.get("address")))
@@ -63,6 +65,8 @@ def load_plan(data: dict[str, Any], file: str) -> tuple[list[Resource], list[Err
             continue
         values = r.get("values") if isinstance(r.get("values"), dict) else {}
         attrs = _merge_unknown(values, unknowns.get(address) or {})
+        if configured is not None:
+            attrs = _settle_unknowns(attrs, configured.get(strip_indexes(address)))
         mode = r.get("mode", "managed")
         rtype = str(r.get("type", ""))
         refs = _instance_references(address, config_refs.get(strip_indexes(address), {}), by_config)
@@ -74,6 +78,34 @@ def load_plan(data: dict[str, Any], file: str) -> tuple[list[Resource], list[Err
                   "module": r.get("_module", "")},
         ))
     return resources, errors
+
+
+def _configured_keys(module: dict[str, Any], prefix: str) -> dict[str, set[str]]:
+    """Config address → the top-level arguments written in the configuration."""
+    out: dict[str, set[str]] = {}
+    for r in module.get("resources") or []:
+        local = f"{r.get('type')}.{r.get('name')}" if r.get("mode") == "managed" \
+            else f"data.{r.get('type')}.{r.get('name')}"
+        out[prefix + local] = set((r.get("expressions") or {}).keys())
+    for name, call in (module.get("module_calls") or {}).items():
+        out.update(_configured_keys(call.get("module") or {}, f"{prefix}module.{name}."))
+    return out
+
+
+def _settle_unknowns(attrs: dict[str, Any], configured: set[str] | None) -> dict[str, Any]:
+    """A top-level value known only after apply is, for rules, either *set* (it was written
+    in the configuration, e.g. ``kms_key_id = aws_kms_key.k.arn``) or *not set* (a
+    provider-computed default such as a bucket's inline ``versioning`` block)."""
+    if configured is None:
+        return attrs
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if isinstance(value, Unknown):
+            if key not in configured:
+                continue
+            value = Unknown(value.reason, nonnull=True)
+        out[key] = value
+    return out
 
 
 def _walk_planned(module: dict[str, Any], out: list[dict[str, Any]]) -> None:

@@ -101,3 +101,15 @@ def test_bad_conditions_name_the_field(bad, field):
     with pytest.raises(ConditionError) as exc:
         compile_condition(bad)
     assert exc.value.field == field
+
+
+def test_unknown_that_is_known_to_be_set_exists():
+    assert check({"path": "a", "exists": True}, {"a": Unknown("arn", nonnull=True)}) is True
+    assert check({"path": "a", "exists": True}, {"a": Unknown("maybe null")}) is None
+
+
+def test_candidates_pass_only_when_every_branch_complies():
+    ok = {"path": "a", "in": ["AES256", "aws:kms"]}
+    assert check(ok, {"a": Unknown("c", candidates=("AES256", "aws:kms"))}) is True
+    assert check(ok, {"a": Unknown("c", candidates=("none", "off"))}) is False
+    assert check(ok, {"a": Unknown("c", candidates=("AES256", "none"))}) is None

@@ -342,3 +342,19 @@ def test_parallel_parsing_matches_serial(write_tree):
     serial, _ = load_terraform(sorted(root.glob("*.tf")), jobs=1)
     parallel, _ = load_terraform(sorted(root.glob("*.tf")), jobs=2)
     assert [(r.address, r.attributes) for r in serial] == [(r.address, r.attributes) for r in parallel]
+
+
+def test_pf02_conditional_keeps_both_candidates(write_tree):
+    root = write_tree({"main.tf": '''
+variable "kms" {}
+resource "t_r" "r" {
+  algo = var.kms == "" ? "AES256" : "aws:kms"
+  key  = var.kms == "" ? null : var.kms
+  arn  = aws_kms_key.k.arn
+}
+resource "aws_kms_key" "k" {}
+'''})
+    attrs = load(root)[0]["t_r.r"].attributes
+    assert attrs["algo"].candidates == ("AES256", "aws:kms")
+    assert attrs["key"].candidates is None and not attrs["key"].nonnull
+    assert attrs["arn"].nonnull  # another resource's ARN: certainly set once applied

@@ -57,11 +57,13 @@ def test_resources_modules_and_unknowns():
                        "module.reports.aws_s3_bucket.this", "module.reports.aws_s3_bucket_versioning.this[0]"}
     logs = by["aws_s3_bucket.logs"]
     assert logs.attributes["bucket"] == "acme-logs"
-    assert isinstance(logs.attributes["arn"], Unknown)
+    # Computed by the provider and never configured: absent for rules, not "unknown".
+    assert "arn" not in logs.attributes
     assert "acme-logs" in logs.identities
     assert by["data.aws_iam_policy_document.p"].type == "data.aws_iam_policy_document"
     versioning = by["module.reports.aws_s3_bucket_versioning.this[0]"]
-    assert isinstance(versioning.attributes["bucket"], Unknown)
+    # Configured but known only after apply: set, value unknown.
+    assert isinstance(versioning.attributes["bucket"], Unknown) and versioning.attributes["bucket"].nonnull
     assert versioning.references == {"bucket": frozenset({"module.reports.aws_s3_bucket.this"})}
 
 
