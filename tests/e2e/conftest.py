@@ -1,0 +1,143 @@
+"""End-to-end fixtures: a real etcd + kube-apiserver on loopback, shared by the whole session.
+
+Binaries come from ``tools/build-binaries.sh`` (cached outside the repo) or ``$SOC2INFRA_BIN_DIR``.
+They are ensured once, right after collection and only if a selected test uses the control plane,
+so the one-off ~6 minute cold build is not charged to any single test's timeout and a unit-only
+run never triggers it. With ``CI=true`` a missing binary or failed build FAILS the run; elsewhere
+it skips the e2e tests with the reason (set ``SOC2INFRA_E2E_REQUIRE=1`` to fail locally too).
+
+Every test in this directory is marked ``e2e`` automatically (deselect with ``-m "not e2e"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from soc2infra.lab import BinariesMissing, ControlPlane, ensure_binaries
+
+_HERE = Path(__file__).resolve().parent
+_BIN_DIR_KEY = pytest.StashKey[Path]()
+_BIN_ERROR_KEY = pytest.StashKey[str]()
+
+# Fixtures that need the binaries; tests using any of them trigger the ensure/build step.
+_NEEDS_BINARIES = {"control_plane", "kubectl", "bin_dir"}
+
+
+def _strict() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"} or bool(
+        os.environ.get("SOC2INFRA_E2E_REQUIRE")
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``e2e`` marker."""
+    config.addinivalue_line(
+        "markers", "e2e: needs a real control plane (etcd + kube-apiserver built by tools/build-binaries.sh)"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark everything under tests/e2e as ``e2e`` (tryfirst: before ``-m`` deselection runs)."""
+    for item in items:
+        if _HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Ensure (build if needed) the binaries once, outside any test's timeout, if they are needed."""
+    if session.config.option.collectonly:
+        return
+    if not any(_NEEDS_BINARIES & set(getattr(item, "fixturenames", ())) for item in session.items):
+        return
+    capman = session.config.pluginmanager.getplugin("capturemanager")
+    reporter = session.config.pluginmanager.getplugin("terminalreporter")
+    t0 = time.monotonic()
+    # Let the build's progress reach the terminal: a cold build takes minutes.
+    ctx = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
+    with ctx:
+        try:
+            bin_dir = ensure_binaries(build=True)
+        except BinariesMissing as err:
+            session.config.stash[_BIN_ERROR_KEY] = str(err)
+            return
+    session.config.stash[_BIN_DIR_KEY] = bin_dir
+    if reporter is not None:
+        reporter.write_line(f"e2e: control-plane binaries in {bin_dir} ({time.monotonic() - t0:.1f}s)")
+
+
+@pytest.fixture(scope="session")
+def bin_dir(pytestconfig: pytest.Config) -> Path:
+    """Directory holding kube-apiserver, etcd and helm."""
+    found = pytestconfig.stash.get(_BIN_DIR_KEY, None)
+    if found is not None:
+        return found
+    error = pytestconfig.stash.get(_BIN_ERROR_KEY, None)
+    if error is None:  # hook did not run (e.g. fixture requested dynamically): ensure now
+        try:
+            found = ensure_binaries(build=True)
+        except BinariesMissing as err:
+            error = str(err)
+        else:
+            pytestconfig.stash[_BIN_DIR_KEY] = found
+            return found
+    if _strict():
+        pytest.fail(f"control-plane binaries unavailable (CI requires them): {error}", pytrace=False)
+    pytest.skip(f"control-plane binaries unavailable: {error}")
+
+
+@pytest.fixture(scope="session")
+def control_plane(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A running etcd + kube-apiserver for the whole session.
+
+    Offers ``.kubeconfig``, ``.server``, ``.ca_file``, ``.api_client()`` (kubernetes python client),
+    ``.request(path)`` (raw GET as admin) and ``.logs_dir``. Tests share it: use unique names.
+    """
+    # Under pytest's tmp dir so logs survive for a post-mortem of a failed run.
+    workdir = tmp_path_factory.mktemp("control-plane")
+    cp = ControlPlane(workdir=workdir, bin_dir=bin_dir)
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+def _kubectl_path() -> str:
+    return os.environ.get("SOC2INFRA_KUBECTL") or shutil.which("kubectl") or "/usr/bin/kubectl"
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run kubectl against the session control plane.
+
+    ``kubectl("get", "ns", "default", "-o", "json")`` returns the CompletedProcess (text mode);
+    ``check=True`` (default) raises on a non-zero exit with stderr in the message; ``input=`` is
+    passed to stdin (e.g. a manifest for ``apply -f -``); ``kubeconfig=`` targets another cluster.
+    """
+    exe = _kubectl_path()
+    if not os.access(exe, os.X_OK):
+        if _strict():
+            pytest.fail(f"kubectl not found at {exe}", pytrace=False)
+        pytest.skip(f"kubectl not found at {exe}")
+
+    def run(*args: str, input: str | None = None, check: bool = True, timeout: float = 60,
+            kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+        config = kubeconfig or control_plane.kubeconfig
+        argv: Sequence[str] = [exe, f"--kubeconfig={config}", *args]
+        result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(argv)} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    return run
