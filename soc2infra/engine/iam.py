@@ -355,15 +355,17 @@ def policies_at(res: Resource, path: str, index: ResourceIndex) -> PolicySet:
     memo[key] = PolicySet(gaps=[f"{res.address}.{path} refers to itself"])  # cycle guard
     out = PolicySet()
     unresolved = 0
+    # Name the attribute too when it is not the usual one (a role's trust policy, say).
+    origin = res.address if path == "policy" else f"{res.address}.{path}"
     for value in flatten(resolve(res.attributes, parse_path(path))):
         if isinstance(value, Unknown):
             partial = _partial(value)
             if partial is not None:
-                out.add(_statements_or_gap(parse_policy_json(partial, res.address)))
+                out.add(_statements_or_gap(parse_policy_json(partial, origin)))
             else:
                 unresolved += 1
         elif isinstance(value, (str, dict)):
-            out.add(_statements_or_gap(parse_policy_json(value, res.address)))
+            out.add(_statements_or_gap(parse_policy_json(value, origin)))
     if unresolved:
         out.add(_referenced_policies(res, path, index))
     memo[key] = out
