@@ -31,7 +31,9 @@ SENSITIVE_NAMES = frozenset({
 })
 SENSITIVE_SUFFIXES = ("_password", "_passwd", "_secret", "_token", "_secret_key", "_access_key", "_api_key",
                       "_private_key", "_passphrase", "_credentials")
-# Blocks whose every value is sensitive, whatever the argument is called (helm_release).
+# Switches about a credential, not the credential (manage_master_user_password = true).
+SWITCH_PREFIXES = ("manage_", "enable_", "enabled_", "generate_", "require_", "use_", "rotate_")
+# Blocks whose `value` is sensitive, whatever it is set for (helm_release set_sensitive).
 SENSITIVE_BLOCKS = frozenset({"set_sensitive"})
 # Text that points at a secret store instead of holding the secret.
 STORE_REFERENCES = ("arn:aws:secretsmanager:", "arn:aws:ssm:", "arn:aws-us-gov:secretsmanager:",
@@ -41,6 +43,8 @@ STORE_REFERENCES = ("arn:aws:secretsmanager:", "arn:aws:ssm:", "arn:aws-us-gov:s
 def is_sensitive_name(name: str) -> bool:
     """Does an argument (or map key, or variable) name say it holds a credential?"""
     low = name.lower().replace("-", "_")
+    if low.startswith(SWITCH_PREFIXES):
+        return False
     return low in SENSITIVE_NAMES or low.endswith(SENSITIVE_SUFFIXES)
 
 
@@ -63,13 +67,14 @@ def mask(value: str) -> str:
 def find_secrets(value: Any, path: str = "", extra: frozenset[str] = frozenset(),
                  inherited: bool = False) -> Iterator[tuple[str, str]]:
     """Yield (argument path, literal value) for every literal secret under *value*. A key is
-    sensitive by name (or in *extra*); everything under a sensitive block or key is too."""
+    sensitive by name (or in *extra*), and so is everything under it; inside a sensitive
+    block (``set_sensitive``) the ``value`` argument is."""
     if isinstance(value, dict):
         for key, item in value.items():
             key_s = str(key)
-            sensitive = inherited or is_sensitive_name(key_s) or key_s.lower() in extra \
-                or key_s in SENSITIVE_BLOCKS
-            yield from find_secrets(item, f"{path}.{key_s}" if path else key_s, extra, sensitive)
+            sensitive = inherited or is_sensitive_name(key_s) or key_s.lower() in extra
+            inner_extra = extra | {"value"} if key_s in SENSITIVE_BLOCKS else extra
+            yield from find_secrets(item, f"{path}.{key_s}" if path else key_s, inner_extra, sensitive)
     elif isinstance(value, list):
         for item in value:
             yield from find_secrets(item, path, extra, inherited)
