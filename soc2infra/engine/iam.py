@@ -461,6 +461,7 @@ MANAGED_POLICIES: dict[str, list[tuple[str, tuple[str, ...], tuple[str, ...]]]] 
 _MANAGED_ARN = re.compile(r"^arn:aws[a-z-]*:iam::aws:policy/(?:[\w+=,.@-]+/)*([\w+=,.@-]+)$")
 
 
+@lru_cache(maxsize=1024)
 def managed_policy_statements(arn: str) -> list[Statement] | Unknown | None:
     """Statements of an AWS-managed policy ARN; Unknown when the name is not in the table;
     None when *arn* is not an AWS-managed policy at all."""
@@ -1012,8 +1013,12 @@ def quantify(policies: PolicySet, inner: Predicate | None, quantifier: str, ctx:
     results: list[Tri] = []
     hit: dict[str, str] | None = None
     miss: dict[str, str] | None = None
+    views: dict[Statement, StatementView] = _cache(ctx.index).setdefault("views", {})
     for position, (st, certain) in enumerate(policies.entries):
-        r = True if inner is None else inner(EvalContext(st.view(), ctx.resource, ctx.index, ctx.notes))
+        view = views.get(st)
+        if view is None:
+            view = views[st] = st.view()  # built once per scan: many rules ask about the same statements
+        r = True if inner is None else inner(EvalContext(view, ctx.resource, ctx.index, ctx.notes))
         if r is True and hit is None and certain:
             hit = _describe(st, position)
         if r is False and miss is None and certain:
