@@ -319,3 +319,20 @@ def test_changed_only_scans_the_root_that_calls_the_changed_module(mono, capsys)
 def test_changed_only_with_nothing_scannable_is_clean(mono, capsys):
     assert main(["scan", "--changed-only", "README.md", ".pre-commit-config.yaml", *PACK_ARGS]) == 0
     assert main(["scan", "--changed-only", "standalone/main.tf", *PACK_ARGS]) == 0
+
+
+# --- progress indicator ----------------------------------------------------------------------------
+
+
+def test_progress_only_after_the_delay_and_only_when_enabled(capsys):
+    import time
+
+    from soc2infra.progress import long_task_status
+
+    with long_task_status("quick", enabled=True, delay=5):
+        pass  # finishes before the delay: nothing drawn, nothing imported late
+    with long_task_status("never", enabled=False, delay=0):
+        time.sleep(0.05)
+    assert capsys.readouterr().err == ""
+    with long_task_status("slow", enabled=True, delay=0):
+        time.sleep(0.3)  # the spinner starts and is stopped cleanly on exit (transient)
