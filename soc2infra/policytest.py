@@ -56,7 +56,7 @@ def outcomes_for(rule: Rule, resources: list[Resource]) -> dict[str, str]:
     """address → pass | fail | unknown | skip for every resource *rule* targets."""
     pack = PolicyPack(rules=[rule], controls={}, digest="")
     findings, passes = evaluate(resources, pack, ResourceIndex(resources))
-    out = {r.address: "skip" for r in resources if r.type in rule.targets}
+    out = {r.address: "skip" for r in resources if pack.targets(r.type)}
     out.update({addr: "pass" for _rid, addr in passes})
     out.update({f.resource.address: f.status for f in findings})
     return out

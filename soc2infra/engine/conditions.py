@@ -59,6 +59,7 @@ class ResourceIndex:
         self.inbound: dict[str, list[tuple[Resource, str]]] = {}
         # identity value (bucket name, ARN …) → resources having it
         self.by_identity: dict[str, list[Resource]] = {}
+        self._value_tables: dict[tuple[str, str], dict[str, list[Resource]]] = {}
         for res in resources:
             self.by_type.setdefault(res.type, []).append(res)
             self.by_address[res.address] = res
@@ -76,16 +77,27 @@ class ResourceIndex:
             if res.type in types and (via is None or _path_under(path, via)):
                 found[id(res)] = res
         if target.identities and via is not None:
-            vpath = parse_path(via)
             for t in types:
-                for res in self.by_type.get(t, ()):
-                    if id(res) in found:
-                        continue
-                    for v in resolve(res.attributes, vpath):
-                        if isinstance(v, str) and v in target.identities:
-                            found[id(res)] = res
-                            break
+                by_value = self._values_at(t, via)
+                for ident in target.identities:
+                    for res in by_value.get(ident, ()):
+                        found[id(res)] = res
         return list(found.values())
+
+    def _values_at(self, rtype: str, via: str) -> dict[str, list[Resource]]:
+        """String value at *via* → resources of *rtype* holding it; built once per pair so
+        literal-reference lookups stay linear in the number of resources."""
+        key = (rtype, via)
+        table = self._value_tables.get(key)
+        if table is None:
+            table = {}
+            vpath = parse_path(via)
+            for res in self.by_type.get(rtype, ()):
+                for v in resolve(res.attributes, vpath):
+                    if isinstance(v, str):
+                        table.setdefault(v, []).append(res)
+            self._value_tables[key] = table
+        return table
 
     def referenced_by(self, source: Resource, types: frozenset[str], via: str | None) -> list[Resource]:
         """Resources of *types* that *source* refers to (from attribute *via*, or any)."""

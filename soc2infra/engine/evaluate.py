@@ -30,7 +30,7 @@ def evaluate(resources: list[Resource], pack: PolicyPack, index: ResourceIndex |
     findings: list[Finding] = []
     passes: list[tuple[str, str]] = []
     for res in (only if only is not None else resources):
-        rules = pack.by_type.get(res.type)
+        rules = pack.rules_for(res.type)
         if not rules:
             continue
         ctx = EvalContext(res.attributes, res, idx)

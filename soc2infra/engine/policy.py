@@ -6,6 +6,7 @@ it without reading Python.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -110,18 +111,34 @@ class PolicyPack:
     controls: dict[str, Control]
     digest: str
     by_type: dict[str, list[Rule]] = field(default_factory=dict)
+    _globs: list[tuple[str, Rule]] = field(default_factory=list)
+    _resolved: dict[str, list[Rule]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.reindex()
 
     def reindex(self) -> None:
         """Rebuild the type index (after enabling/disabling rules)."""
-        self.by_type = {}
+        self.by_type, self._globs, self._resolved = {}, [], {}
         for rule in self.rules:
             if not rule.enabled:
                 continue
             for t in rule.targets:
-                self.by_type.setdefault(t, []).append(rule)
+                if "*" in t or "?" in t:
+                    self._globs.append((t, rule))
+                else:
+                    self.by_type.setdefault(t, []).append(rule)
+
+    def rules_for(self, resource_type: str) -> list[Rule]:
+        """Enabled rules targeting *resource_type*, exact targets and glob targets
+        (``provider.*``, ``aws_*``) alike; resolved once per type."""
+        got = self._resolved.get(resource_type)
+        if got is None:
+            got = list(self.by_type.get(resource_type, ()))
+            got += [r for pattern, r in self._globs
+                    if fnmatch.fnmatchcase(resource_type, pattern) and r not in got]
+            self._resolved[resource_type] = got
+        return got
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with *rule_id* (KeyError when absent)."""
@@ -132,8 +149,12 @@ class PolicyPack:
 
     @property
     def target_types(self) -> set[str]:
-        """Every resource type or kind some enabled rule targets."""
+        """Every resource type or kind some enabled rule targets exactly (globs excluded)."""
         return set(self.by_type)
+
+    def targets(self, resource_type: str) -> bool:
+        """True when some enabled rule applies to *resource_type*."""
+        return bool(self.rules_for(resource_type))
 
 
 def _line_of(node: Any) -> int | None:

@@ -62,6 +62,29 @@ def _jsonencode(v: Any) -> str:
     return json.dumps(v, separators=(",", ":"), default=_json_default)
 
 
+class PartialUnknown(Unknown):
+    """An unknown ``jsonencode()`` result that keeps the structure it would have encoded
+    (computed leaves stay Unknown), so IAM analysis can still read a policy such as
+    ``{Action = "s3:GetObject", Resource = aws_s3_bucket.b.arn}``."""
+
+    __slots__ = ("partial",)
+
+    def __init__(self, partial: Any) -> None:
+        super().__init__("jsonencode() of a value with computed parts", nonnull=True)
+        self.partial = partial
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PartialUnknown, (self.partial,))
+
+
+def _jsonencode_keeping_structure(v: Any) -> Any:
+    if isinstance(v, Unknown):
+        return Unknown("argument of jsonencode is unknown")
+    if contains_unknown(v):
+        return PartialUnknown(v)
+    return _jsonencode(v)
+
+
 def _jsondecode(s: str) -> Any:
     try:
         return json.loads(s)
@@ -310,7 +333,7 @@ def _yamldecode(s: str) -> Any:
 
 
 FUNCTIONS: dict[str, Func] = {
-    "jsonencode": _strict(_jsonencode, deep=True),
+    "jsonencode": _jsonencode_keeping_structure,
     "jsondecode": _strict(_jsondecode),
     "yamlencode": _strict(_yamlencode, deep=True),
     "yamldecode": _strict(_yamldecode),
