@@ -54,17 +54,16 @@ def policy_test(dirs: Sequence[Path], rules: Sequence[str], builtin: bool | None
 @click.option("--format", "fmt", type=click.Choice(("text", "markdown")), default="text")
 @click.option("--policy-dir", multiple=True, type=click.Path(exists=True, path_type=Path))
 def policy_list(fmt: str, policy_dir: Sequence[Path]) -> None:
-    """List rules with their SOC 2 criteria."""
+    """List rules with their SOC 2 criteria (markdown: the generated docs/rules.md)."""
     from soc2infra.engine.policy import load_pack
+    from soc2infra.policydocs import rules_markdown
 
     pack = load_pack(policy_dir)
     if fmt == "markdown":
-        click.echo("| id | title | severity | category | SOC 2 criteria |\n|---|---|---|---|---|")
-        for r in pack.rules:
-            click.echo(f"| `{r.id}` | {r.title} | {r.severity} | {r.category} | {', '.join(r.controls)} |")
+        click.echo(rules_markdown(pack), nl=False)
         return
     for r in pack.rules:
-        click.echo(f"{r.id:<24} {r.severity:<8} {r.category:<14} {','.join(r.controls):<22} {r.title}")
+        click.echo(f"{r.id:<26} {r.severity:<8} {r.category:<14} {','.join(r.controls):<22} {r.title}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
