@@ -115,11 +115,38 @@ def object_to_resource(obj: dict[str, Any], file: str = "", line: int = 0,
         attributes["_namespace"] = namespace
     if kind in WORKLOAD_KINDS:
         attributes.update(pod_view(kind, data))
+        attributes["_service_account"] = _service_account_ref(attributes["_pod"], namespace or "default")
+    attributes.update(_reference_keys(kind, data, namespace or "default"))
+    scope = f"{namespace}/{name}" if namespace and kind != "Namespace" else name
     return Resource(
         kind="kubernetes", type=kind, address=address, attributes=attributes, file=file, line=line,
-        identities=frozenset({f"{namespace}/{name}" if namespace and kind != "Namespace" else name}),
+        # How other objects name this one: "ns/name", and "Kind/ns/name" for kind-qualified
+        # references such as `_service_account` or `_scale_target`.
+        identities=frozenset({scope, f"{kind}/{scope}"}),
         namespace=namespace, inline_waivers=tuple(annotation_waivers(data)), meta=dict(meta or {}),
     )
+
+
+def _service_account_ref(pod: dict[str, Any], namespace: str) -> str:
+    """``ServiceAccount/<ns>/<name>`` the pod runs as (``default`` when unset), so a rule can
+    follow it with ``related: {link: references, via: _service_account}``."""
+    name = _text(pod.get("serviceAccountName")) or _text(pod.get("serviceAccount")) or "default"
+    return f"ServiceAccount/{namespace}/{name}"
+
+
+def _reference_keys(kind: str, obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """Normalized keys of non-workload kinds: ``_scale_target`` (HorizontalPodAutoscaler:
+    ``Kind/ns/name`` of the workload it scales) and ``_data`` (ConfigMap: its ``data`` as a
+    list of ``{name, value}``, the shape of a container's ``env``)."""
+    spec = _mapping(obj.get("spec"))
+    if kind == "HorizontalPodAutoscaler":
+        target = _mapping(spec.get("scaleTargetRef"))
+        if _text(target.get("kind")) and _text(target.get("name")):
+            return {"_scale_target": f"{_text(target.get('kind'))}/{namespace}/{_text(target.get('name'))}"}
+    if kind == "ConfigMap":
+        data = _mapping(obj.get("data"))
+        return {"_data": [{"name": str(k), "value": v} for k, v in data.items()]}
+    return {}
 
 
 def is_cluster_scoped(kind: str, api_version: str = "", cluster_kinds: Iterable[str] = ()) -> bool:
