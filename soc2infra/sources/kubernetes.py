@@ -59,8 +59,9 @@ CLUSTER_SCOPED_KINDS = frozenset({
 # Add-ons name their cluster-wide kinds this way (ClusterIssuer, ClusterPolicy,
 # ClusterSecretStore, CiliumClusterwideNetworkPolicy …).
 _CLUSTER_KIND_PATTERN = re.compile(r"^Cluster[A-Z]|Clusterwide")
-# Gatekeeper constraints are cluster scoped whatever their kind.
-_CLUSTER_SCOPED_GROUPS = ("constraints.gatekeeper.sh/",)
+# Gatekeeper constraints are cluster scoped whatever their kind; control-plane configuration
+# files (EncryptionConfiguration, audit Policy) belong to no namespace either.
+_CLUSTER_SCOPED_GROUPS = ("constraints.gatekeeper.sh/", "apiserver.config.k8s.io/", "audit.k8s.io/")
 
 # apiVersion to assume when an object (a List item, an admission fragment) omits it.
 DEFAULT_API_VERSIONS: dict[str, str] = {
