@@ -499,15 +499,18 @@ def looks_like_kubernetes(path: Path | str, text: str) -> bool:
 def namespace_resources(resources: list[Resource]) -> list[Resource]:
     """One synthetic ``Namespace`` per namespace that workloads use but no Namespace object
     in *resources* declares, so per-namespace rules (a NetworkPolicy in every namespace)
-    see it. Located at the first workload using it; ``meta["synthetic"]`` is set and the
+    see it. Workloads whose namespace is chosen at install time (Helm objects without one)
+    are not counted. Located at the first workload using it; ``meta["synthetic"]`` is set and the
     attributes carry ``_synthetic: true`` so rules about a Namespace object's own settings
     can skip it."""
     declared = {r.namespace for r in resources if r.kind == "kubernetes" and r.type == "Namespace"}
     first_user: dict[str, Resource] = {}
     for res in resources:
-        if res.kind == "kubernetes" and res.type in WORKLOAD_KINDS and res.namespace \
-                and res.namespace not in declared:
-            first_user.setdefault(res.namespace, res)
+        # A chart object without a namespace lands where `helm install -n` puts it: unknown here.
+        known = res.attributes.get("_namespace")
+        if res.kind == "kubernetes" and res.type in WORKLOAD_KINDS and isinstance(known, str) \
+                and known not in declared:
+            first_user.setdefault(known, res)
     return [_synthetic_namespace(ns, user) for ns, user in first_user.items()]
 
 
@@ -795,6 +798,37 @@ def _origin_path(attributes: dict[str, Any]) -> str | None:
     return None
 
 
+def kustomize_bases(directory: Path) -> set[Path]:
+    """Local kustomization directories that *directory* builds on, directly or through other
+    bases (resolved paths). Their objects are already in the overlay's output, so a scan
+    that renders the overlay need not render them on their own."""
+    bases: set[Path] = set()
+    pending = [Path(directory).resolve()]
+    while pending:
+        current = pending.pop()
+        for entry in _kustomization_entries(current):
+            target = (current / entry).resolve()
+            if target not in bases and target.is_dir() and is_kustomization(target):
+                bases.add(target)
+                pending.append(target)
+    return bases
+
+
+def _kustomization_entries(directory: Path) -> list[str]:
+    """Local entries of a kustomization's ``resources`` (and legacy ``bases``)."""
+    kustomization = next((directory / n for n in KUSTOMIZATION_NAMES if (directory / n).is_file()), None)
+    if kustomization is None:
+        return []
+    try:
+        data = yaml.load(kustomization.read_text(encoding="utf-8-sig"), Loader=_Loader)  # noqa: S506
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    data = _mapping(data)
+    entries = [e for key in ("resources", "bases") if isinstance(data.get(key), list) for e in data[key]]
+    return [e for e in entries if isinstance(e, str) and "://" not in e
+            and not e.startswith(("github.com/", "git@"))]
+
+
 def _kustomization_files(directory: Path, seen: set[Path]) -> Iterator[Path]:
     """Manifest files a kustomization lists in ``resources`` (and legacy ``bases``),
     following local directories; remote resources are skipped."""
@@ -802,17 +836,7 @@ def _kustomization_files(directory: Path, seen: set[Path]) -> Iterator[Path]:
     if directory in seen:
         return
     seen.add(directory)
-    kustomization = next((directory / n for n in KUSTOMIZATION_NAMES if (directory / n).is_file()), None)
-    if kustomization is None:
-        return
-    try:
-        data = yaml.load(kustomization.read_text(encoding="utf-8-sig"), Loader=_Loader)  # noqa: S506
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return
-    data = _mapping(data)
-    for entry in list(data.get("resources") or []) + list(data.get("bases") or []):
-        if not isinstance(entry, str) or "://" in entry or entry.startswith(("github.com/", "git@")):
-            continue
+    for entry in _kustomization_entries(directory):
         target = directory / entry
         if target.is_dir():
             yield from _kustomization_files(target, seen)
