@@ -180,12 +180,20 @@ def stop_processes(records: Iterable[ProcessRecord], *, grace: float = _TERM_GRA
             return
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel to SIGKILL it when the thread that
-    # forked it dies, so a test run killed with SIGKILL/SIGTERM (no atexit) leaks no apiserver.
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+_PR_SET_PDEATHSIG = 1
+
+
+def _pdeathsig_preexec() -> Callable[[], None]:
+    # Resolve prctl in the parent: the child (between fork and exec) should only make the call, not
+    # dlopen/dlsym, which take locks another parent thread may have held at fork time.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        # Ask the kernel to SIGKILL the child when the thread that forked it dies, so a test run
+        # killed with SIGKILL/SIGTERM (no atexit, no finalizers) leaks no apiserver.
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+    return preexec
 
 
 def spawn(
@@ -203,7 +211,7 @@ def spawn(
         proc = subprocess.Popen(
             list(spec.argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=spec.cwd, env=env, start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=_pdeathsig_preexec() if die_with_parent else None,
         )
     stat = _proc_stat(proc.pid)
     record = ProcessRecord(spec.name, proc.pid, proc.pid, stat[2] if stat else 0, str(log_path))
@@ -248,7 +256,7 @@ def read_state(workdir: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # a handle on running processes: identity, not field, equality
 class ControlPlane:
     """etcd + kube-apiserver on free loopback ports, with an admin kubeconfig.
 
@@ -337,6 +345,12 @@ class ControlPlane:
         """
         if self.processes:
             raise ControlPlaneError("control plane already started")
+        if self.workdir is not None:
+            previous = read_state(self.workdir.resolve()) or {}
+            if any(is_running(ProcessRecord.from_dict(p)) for p in previous.get("processes", [])):
+                raise ControlPlaneError(
+                    f"a control plane is already running in {self.workdir}; stop it first (lab_down)"
+                )
         t0 = time.monotonic()
         bin_dir = self.bin_dir or ensure_binaries(build=False)
         etcd_bin, apiserver_bin = binary(bin_dir, "etcd"), binary(bin_dir, "kube-apiserver")
