@@ -478,8 +478,9 @@ def load_manifest_text(text: str, file: str) -> tuple[list[Resource], list[Error
     return resources, errors
 
 
-_API_VERSION_LINE = re.compile(r"""^\s*["']?apiVersion["']?\s*:""", re.MULTILINE)
-_KIND_LINE = re.compile(r"""^\s*["']?kind["']?\s*:""", re.MULTILINE)
+# A key at the start of a line (YAML, indented JSON) or after `{`/`,` (flow YAML, minified JSON).
+_API_VERSION_LINE = re.compile(r"""(?:^|[{,])\s*["']?apiVersion["']?\s*:""", re.MULTILINE)
+_KIND_LINE = re.compile(r"""(?:^|[{,])\s*["']?kind["']?\s*:""", re.MULTILINE)
 _GO_TEMPLATE = re.compile(r"\{\{-?\s*[.$\w(/]")
 
 
