@@ -212,7 +212,14 @@ def _load_kubernetes(inputs: Inputs, options: ScanOptions) -> tuple[list[Resourc
         rs, errs = kubernetes.render_helm_chart(chart, values, options.kube_version)
         resources += rs
         errors += errs
+    # A base rendered through its overlay is not rendered again on its own (it would be
+    # reported twice, and in the namespace the overlay replaces).
+    bases: set[Path] = set()
     for k in inputs.kustomizations:
+        bases |= kubernetes.kustomize_bases(k)
+    for k in inputs.kustomizations:
+        if k.resolve() in bases:
+            continue
         rs, errs = kubernetes.render_kustomize(k)
         resources += rs
         errors += errs

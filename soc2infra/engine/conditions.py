@@ -42,10 +42,12 @@ class EvalContext:
     resource: Resource
     index: ResourceIndex
     notes: dict[str, Any] = field(default_factory=dict)
+    # The resource the rule is about, when `resource` is a related one (inside related.where).
+    subject: Resource | None = None
 
     def with_value(self, value: Any) -> EvalContext:
         """Same resource and index, a new current value (for quantifiers)."""
-        return EvalContext(value, self.resource, self.index, self.notes)
+        return EvalContext(value, self.resource, self.index, self.notes, self.subject)
 
 
 class ResourceIndex:
@@ -269,14 +271,15 @@ def _c_related(arg: Any, _spec: Mapping[str, Any], where: str) -> Predicate:
         for cand in candidates(ctx):
             if inner is None:
                 return True
-            results.append(inner(EvalContext(cand.attributes, cand, ctx.index, ctx.notes)))
+            results.append(inner(EvalContext(cand.attributes, cand, ctx.index, ctx.notes,
+                                             ctx.subject or ctx.resource)))
         return t_or(results) if results else False
 
     return pred
 
 
 def _pod_labels(res: Resource) -> dict[str, str]:
-    for path in ("spec.template.metadata.labels", "metadata.labels"):
+    for path in ("_pod_metadata.labels", "spec.template.metadata.labels", "metadata.labels"):
         got = resolve(res.attributes, parse_path(path))
         if got and isinstance(got[0], dict):
             return {str(k): str(v) for k, v in got[0].items()}
@@ -438,6 +441,12 @@ def _hashable(v: Any) -> Any:
     return v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
 
 
+# Operators about a single scalar: on a list of plain values they test each element
+# (combined with the quantifier), so `{path: cidr_blocks, matches: "/0$"}` means what it says.
+ELEMENTWISE = frozenset({"in", "not_in", "gte", "gt", "lte", "lt", "matches", "not_matches", "glob",
+                         "not_glob", "cidr_overlaps", "not_cidr_overlaps"})
+OPERAND_REFS = ("$root", "$subject")
+
 VALUE_OPERATORS = (
     "equals", "not_equals", "in", "not_in", "gte", "gt", "lte", "lt", "matches", "not_matches",
     "glob", "not_glob", "contains", "not_contains", "empty", "truthy", "cidr_overlaps",
@@ -480,9 +489,18 @@ def _compile_path_test(spec: Mapping[str, Any], where: str) -> Predicate:
 
         return pred_exists
 
-    test = _value_test(op, spec[op], f"{where}.{op}")
+    arg = spec[op]
+    dynamic = isinstance(arg, Mapping) and len(arg) == 1 and next(iter(arg)) in OPERAND_REFS
+    ref_kind, ref_path = "", ()
+    if dynamic:
+        ref_kind = next(iter(arg))
+        ref_path = parse_path(str(arg[ref_kind]))
+        test = _value_test(op, [] if op in ("in", "not_in") else "", f"{where}.{op}")  # validates op
+    else:
+        test = _value_test(op, arg, f"{where}.{op}")
+    elementwise = op in ELEMENTWISE
 
-    def test_one(v: Any) -> Tri:
+    def test_one(v: Any, test: Callable[[Any], bool]) -> Tri:
         if isinstance(v, Unknown):
             if v.candidates is None:
                 return None
@@ -490,17 +508,41 @@ def _compile_path_test(spec: Mapping[str, Any], where: str) -> Predicate:
             outcomes = [(test(default) if has_default else False) if c is None else test(c)
                         for c in v.candidates]
             return True if all(outcomes) else (False if not any(outcomes) else None)
+        if elementwise and isinstance(v, list):
+            if not v:
+                return quant == "all"  # vacuous truth, as in for_all
+            inner = [test_one(x, test) for x in v]
+            return t_and(inner) if quant == "all" else t_or(inner)
         if op in ("equals", "not_equals", "in", "not_in") and _contains_unknown(v):
             return None
         return test(v)
 
+    def operand_test(ctx: EvalContext) -> Callable[[Any], bool] | None:
+        """The test with its operand read from the resource (``$root``) or from the rule's
+        subject (``$subject``, inside ``related.where``); None when the operand is unknown."""
+        owner = ctx.resource if ref_kind == "$root" else (ctx.subject or ctx.resource)
+        got = flatten(resolve(owner.attributes, ref_path))
+        if any(isinstance(g, Unknown) for g in got):
+            return None
+        if op in ("in", "not_in"):
+            return _value_test(op, got, where)
+        if not got:
+            return None
+        return _value_test(op, got[0], where)
+
     def pred(ctx: EvalContext) -> Tri:
+        current = test
+        if dynamic:
+            resolved = operand_test(ctx)
+            if resolved is None:
+                return None
+            current = resolved
         vals = resolve(ctx.value, path)
         if not vals:
             if has_default:
-                return test(default)
+                return current(default)
             return False
-        results = [test_one(v) for v in vals]
+        results = [test_one(v, current) for v in vals]
         return t_and(results) if quant == "all" else t_or(results)
 
     return pred

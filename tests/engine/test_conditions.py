@@ -113,3 +113,33 @@ def test_candidates_pass_only_when_every_branch_complies():
     assert check(ok, {"a": Unknown("c", candidates=("AES256", "aws:kms"))}) is True
     assert check(ok, {"a": Unknown("c", candidates=("none", "off"))}) is False
     assert check(ok, {"a": Unknown("c", candidates=("AES256", "none"))}) is None
+
+
+def test_scalar_tests_apply_to_each_element_of_a_list():
+    assert check({"path": "cidrs", "not_matches": "/0$"}, {"cidrs": ["10.0.0.0/8", "0.0.0.0/0"]}) is False
+    assert check({"path": "cidrs", "not_matches": "/0$"}, {"cidrs": ["10.0.0.0/8"]}) is True
+    assert check({"path": "cidrs", "matches": "/0$", "quantifier": "any"}, {"cidrs": ["a", "0.0.0.0/0"]}) is True
+    # Whole-list operators still see the list.
+    assert check({"path": "cidrs", "contains": "a"}, {"cidrs": ["a", "b"]}) is True
+    assert check({"path": "cidrs", "length_gte": 2}, {"cidrs": ["a", "b"]}) is True
+
+
+def test_root_operand_compares_two_paths_of_the_resource():
+    cond = {"for_all": {"path": "rules", "where": {"path": "host", "in": {"$root": "tls.hosts"}}}}
+    covered = {"tls": [{"hosts": ["a", "b"]}], "rules": [{"host": "a"}, {"host": "b"}]}
+    partial = {"tls": [{"hosts": ["a"]}], "rules": [{"host": "a"}, {"host": "b"}]}
+    assert check(cond, covered) is True
+    assert check(cond, partial) is False
+
+
+def test_subject_operand_inside_related_where():
+    workload = Resource("kubernetes", "StatefulSet", "apps/v1/StatefulSet/shop/db", {"_namespace": "shop"},
+                        namespace="shop")
+    schedule = Resource("kubernetes", "Schedule", "velero.io/v1/Schedule/velero/s",
+                        {"spec": {"includedNamespaces": ["shop"]}}, namespace="velero")
+    cond = compile_condition({"related": {"types": ["Schedule"], "link": "any", "where": {
+        "path": "spec.includedNamespaces", "contains": {"$subject": "_namespace"}}}})
+    idx = ResourceIndex([workload, schedule])
+    assert cond(EvalContext(workload.attributes, workload, idx)) is True
+    other = Resource("kubernetes", "StatefulSet", "apps/v1/StatefulSet/billing/l", {"_namespace": "billing"})
+    assert cond(EvalContext(other.attributes, other, ResourceIndex([other, schedule]))) is False
