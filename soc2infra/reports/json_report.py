@@ -1,0 +1,83 @@
+"""The JSON report: soc2infra's versioned machine-readable contract.
+
+``docs/json-contract.md`` documents every field and ``result.schema.json`` (next to this
+module) is its JSON Schema; the tests validate every rendered document against it. Adding
+an optional field is a minor change (``1.x``); removing or renaming one, or changing a
+meaning, bumps the major version.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from soc2infra.model import CATEGORIES, SEVERITIES
+from soc2infra.reports import TOOL_NAME, ReportInput, control_sort_key, sorted_findings
+
+if TYPE_CHECKING:
+    from soc2infra.model import Finding
+
+JSON_SCHEMA_VERSION = "1.0"
+SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
+
+
+def finding_dict(data: ReportInput, finding: Finding) -> dict[str, Any]:
+    """``Finding.to_dict()`` with the resource file made relative to ``base_dir``."""
+    out = finding.to_dict()
+    out["resource"]["file"] = data.rel(finding.resource.file)
+    return out
+
+
+def summary(data: ReportInput) -> dict[str, Any]:
+    """The ``summary`` object: counts for dashboards and gates.
+
+    ``by_severity``, ``by_category`` and ``by_control`` count *open* failures (failed and not
+    suppressed); a finding with several controls counts once under each.
+    """
+    result = data.result
+    failures = result.failures
+    open_failures = [f for f in failures if not f.suppressed]
+    severity = Counter(f.severity for f in open_failures)
+    category = Counter(f.category for f in open_failures)
+    control: Counter[str] = Counter()
+    for f in open_failures:
+        control.update(dict.fromkeys(f.controls, 1))
+    by_category = {c: category.get(c, 0) for c in CATEGORIES}
+    by_category.update({c: n for c, n in sorted(category.items()) if c not in by_category})
+    return {
+        "resources": len(result.resources),
+        "findings": len(failures),
+        "open": len(open_failures),
+        "unknown": len(result.unknowns),
+        "suppressed": sum(1 for f in failures if f.suppressed),
+        "by_severity": {s: severity.get(s, 0) for s in SEVERITIES},
+        "by_category": by_category,
+        "by_control": {c: control[c] for c in sorted(control, key=control_sort_key)},
+        "errors": len(result.errors),
+        "threshold": data.threshold,
+        "blocking": len(data.blocking),
+    }
+
+
+def document(data: ReportInput) -> dict[str, Any]:
+    """The whole JSON document as plain data (what :func:`render` serialises)."""
+    result = data.result
+    return {
+        "version": JSON_SCHEMA_VERSION,
+        "tool": {"name": TOOL_NAME, "version": data.tool_version},
+        "pack": {"digest": result.pack_digest or data.pack.digest,
+                 "rules": result.rules_evaluated or sum(1 for r in data.pack.rules if r.enabled)},
+        "summary": summary(data),
+        "findings": [finding_dict(data, f) for f in sorted_findings(data, result.failures)],
+        "unknown": [finding_dict(data, f) for f in sorted_findings(data, result.unknowns)],
+        "errors": [{"file": data.rel(e.file), "line": e.line, "message": e.message}
+                   for e in result.errors],
+        "warnings": [str(w) for w in result.warnings],
+    }
+
+
+def render(data: ReportInput) -> str:
+    """The JSON report, indented, with a trailing newline."""
+    return json.dumps(document(data), indent=2, ensure_ascii=False, default=str) + "\n"
