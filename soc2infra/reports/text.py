@@ -1,10 +1,11 @@
-"""The human report for terminals and CI logs, rendered with ``rich``.
+"""The human report for terminals and CI logs (colour rendered with ``rich``).
 
 Layout: open failures grouped by file (each with ``file:line``, severity, rule id, SOC 2
 criteria, message, address, masked details and the fix), then suppressed findings, results
 that could not be decided, warnings, errors, and one summary line. Nothing from a
-finding is ever interpreted as rich markup, and with ``color=False`` the output is plain
-text without ANSI escapes. Lines are never wrapped, so addresses stay greppable.
+finding is ever interpreted as rich markup. With ``color=False`` (pre-commit, CI logs,
+files) the output is plain text without ANSI escapes and rich is not even imported, which
+keeps the hook's start-up short. Lines are never wrapped, so addresses stay greppable.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from soc2infra.model import SEVERITIES
 from soc2infra.reports import TOOL_NAME, ReportInput, sorted_findings
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from soc2infra.model import Finding
 
 SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan"}
@@ -46,33 +45,52 @@ def _indented(text: str, prefix: str) -> str:
     return ("\n" + prefix).join(line.rstrip() for line in text.strip().splitlines())
 
 
-def _finding(console: Console, data: ReportInput, f: Finding, indent: str = "  ") -> None:
-    from rich.text import Text
+class _Lines:
+    """Report lines as (text, style) segments: plain text joins them, colour goes through rich."""
 
-    head = Text(indent)
-    head.append(data.location(f), style="bold")
-    head.append("  ")
-    head.append(f.severity.upper(), style=SEVERITY_STYLE.get(f.severity, ""))
-    head.append("  ")
-    head.append(f.rule_id, style="bold")
-    head.append(f"  [{', '.join(f.controls)}]", style="dim")
-    console.print(head)
+    def __init__(self) -> None:
+        self.lines: list[list[tuple[str, str]]] = []
+
+    def add(self, *segments: tuple[str, str] | str) -> None:
+        """One line from segments (a bare string has no style)."""
+        self.lines.append([(seg, "") if isinstance(seg, str) else seg for seg in segments])
+
+    def blank(self) -> None:
+        """An empty line."""
+        self.lines.append([])
+
+    def plain(self) -> str:
+        """The lines without any styling."""
+        return "".join("".join(text for text, _ in line) + "\n" for line in self.lines)
+
+    def ansi(self) -> str:
+        """The lines with ANSI styles, rendered by rich (imported only here)."""
+        from rich.console import Console
+        from rich.text import Text
+
+        out = StringIO()
+        console = Console(file=out, force_terminal=True, color_system="standard", highlight=False,
+                          markup=False, emoji=False, soft_wrap=True, width=200)
+        for line in self.lines:
+            console.print(Text.assemble(*line))
+        return out.getvalue()
+
+
+def _finding(lines: _Lines, data: ReportInput, f: Finding, indent: str = "  ") -> None:
+    severity = (f.severity.upper(), SEVERITY_STYLE.get(f.severity, ""))
+    lines.add(indent, (data.location(f), "bold"), "  ", severity, "  ", (f.rule_id, "bold"),
+              (f"  [{', '.join(f.controls)}]", "dim"))
     body = indent + "  "
-    console.print(Text(body + _indented(f.message, body)))
-    console.print(Text(f"{body}resource: {f.resource.address}", style="dim"))
+    lines.add(body + _indented(f.message, body))
+    lines.add((f"{body}resource: {f.resource.address}", "dim"))
     if f.details:
-        console.print(Text(f"{body}details: {_detail_text(f.details)}", style="dim"))
-    fix = Text(body)
-    fix.append("fix: ", style="green")
-    fix.append(_indented(f.remediation, body + "     "))
-    console.print(fix)
+        lines.add((f"{body}details: {_detail_text(f.details)}", "dim"))
+    lines.add(body, ("fix: ", "green"), _indented(f.remediation, body + "     "))
 
 
-def _section(console: Console, title: str) -> None:
-    from rich.text import Text
-
-    console.print()
-    console.print(Text(title, style="bold underline"))
+def _section(lines: _Lines, title: str) -> None:
+    lines.blank()
+    lines.add((title, "bold underline"))
 
 
 def summary_line(data: ReportInput) -> str:
@@ -95,66 +113,53 @@ def summary_line(data: ReportInput) -> str:
 
 
 def render(data: ReportInput) -> str:
-    """The text report (ANSI-coloured only when ``data.color``)."""
-    from rich.console import Console
-    from rich.text import Text
-
-    out = StringIO()
-    console = Console(file=out, force_terminal=data.color, no_color=not data.color,
-                      color_system="standard" if data.color else None, highlight=False,
-                      markup=False, emoji=False, soft_wrap=True, width=200)
+    """The text report (ANSI-coloured only when ``data.color``; rich is imported only then)."""
     result = data.result
     open_failures = [f for f in result.failures if not f.suppressed]
-    console.print(Text(f"{TOOL_NAME} {data.tool_version}", style="bold"))
+    lines = _Lines()
+    lines.add((f"{TOOL_NAME} {data.tool_version}", "bold"))
 
     by_file: dict[str, list[Finding]] = {}
     for f in sorted_findings(data, open_failures):
         by_file.setdefault(data.rel(f.resource.file) or "(no file)", []).append(f)
     if by_file:
-        _section(console, f"Findings ({len(open_failures)} in {_plural(len(by_file), 'file')})")
+        _section(lines, f"Findings ({len(open_failures)} in {_plural(len(by_file), 'file')})")
     for file, findings in by_file.items():
-        console.print()
-        console.print(Text(file, style="bold magenta"))
+        lines.blank()
+        lines.add((file, "bold magenta"))
         for f in findings:
-            _finding(console, data, f)
+            _finding(lines, data, f)
 
     suppressed = [f for f in result.findings if f.suppressed]
     if suppressed:
-        _section(console, f"Suppressed ({len(suppressed)})")
+        _section(lines, f"Suppressed ({len(suppressed)})")
         for f in sorted_findings(data, suppressed):
             waiver = f.waiver
             why = f"{waiver.source} waiver: {waiver.reason}" if waiver else "suppressed"
             if waiver is not None and waiver.expires:
                 why += f" (expires {waiver.expires})"
-            line = Text(f"  {data.location(f)}  {f.rule_id}  {f.resource.address}  ")
-            line.append(why, style="dim")
-            console.print(line)
+            lines.add(f"  {data.location(f)}  {f.rule_id}  {f.resource.address}  ", (why, "dim"))
 
     unknown = [f for f in result.unknowns if not f.suppressed]
     if unknown:
-        _section(console, f"Could not be decided ({len(unknown)})")
-        console.print(Text("  These depend on values only known at apply time or at run time; scan a plan "
-                           "or pass --fail-on-unknown to block on them.", style="dim"))
+        _section(lines, f"Could not be decided ({len(unknown)})")
+        lines.add(("  These depend on values only known at apply time or at run time; scan a plan "
+                   "or pass --fail-on-unknown to block on them.", "dim"))
         for f in sorted_findings(data, unknown):
-            console.print()
-            _finding(console, data, f)
+            lines.blank()
+            _finding(lines, data, f)
 
     if result.warnings:
-        _section(console, f"Warnings ({len(result.warnings)})")
+        _section(lines, f"Warnings ({len(result.warnings)})")
         for w in result.warnings:
-            console.print(Text(f"  {w}", style="yellow"))
+            lines.add((f"  {w}", "yellow"))
 
     if result.errors:
-        _section(console, f"Errors ({len(result.errors)})")
+        _section(lines, f"Errors ({len(result.errors)})")
         for e in result.errors:
             where = data.rel(e.file) + (f":{e.line}" if e.line else "")
-            line = Text("  ")
-            line.append(where, style="bold red")
-            line.append(f": {e.message}")
-            console.print(line)
+            lines.add("  ", (where, "bold red"), f": {e.message}")
 
-    console.print()
-    verdict = summary_line(data)
-    style = "bold red" if result.errors or data.blocking else "bold green"
-    console.print(Text(verdict, style=style))
-    return out.getvalue()
+    lines.blank()
+    lines.add((summary_line(data), "bold red" if result.errors or data.blocking else "bold green"))
+    return lines.ansi() if data.color else lines.plain()

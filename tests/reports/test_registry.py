@@ -68,7 +68,7 @@ def test_no_format_prints_resource_attributes(sample, attribute_secret, fmt):
     assert "At******" in out or fmt == "markdown"  # masked details may be shown (markdown is compact)
 
 
-def test_formats_are_imported_lazily_and_json_never_loads_rich():
+def test_formats_are_imported_lazily_and_only_coloured_text_loads_rich():
     code = (
         "import sys\n"
         "import soc2infra.reports as r\n"
@@ -76,10 +76,10 @@ def test_formats_are_imported_lazily_and_json_never_loads_rich():
         "from soc2infra.engine.policy import PolicyPack\n"
         "from soc2infra.model import ScanResult\n"
         "data = r.ReportInput(result=ScanResult(), pack=PolicyPack(rules=[], controls={}, digest='d'))\n"
-        "for fmt in ('json', 'sarif', 'junit', 'markdown'):\n"
+        "for fmt in ('json', 'sarif', 'junit', 'markdown', 'text'):\n"
         "    r.render(fmt, data)\n"
-        "assert 'rich' not in sys.modules, 'a non-text format imported rich'\n"
-        "r.render('text', data)\n"
+        "assert 'rich' not in sys.modules, 'rich was imported without colour'\n"
+        "r.render('text', r.ReportInput(result=data.result, pack=data.pack, color=True))\n"
         "assert 'rich' in sys.modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
