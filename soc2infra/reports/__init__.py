@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["FORMATS", "ReportInput", "render"]
 
 TOOL_NAME = "soc2infra"
-TOOL_URI = "https://github.com/soc2infra/soc2infra"
 
 
 @dataclass(frozen=True)

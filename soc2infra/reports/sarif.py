@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from soc2infra.reports import TOOL_NAME, TOOL_URI, ReportInput, sorted_findings
+from soc2infra.reports import TOOL_NAME, ReportInput, sorted_findings
 
 if TYPE_CHECKING:
     from soc2infra.engine.policy import PolicyPack, Rule
@@ -176,7 +176,6 @@ def document(data: ReportInput) -> dict[str, Any]:
         "tool": {"driver": {
             "name": TOOL_NAME,
             "version": data.tool_version,
-            "informationUri": TOOL_URI,
             "rules": descriptors,
             "properties": {"packDigest": result.pack_digest or data.pack.digest},
         }},

@@ -53,7 +53,8 @@ def test_driver_and_rules(sample):
     run = sarif_of(sample)["runs"][0]
     driver = run["tool"]["driver"]
     assert (driver["name"], driver["version"]) == ("soc2infra", "9.9.9")
-    assert driver["informationUri"].startswith("https://")
+    # The project has no published home page yet; SARIF makes informationUri optional.
+    assert "informationUri" not in driver
     # every enabled rule, in pack order; the disabled one is absent
     assert [r["id"] for r in driver["rules"]] == ["T-ENC-001", "T-LOG-001", "T-NET-001", "T-K8S-001"]
     net = driver["rules"][2]

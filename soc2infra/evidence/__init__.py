@@ -1,0 +1,1 @@
+"""The evidence ledger (SOC 2 Type II): append-only, hash-chained records of every decision."""
