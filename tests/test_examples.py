@@ -1,0 +1,60 @@
+"""The bundled example tree gives exactly the expected findings (issue 2's acceptance tree:
+split S3 resources, variables, locals, a local module called twice with different inputs and
+`count` on a condition)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from soc2infra.engine.policy import load_pack
+from soc2infra.scan import scan
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EXPECTED_TERRAFORM = {
+    ("SOC2-AWS-CW-001", "aws_cloudwatch_log_group.app"),       # 30-day retention
+    ("SOC2-AWS-CW-002", "aws_cloudwatch_log_group.app"),       # no CMK
+    ("SOC2-AUTH-CRED-005", "aws_db_instance.orders"),          # password not managed by RDS
+    ("SOC2-AWS-RDS-007", "aws_db_instance.orders"),            # no log exports
+    ("SOC2-AUTH-CRED-005", "aws_db_instance.reporting"),
+    ("SOC2-AWS-RDS-001", "aws_db_instance.reporting"),         # everything left at defaults
+    ("SOC2-AWS-RDS-002", "aws_db_instance.reporting"),
+    ("SOC2-AWS-RDS-003", "aws_db_instance.reporting"),
+    ("SOC2-AWS-RDS-004", "aws_db_instance.reporting"),
+    ("SOC2-AWS-RDS-005", "aws_db_instance.reporting"),
+    ("SOC2-AWS-RDS-006", "aws_db_instance.reporting"),
+    ("SOC2-AWS-RDS-007", "aws_db_instance.reporting"),
+    ("SOC2-AWS-KMS-001", "aws_kms_key.legacy"),                # no rotation
+    ("SOC2-AWS-S3-001", "aws_s3_bucket.scratch"),              # no split resources at all
+    ("SOC2-AWS-S3-002", "aws_s3_bucket.scratch"),
+    ("SOC2-AWS-S3-003", "aws_s3_bucket.scratch"),
+    ("SOC2-AWS-S3-004", "aws_s3_bucket.scratch"),
+    ("SOC2-AWS-S3-006", "aws_s3_bucket.scratch"),
+    ("SOC2-AWS-EC2-004", "aws_security_group.bastion"),        # SSH from 0.0.0.0/0
+    # The module called with versioning = false: no versioning; not a log target, so it needs
+    # access logging; AES256 is not a customer-managed key.
+    ("SOC2-AWS-S3-002", "module.tmp_exports.aws_s3_bucket.this[0]"),
+    ("SOC2-AWS-S3-003", "module.tmp_exports.aws_s3_bucket.this[0]"),
+    ("SOC2-AWS-S3-006", "module.tmp_exports.aws_s3_bucket.this[0]"),
+}
+
+
+def test_terraform_example_gives_exactly_the_expected_findings():
+    result = scan([str(ROOT / "examples" / "terraform")], load_pack())
+    assert result.errors == []
+    got = {(f.rule_id, f.resource.address) for f in result.findings}
+    assert got == EXPECTED_TERRAFORM
+    assert all(f.status == "fail" for f in result.findings)
+    # What must NOT be reported, said positively: the split-resource bucket and the audit-log
+    # bucket (a logging target, created because count's condition is true) are compliant.
+    addresses = {r.address for r in result.resources}
+    assert "module.audit_logs.aws_s3_bucket.this[0]" in addresses
+    assert not any(a == "aws_s3_bucket.data" for _, a in got)
+
+
+def test_whole_example_tree_scans_without_errors():
+    result = scan([str(ROOT / "examples")], load_pack())
+    assert result.errors == []
+    kinds = {r.kind for r in result.resources}
+    assert kinds == {"terraform", "kubernetes"}
+    assert any(f.suppressed for f in result.findings)  # the inline waiver in the demo
