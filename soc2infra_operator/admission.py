@@ -1,0 +1,487 @@
+"""Admission decisions as pure functions: AdmissionReview request → Resource → engine → Decision → response.
+
+Nothing here talks to Kopf, the API server or the ledger. :func:`decide` takes the request, the
+compiled :class:`AdmissionPolicy`, the cluster waivers and (optionally) the objects the last
+audit saw, and returns a :class:`Decision` value; :func:`build_response` turns a decision into
+what the API server gets back (allowed, status message, warnings). ``handlers.py`` only adapts
+Kopf's keyword arguments to :class:`ReviewRequest` and the response to ``kopf.AdmissionError`` /
+``warnings.append``.
+
+The same engine call as ``soc2infra scan`` decides which rules fail (``evaluate`` on the
+Resource that :func:`soc2infra.sources.kubernetes.object_to_resource` builds); what is
+admission-specific is only *what a failure does* (the rule's action after overrides) and the
+scope (excluded namespaces and users, trusted controllers, cluster waivers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+from soc2infra.engine.conditions import ResourceIndex
+from soc2infra.engine.evaluate import evaluate
+from soc2infra.engine.policy import PolicyPack
+from soc2infra.model import Finding, Resource
+from soc2infra.sources.kubernetes import object_to_resource
+from soc2infra.waivers import match_entry
+from soc2infra_operator.settings import ACTION_STRENGTH, OperatorSettings, ScopeSettings
+from soc2infra_operator.waivers import ClusterWaiver, ObjectFacts, entries_for, grants_opt_out, object_facts
+
+CHECKED_OPERATIONS = ("CREATE", "UPDATE")
+DENY_CODE = 403
+MAX_WARNING_CHARS = 250  # the API server truncates longer admission warnings
+MAX_MESSAGE_RULES = 10  # a denial lists at most this many rules (the rest are counted)
+
+Verdict = Literal["allow", "deny", "warn", "waived", "skip", "error"]
+
+
+# --------------------------------------------------------------------------- wire shapes
+
+class UserInfo(TypedDict, total=False):
+    """``request.userInfo`` of an AdmissionReview."""
+
+    username: str
+    uid: str
+    groups: list[str]
+
+
+class RequestPayload(TypedDict, total=False):
+    """The parts of ``AdmissionReview.request`` this module reads."""
+
+    uid: str
+    kind: dict[str, str]
+    resource: dict[str, str]
+    subResource: str
+    namespace: str
+    name: str
+    operation: str
+    userInfo: UserInfo
+    object: Any
+    oldObject: Any
+    dryRun: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRequest:
+    """One admission request, normalised; built from a raw review or from Kopf's kwargs."""
+
+    operation: str
+    obj: Any
+    uid: str = ""
+    namespace: str | None = None  # request.namespace (the API server's view)
+    old: Any = None
+    dry_run: bool = False
+    username: str = ""
+    groups: tuple[str, ...] = ()
+    resource: str = ""  # group/version/plural, for messages and evidence
+    subresource: str | None = None
+
+    @property
+    def actor(self) -> dict[str, Any]:
+        """Who asked, for evidence."""
+        return {"username": self.username, "groups": list(self.groups)}
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def request_from_review(review: Any) -> ReviewRequest:
+    """Normalise an ``AdmissionReview`` (the whole document or just its ``request``); never raises."""
+    data = _mapping(review)
+    req: Mapping[str, Any] = _mapping(data.get("request")) if "request" in data else data
+    user = _mapping(req.get("userInfo"))
+    res = _mapping(req.get("resource"))
+    groups = user.get("groups")
+    return ReviewRequest(
+        operation=_text(req.get("operation")).upper(), obj=req.get("object"), uid=_text(req.get("uid")),
+        namespace=_text(req.get("namespace")) or None, old=req.get("oldObject"),
+        dry_run=req.get("dryRun") is True, username=_text(user.get("username")),
+        groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (),
+        resource="/".join(p for p in (_text(res.get("group")), _text(res.get("version")),
+                                      _text(res.get("resource"))) if p),
+        subresource=_text(req.get("subResource")) or None,
+    )
+
+
+# --------------------------------------------------------------------------- policy
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    """Everything :func:`decide` needs besides the request: the pack and resolved actions."""
+
+    pack: PolicyPack
+    actions: Mapping[str, str]  # rule id → effective action (overrides and mode applied)
+    # Rule id → action after overrides but before the mode cap: what the rule *is* (the audit
+    # reports a failure of a deny rule as "fail" even while the operator only warns).
+    rule_actions: Mapping[str, str] = field(default_factory=dict)
+    # Rule id → kinds it looks up on other objects: these rules' verdicts depend on other objects.
+    relations: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    scope: ScopeSettings = field(default_factory=ScopeSettings)
+    unknown_action: str = "warn"
+    cross_object_action: str = "warn"
+    waiver_warning_days: int = 14
+    cluster_waiver_namespace: str = "default"
+
+    @property
+    def cross_object(self) -> frozenset[str]:
+        """Rules whose verdict depends on other objects."""
+        return frozenset(self.relations)
+
+    @classmethod
+    def build(cls, pack: PolicyPack, settings: OperatorSettings,
+              relations: Mapping[str, frozenset[str]] | None = None) -> AdmissionPolicy:
+        """Resolve every rule's action once: rule action < overrides (first matching glob) < mode cap."""
+        adm = settings.admission
+        mode_cap = {"enforce": "deny", "warn": "warn", "audit": "audit"}[adm.mode]
+        actions: dict[str, str] = {}
+        rule_actions: dict[str, str] = {}
+        for rule in pack.rules:
+            action = rule.action
+            for pattern, override in adm.actions:
+                if fnmatch.fnmatchcase(rule.id, pattern):
+                    action = override
+                    break
+            rule_actions[rule.id] = action
+            actions[rule.id] = weaker(action, mode_cap)
+        return cls(pack=pack, actions=actions, rule_actions=rule_actions, relations=dict(relations or {}),
+                   scope=settings.scope,
+                   unknown_action=adm.unknown_action, cross_object_action=adm.cross_object_action,
+                   waiver_warning_days=adm.waiver_warning_days,
+                   cluster_waiver_namespace=settings.scope.own_namespace or "default")
+
+
+def weaker(a: str, b: str) -> str:
+    """The weaker of two actions (deny < warn < audit in strictness order)."""
+    return a if ACTION_STRENGTH[a] >= ACTION_STRENGTH[b] else b
+
+
+# Built-in kinds and their API group: webhooks and the audit pin these groups, so a custom
+# resource that happens to share a kind name (Knative's Service) is not judged by the wrong rules.
+BUILTIN_GROUPS: dict[str, str] = {
+    "Pod": "", "Service": "", "ConfigMap": "", "Secret": "", "ServiceAccount": "", "Namespace": "",
+    "PersistentVolumeClaim": "", "PersistentVolume": "", "ReplicationController": "",
+    "Deployment": "apps", "StatefulSet": "apps", "DaemonSet": "apps", "ReplicaSet": "apps",
+    "Job": "batch", "CronJob": "batch",
+    "Ingress": "networking.k8s.io", "NetworkPolicy": "networking.k8s.io",
+    "Role": "rbac.authorization.k8s.io", "ClusterRole": "rbac.authorization.k8s.io",
+    "RoleBinding": "rbac.authorization.k8s.io", "ClusterRoleBinding": "rbac.authorization.k8s.io",
+    "StorageClass": "storage.k8s.io", "PodDisruptionBudget": "policy",
+    "HorizontalPodAutoscaler": "autoscaling",
+}
+# Kinds rules target that are configuration files, never API objects (scanned in CI only).
+FILE_ONLY_KINDS = frozenset({"EncryptionConfiguration", "AdmissionConfiguration", "Policy"})
+
+
+def kubernetes_kinds(pack: PolicyPack) -> list[str]:
+    """Kubernetes kinds some enabled rule targets (Terraform types are lower_snake_case)."""
+    return sorted(t for t in pack.target_types if t[:1].isupper() and "_" not in t)
+
+
+def rule_relations(pack: PolicyPack) -> dict[str, frozenset[str]]:
+    """Rule id → kinds its condition looks up on *other* objects (``related: {types: …}``).
+
+    Read from the rule files once at start-up (the compiled predicate does not expose it).
+    Admission caps these rules (see ``AdmissionSettings.cross_object_action``) and the audit
+    lists these kinds too, so cross-object rules see a NetworkPolicy or a PDB.
+    """
+    import yaml
+
+    by_file: dict[str, dict[str, Any]] = {}
+    out: dict[str, frozenset[str]] = {}
+    for rule in pack.rules:
+        if not rule.file or not any(t in kubernetes_kinds(pack) for t in rule.targets):
+            continue
+        if rule.file not in by_file:
+            try:
+                data = yaml.safe_load(Path(rule.file).read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError):
+                data = {}
+            items = data.get("rules") if isinstance(data, dict) else None
+            by_file[rule.file] = {i.get("id"): i for i in items or [] if isinstance(i, dict)}
+        item = by_file[rule.file].get(rule.id)
+        types = _related_types(item.get("condition") if isinstance(item, dict) else None)
+        if types:
+            out[rule.id] = frozenset(types)
+    return out
+
+
+def _related_types(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "related" and isinstance(value, dict):
+                types = value.get("types")
+                found.update([types] if isinstance(types, str) else [str(t) for t in types or []])
+            found |= _related_types(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _related_types(value)
+    return found
+
+
+# --------------------------------------------------------------------------- decision
+
+@dataclass(frozen=True, slots=True)
+class RuleOutcome:
+    """One rule that did not pass on the object, and what it does at admission."""
+
+    rule_id: str
+    title: str
+    severity: str
+    category: str
+    controls: tuple[str, ...]
+    message: str
+    remediation: str
+    status: str  # "fail" | "unknown"
+    action: str  # effective action: deny | warn | audit
+    cross_object: bool = False
+    waiver: dict[str, Any] | None = None  # the waiver that suppresses it (model.Waiver.to_dict())
+    waiver_status: str = "none"  # none | active | expiring | expired
+
+    @property
+    def waived(self) -> bool:
+        """Suppressed by a live waiver."""
+        return self.waiver is not None and self.waiver_status in ("active", "expiring")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one admission request (a value: evidence and response are built from it)."""
+
+    verdict: Verdict
+    allowed: bool
+    address: str = ""
+    kind: str = ""
+    namespace: str | None = None
+    name: str = ""
+    operation: str = ""
+    dry_run: bool = False
+    actor: Mapping[str, Any] = field(default_factory=dict)
+    outcomes: tuple[RuleOutcome, ...] = ()
+    passed: tuple[str, ...] = ()  # rule ids that passed
+    notes: tuple[str, ...] = ()  # extra warnings (expiring/expired waivers, ignored opt-outs)
+    reason: str = ""  # why a request was skipped or could not be evaluated
+    request_uid: str = ""
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether the engine ran (skips and unreadable objects are not evaluated)."""
+        return self.verdict not in ("skip", "error")
+
+    @property
+    def denials(self) -> list[RuleOutcome]:
+        """Outcomes that reject the object."""
+        return [o for o in self.outcomes if o.action == "deny" and not o.waived]
+
+    @property
+    def warnings(self) -> list[RuleOutcome]:
+        """Outcomes that admit the object with a warning."""
+        return [o for o in self.outcomes if o.action == "warn" and not o.waived]
+
+
+def _skip(req: ReviewRequest, reason: str, **kw: Any) -> Decision:
+    return Decision(verdict="skip", allowed=True, operation=req.operation, dry_run=req.dry_run,
+                    actor=req.actor, reason=reason, request_uid=req.uid, **kw)
+
+
+def _glob_any(value: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def scope_check(req: ReviewRequest, scope: ScopeSettings) -> str | None:
+    """Why this request is out of scope, or None when it must be checked. Pure."""
+    if req.operation not in CHECKED_OPERATIONS:
+        return f"operation {req.operation or '(none)'} is not checked"
+    if req.subresource:
+        return f"subresource {req.subresource} is not checked"
+    obj = _mapping(req.obj)
+    meta = _mapping(obj.get("metadata"))
+    kind = _text(obj.get("kind"))
+    namespace = req.namespace or _text(meta.get("namespace")) or None
+    if kind == "Namespace":
+        namespace = _text(meta.get("name")) or req.namespace
+    excluded = scope.all_excluded_namespaces
+    if namespace and namespace in excluded:
+        return f"namespace {namespace} is excluded"
+    if req.username and _glob_any(req.username, scope.excluded_usernames):
+        return f"user {req.username} is excluded"
+    if req.operation == "UPDATE" and meta.get("deletionTimestamp"):
+        # Controllers remove finalizers from objects being deleted; blocking that would leave them
+        # stuck in Terminating for ever, and a deleted object needs no control.
+        return "object is being deleted"
+    if req.username and _glob_any(req.username, scope.trusted_controllers):
+        owners = meta.get("ownerReferences")
+        controlled = isinstance(owners, list) and any(isinstance(o, dict) and o.get("controller") is True
+                                                      for o in owners)
+        if controlled:
+            return f"created by {req.username} for its controlling owner (checked at the owner's admission)"
+    return None
+
+
+def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[ClusterWaiver] = (),
+           context: Sequence[Resource] = (), today: date | None = None) -> Decision:
+    """Decide one admission request. Pure and total: never raises on a strange object.
+
+    *context* holds objects other rules may look at (from the last audit: NetworkPolicies,
+    PodDisruptionBudgets, ServiceAccounts …); the object under review replaces its own older
+    version there. *today* decides waiver expiry (UTC date; injected for tests).
+    """
+    today = today or date.today()
+    why = scope_check(req, policy.scope)
+    if why is not None:
+        return _skip(req, why)
+    if not isinstance(req.obj, dict):
+        return Decision(verdict="error", allowed=False, operation=req.operation, dry_run=req.dry_run,
+                        actor=req.actor, reason="the request carries no object that can be read",
+                        request_uid=req.uid)
+    obj = req.obj
+    if req.namespace and not _text(_mapping(obj.get("metadata")).get("namespace")) \
+            and _text(obj.get("kind")) != "Namespace":
+        # The API server fills metadata.namespace from the URL; a hand-made review may not.
+        obj = {**obj, "metadata": {**_mapping(obj.get("metadata")), "namespace": req.namespace}}
+    resource = object_to_resource(obj, file="admission")
+    annotated = tuple(rule for rule, _reason, _line in resource.inline_waivers)
+    # Annotation waivers are opt-outs here: they count only where a SOC2Waiver grants them.
+    resource.inline_waivers = ()
+    related_kinds = {k for r in policy.pack.rules_for(resource.type) for k in policy.relations.get(r.id, ())}
+    others = [r for r in context if r.type in related_kinds and r.address != resource.address]
+    index = ResourceIndex([*others, resource])
+    findings, passes = evaluate([resource], policy.pack, index, only=[resource])
+    facts = object_facts(obj, resource.address, resource.type, resource.namespace
+                         if resource.attributes.get("_namespace") is not None else None,
+                         resource.name, policy.scope.opt_out_key, annotated)
+    outcomes, notes = _outcomes(findings, facts, policy, waivers, today)
+    if facts.opted_out and not grants_opt_out(facts, waivers, policy.cluster_waiver_namespace, today):
+        notes.append(f"{policy.scope.opt_out_key} on {resource.address} is ignored: no SOC2Waiver with "
+                     "optOut grants it here")
+    deny = any(o.action == "deny" and not o.waived for o in outcomes)
+    warn = any(o.action == "warn" and not o.waived for o in outcomes)
+    verdict: Verdict = "deny" if deny else "warn" if warn else "waived" if any(o.waived for o in outcomes) \
+        else "allow"
+    return Decision(
+        verdict=verdict, allowed=not deny, address=resource.address, kind=resource.type,
+        namespace=facts.namespace, name=resource.name, operation=req.operation, dry_run=req.dry_run,
+        actor=req.actor, outcomes=tuple(outcomes), passed=tuple(rule for rule, _addr in passes),
+        notes=tuple(dict.fromkeys(notes)), request_uid=req.uid,
+    )
+
+
+def _outcomes(findings: Sequence[Finding], facts: ObjectFacts, policy: AdmissionPolicy,
+              waivers: Sequence[ClusterWaiver], today: date) -> tuple[list[RuleOutcome], list[str]]:
+    entries = entries_for(facts, waivers, policy.cluster_waiver_namespace)
+    outcomes: list[RuleOutcome] = []
+    notes: list[str] = []
+    for f in findings:
+        action = policy.actions.get(f.rule_id, "warn")
+        cross = f.rule_id in policy.cross_object
+        if f.status == "unknown":
+            action = weaker(action, policy.unknown_action)
+        if cross:
+            action = weaker(action, policy.cross_object_action)
+        entry, status = match_entry(entries, f.rule_id, facts.address, today, policy.waiver_warning_days)
+        waiver = entry.to_waiver().to_dict() if entry is not None else None
+        if entry is not None and status == "expiring":
+            notes.append(f"{f.rule_id} on {facts.address} is waived by {entry.location} until "
+                         f"{entry.expires} (renew it or fix the finding)")
+        elif entry is not None and status == "expired":
+            notes.append(f"{entry.location} for {f.rule_id} expired on {entry.expires} and no longer applies")
+        outcomes.append(RuleOutcome(
+            rule_id=f.rule_id, title=f.title, severity=f.severity, category=f.category, controls=f.controls,
+            message=f.message, remediation=f.remediation, status=f.status, action=action, cross_object=cross,
+            waiver=waiver, waiver_status=status,
+        ))
+    return outcomes, notes
+
+
+# --------------------------------------------------------------------------- response
+
+@dataclass(frozen=True, slots=True)
+class AdmissionResponse:
+    """What the API server is told: allowed or not, the status message and the warnings."""
+
+    allowed: bool
+    code: int = 200
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    cut = text.find(". ")
+    return text[: cut + 1] if 0 < cut < 200 else text
+
+
+def _clip(text: str, limit: int = MAX_WARNING_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def warning_text(outcome: RuleOutcome) -> str:
+    """One admission warning: rule id, criteria, what is wrong, how to fix it (≤ 250 characters)."""
+    unknown = " (could not be decided)" if outcome.status == "unknown" else ""
+    later = " (re-checked by the background audit)" if outcome.cross_object else ""
+    return _clip(f"{outcome.rule_id} [{', '.join(outcome.controls)}]{unknown}{later}: {outcome.message}. "
+                 f"Fix: {_first_sentence(outcome.remediation)}")
+
+
+def denial_message(decision: Decision) -> str:
+    """The status message of a rejected request: every denying rule with its SOC 2 criteria and fix."""
+    if decision.verdict == "error":
+        return f"soc2infra could not check this request: {decision.reason}"
+    denials = decision.denials
+    where = f"{decision.kind} {decision.namespace + '/' if decision.namespace else ''}{decision.name}"
+    lines = [f"soc2infra: {where} violates {len(denials)} SOC 2 rule{'s' if len(denials) != 1 else ''}:"]
+    for o in denials[:MAX_MESSAGE_RULES]:
+        lines.append(f"- {o.rule_id} [{', '.join(o.controls)}] {o.title}: {o.message}. "
+                     f"Fix: {' '.join(o.remediation.split())}")
+    if len(denials) > MAX_MESSAGE_RULES:
+        lines.append(f"- … and {len(denials) - MAX_MESSAGE_RULES} more")
+    lines.append("An accepted risk needs a SOC2Waiver in the namespace (rule, selector, reason, owner, "
+                 "expires).")
+    return "\n".join(lines)
+
+
+def build_response(decision: Decision) -> AdmissionResponse:
+    """Turn a decision into the API server's answer. Pure."""
+    warnings = [warning_text(o) for o in decision.warnings]
+    warnings += [_clip(n) for n in decision.notes]
+    if decision.allowed:
+        return AdmissionResponse(allowed=True, warnings=tuple(warnings))
+    return AdmissionResponse(allowed=False, code=DENY_CODE, message=denial_message(decision),
+                             warnings=tuple(warnings))
+
+
+def review_response(review: Any, response: AdmissionResponse) -> dict[str, Any]:
+    """A complete ``AdmissionReview`` reply for *review* (used by tests and the benchmark; Kopf
+    builds its own from the handler's outcome)."""
+    data = _mapping(review)
+    req = _mapping(data.get("request"))
+    out: dict[str, Any] = {"uid": _text(req.get("uid")), "allowed": response.allowed}
+    if response.warnings:
+        out["warnings"] = list(response.warnings)
+    if not response.allowed:
+        out["status"] = {"code": response.code, "message": response.message}
+    return {"apiVersion": _text(data.get("apiVersion")) or "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "response": out}
+
+
+def failure_decision(req: ReviewRequest, reason: str, fail_closed: bool) -> Decision:
+    """The decision when the control itself could not operate (evidence not committed, internal
+    error): rejected when *fail_closed*, otherwise admitted with a warning."""
+    note = f"soc2infra could not operate ({reason}); admitted because the failure policy is Ignore"
+    return Decision(verdict="error", allowed=not fail_closed, operation=req.operation, dry_run=req.dry_run,
+                    actor=req.actor, reason=reason, notes=() if fail_closed else (note,), request_uid=req.uid)
+
+
+def replace_verdict(decision: Decision, **changes: Any) -> Decision:
+    """A copy of *decision* with some fields changed (decisions are immutable values)."""
+    return dataclasses.replace(decision, **changes)

@@ -1,0 +1,211 @@
+"""Kopf registrations: thin adapters from Kopf's callbacks to :class:`~soc2infra_operator.runtime.Runtime`.
+
+- one ``@kopf.on.validate`` per kind the pack targets, **each with its own id** (stacked
+  registrations without distinct ids give duplicate webhook names, the API server rejects the
+  configuration with 422, and nothing is checked), on CREATE and UPDATE;
+- a watch on SOC2Waivers feeding the waiver store;
+- start-up (Kopf settings, webhook server, audit loop) and clean-up;
+- login with the same credentials as the operator's own API client.
+
+A validate handler builds a :class:`ReviewRequest` from Kopf's keyword arguments, awaits
+``runtime.admit`` (decision, then durable evidence), appends warnings, and raises
+``kopf.AdmissionError`` for a denial. Nothing else happens here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from soc2infra_operator import waivers as cluster_waivers
+from soc2infra_operator.admission import ReviewRequest
+from soc2infra_operator.runtime import Runtime
+from soc2infra_operator.webhookconfig import (
+    RegisteringWebhookServer,
+    WebhookTarget,
+    handler_id,
+    webhook_configuration,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _raw(body: Any) -> Any:
+    # Kopf hands a Body view; its values are the raw JSON, so a shallow dict copy is the object.
+    return dict(body) if isinstance(body, Mapping) else body
+
+
+def request_from_kopf(*, body: Any, old: Any, operation: Any, dryrun: Any, userinfo: Any,
+                      resource: Any, subresource: Any, namespace: Any) -> ReviewRequest:
+    """Kopf's webhook keyword arguments → :class:`ReviewRequest`; never raises."""
+    user = userinfo if isinstance(userinfo, Mapping) else {}
+    groups = user.get("groups")
+    group = getattr(resource, "group", "") or ""
+    res = "/".join(p for p in (group, getattr(resource, "version", ""), getattr(resource, "plural", "")) if p)
+    return ReviewRequest(
+        operation=str(operation or "").upper(), obj=_raw(body),
+        namespace=namespace if isinstance(namespace, str) and namespace else None,
+        old=_raw(old) if old is not None else None, dry_run=bool(dryrun),
+        username=str(user.get("username") or ""),
+        groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (), resource=res,
+        subresource=subresource if isinstance(subresource, str) and subresource else None,
+    )
+
+
+def make_validator(runtime: Runtime) -> Any:
+    """The validating handler shared by every kind's registration."""
+
+    async def validate(body: Any, old: Any, operation: Any, dryrun: Any, userinfo: Any, warnings: list[str],
+                       resource: Any, subresource: Any = None, namespace: Any = None, **_: Any) -> None:
+        req = request_from_kopf(body=body, old=old, operation=operation, dryrun=dryrun, userinfo=userinfo,
+                                resource=resource, subresource=subresource, namespace=namespace)
+        response = await runtime.admit(req)
+        warnings.extend(response.warnings)
+        if not response.allowed:
+            raise kopf.AdmissionError(response.message, code=response.code)
+
+    return validate
+
+
+def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
+    """Register every handler on *registry*; returns the validate handler ids."""
+    s = runtime.settings
+    ids: list[str] = []
+    validator = make_validator(runtime)
+    for kind in runtime.kinds:
+        hid = handler_id(kind)
+        group = runtime.group_of(kind)
+        selector: dict[str, Any] = {"kind": kind} if group is None else {"group": group, "kind": kind}
+        kopf.on.validate(**selector, id=hid, operations=["CREATE", "UPDATE"], side_effects=False,
+                         ignore_failures=s.webhook.failure_policy == "Ignore", persistent=False,
+                         registry=registry)(validator)
+        ids.append(hid)
+
+    def on_waiver(event: Mapping[str, Any], **_: Any) -> None:
+        # Sync on purpose: Kopf runs it in a thread, so a ledger write never blocks admissions.
+        obj = event.get("object")
+        actor = ""
+        managed = ((obj or {}).get("metadata") or {}).get("managedFields") if isinstance(obj, dict) else None
+        if isinstance(managed, list) and managed:
+            actor = str((managed[-1] or {}).get("manager") or "")
+        runtime.waiver_event(event.get("type"), obj, actor)
+
+    kopf.on.event(cluster_waivers.GROUP, cluster_waivers.VERSION, cluster_waivers.PLURAL, id="soc2waivers",
+                  registry=registry)(on_waiver)
+
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        from soc2infra_operator.kube import connection_info
+
+        return kopf.ConnectionInfo(**connection_info(runtime.kube.configuration))
+
+    kopf.on.login(id="soc2infra-login", registry=registry)(login)
+
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_kopf(settings, runtime)
+        if s.audit.enabled:
+            runtime.audit_task = asyncio.create_task(audit_loop(runtime), name="soc2infra-audit")
+
+    kopf.on.startup(id="soc2infra-startup", registry=registry)(startup)
+
+    async def cleanup(**_: Any) -> None:
+        if runtime.audit_task is not None:
+            runtime.audit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runtime.audit_task
+        if s.webhook.registration == "self" and s.webhook.remove_on_exit:
+            await asyncio.to_thread(remove_webhook_configuration, runtime)
+
+    kopf.on.cleanup(id="soc2infra-cleanup", registry=registry)(cleanup)
+    return ids
+
+
+def configure_kopf(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
+    """Kopf settings for this operator: our webhook server, no Events, peering as configured."""
+    s = runtime.settings
+    w = s.webhook
+    settings.posting.enabled = False  # no RBAC to create Events; decisions go to the ledger
+    settings.peering.standalone = s.peering == "standalone"
+    if s.peering != "standalone":
+        settings.peering.name = s.peering
+        settings.peering.clusterwide = True
+    server_kwargs: dict[str, Any] = {"addr": w.addr, "port": w.port, "host": w.host or w.addr,
+                                     "certfile": w.certfile, "pkeyfile": w.pkeyfile, "cafile": w.cafile}
+    if not w.certfile:
+        # Kopf would generate a self-signed certificate through oscrypto, which cannot read
+        # OpenSSL 3.0.10+; refuse instead of failing obscurely at the first request.
+        raise kopf.PermanentError("webhook.certfile and webhook.pkeyfile are required (no self-signed mode)")
+    if w.registration == "self":
+        settings.admission.server = RegisteringWebhookServer(
+            on_client_config=lambda cc: apply_webhook_configuration(runtime, cc), **server_kwargs)
+        settings.admission.managed = None
+    else:
+        settings.admission.server = kopf.WebhookServer(**server_kwargs)
+        settings.admission.managed = f"auto.{w.configuration_name}" if w.registration == "kopf" else None
+
+
+def webhook_targets(runtime: Runtime) -> list[WebhookTarget]:
+    """The API resources of every checked kind, from discovery (kinds absent from the cluster are
+    skipped: a CRD installed later is picked up at the next start)."""
+    discovered = runtime.kube.discover()
+    targets: list[WebhookTarget] = []
+    for kind in runtime.kinds:
+        group = runtime.group_of(kind)
+        found = [r for r in discovered.get(kind, []) if group is None or r.group == group]
+        by_group: dict[str, list[Any]] = {}
+        for r in found:
+            by_group.setdefault(r.group, []).append(r)
+        for grp, items in by_group.items():
+            versions = tuple(sorted({r.version for r in items}))
+            targets.append(WebhookTarget(handler_id(kind), kind, grp, versions, items[0].plural,
+                                         items[0].namespaced))
+    return targets
+
+
+def apply_webhook_configuration(runtime: Runtime, client_config: dict[str, Any]) -> dict[str, Any]:
+    """Create or replace our ValidatingWebhookConfiguration for the server's client config."""
+    w = runtime.settings.webhook
+    if w.cafile and "caBundle" not in client_config:
+        client_config["caBundle"] = base64.b64encode(Path(w.cafile).read_bytes()).decode("ascii")
+    config = webhook_configuration(runtime.settings, webhook_targets(runtime), client_config)
+    path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{w.configuration_name}"
+    result = runtime.kube.apply(path, config)
+    logger.info("registered %d validating webhooks in %s", len(config["webhooks"]), w.configuration_name)
+    return result
+
+
+def remove_webhook_configuration(runtime: Runtime) -> None:
+    """Delete our ValidatingWebhookConfiguration (clean exit of an out-of-cluster operator)."""
+    name = runtime.settings.webhook.configuration_name
+    try:
+        runtime.kube.delete(f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}")
+    except Exception:  # noqa: BLE001 - shutting down: log, do not mask the exit
+        logger.exception("could not remove the webhook configuration %s", name)
+
+
+async def audit_loop(runtime: Runtime) -> None:
+    """Run the audit every ``audit.interval_seconds`` until cancelled."""
+    from soc2infra_operator.audit import Auditor
+
+    a = runtime.settings.audit
+    auditor = Auditor(runtime.kube, runtime.policy, runtime.settings, runtime.writer, runtime.identity,
+                      on_context=runtime.set_context, cluster_name=str(runtime.kube.configuration.host))
+    await asyncio.sleep(a.initial_delay_seconds)
+    while True:
+        try:
+            outcome = await asyncio.to_thread(auditor.run_once)
+            runtime.audit_leader = outcome.leader
+            runtime.last_audit = outcome
+            logger.info("audit: %s (leader=%s, %d reports, %.2fs)", outcome.summary, outcome.leader,
+                        outcome.reports_written, outcome.seconds)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - one failed round must not end the audit
+            logger.exception("audit run failed")
+        await asyncio.sleep(a.interval_seconds)

@@ -1,0 +1,161 @@
+"""``soc2infra-operator``: run the admission + audit operator out of cluster or in a pod.
+
+    soc2infra-operator run --kubeconfig lab/kubeconfig --webhook-port 9443 \\
+        --cert-file webhook.crt --key-file webhook.key --ca-file ca.crt --ledger evidence.db
+    soc2infra-operator install-crds --kubeconfig lab/kubeconfig
+    soc2infra-operator config            # print the resolved settings as JSON
+
+Options map onto :mod:`soc2infra_operator.settings` (``--set section.field=value`` reaches any of
+them); the environment (``SOC2INFRA_WEBHOOK_PORT`` …) and ``--config FILE`` fill in the rest.
+``main(argv) -> int`` parses, then hands off; exit codes: 0 clean stop, 2 bad settings, 1 failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from soc2infra_operator.settings import OperatorSettings, SettingsError, load_settings
+
+logger = logging.getLogger("soc2infra_operator")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="soc2infra-operator", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="YAML settings file (also $SOC2INFRA_OPERATOR_CONFIG)")
+    common.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    common.add_argument("--context", help="kubeconfig context")
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="any setting by dotted name, e.g. admission.mode=warn (repeatable)")
+    run = sub.add_parser("run", parents=[common], help="run the operator (default)")
+    run.add_argument("--webhook-addr", help="listening address (default 127.0.0.1)")
+    run.add_argument("--webhook-port", type=int, help="listening port (default 9443)")
+    run.add_argument("--webhook-host", help="host name the API server uses in the webhook URL")
+    run.add_argument("--cert-file", help="serving certificate (PEM)")
+    run.add_argument("--key-file", help="serving private key (PEM)")
+    run.add_argument("--ca-file", help="CA bundle for the webhook configuration's caBundle")
+    run.add_argument("--failure-policy", choices=["Fail", "Ignore"])
+    run.add_argument("--timeout-seconds", type=int, help="webhook timeoutSeconds (1..30)")
+    run.add_argument("--registration", choices=["self", "kopf", "none"],
+                     help="who writes the ValidatingWebhookConfiguration")
+    run.add_argument("--exclude-namespace", action="append", default=None, metavar="NS",
+                     help="namespace not checked (repeatable; replaces the default list)")
+    run.add_argument("--namespace", help="the operator's own namespace (excluded; holds the audit Lease)")
+    run.add_argument("--ledger", help="evidence ledger URL or SQLite path")
+    run.add_argument("--audit-interval", type=float, help="seconds between background audits")
+    run.add_argument("--no-audit", action="store_true", help="disable the background audit")
+    run.add_argument("--policy-dir", action="append", default=None,
+                     help="extra policy directory (repeatable)")
+    run.add_argument("--install-crds", action="store_true", help="apply the CRDs before starting")
+    run.add_argument("--liveness", help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub.add_parser("install-crds", parents=[common], help="apply the CRDs and exit")
+    sub.add_parser("config", parents=[common], help="print the resolved settings as JSON and exit")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    mapping = {
+        "kubeconfig": "kubeconfig", "context": "context", "webhook_addr": "webhook.addr",
+        "webhook_port": "webhook.port", "webhook_host": "webhook.host", "cert_file": "webhook.certfile",
+        "key_file": "webhook.pkeyfile", "ca_file": "webhook.cafile",
+        "failure_policy": "webhook.failure_policy",
+        "timeout_seconds": "webhook.timeout_seconds", "registration": "webhook.registration",
+        "exclude_namespace": "scope.excluded_namespaces", "namespace": "scope.own_namespace",
+        "ledger": "evidence.ledger", "audit_interval": "audit.interval_seconds", "policy_dir": "policy_dirs",
+        "liveness": "liveness",
+    }
+    out: list[tuple[str, Any]] = []
+    for key, value in (kv.split("=", 1) if "=" in kv else (kv, "") for kv in args.overrides):
+        out.append((key.strip(), value))
+    for attr, dotted in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append((dotted, value))
+    if getattr(args, "no_audit", False):
+        out.append(("audit.enabled", False))
+    if getattr(args, "install_crds", False):
+        out.append(("install_crds", True))
+    if getattr(args, "verbose", False):
+        out.append(("log_level", "DEBUG"))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``soc2infra-operator``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, _overrides(args))
+    except SettingsError as exc:
+        print(f"soc2infra-operator: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        print(json.dumps(dataclasses.asdict(settings), indent=2, default=str))
+        return 0
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if args.command == "install-crds":
+        from soc2infra_operator.install import apply_crds
+        from soc2infra_operator.kube import Kube, load_configuration
+
+        kube = Kube(load_configuration(settings.kubeconfig, settings.context))
+        for name in apply_crds(kube):
+            print(f"applied {name}")
+        return 0
+    try:
+        asyncio.run(run(settings))
+    except SettingsError as exc:
+        print(f"soc2infra-operator: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+async def run(settings: OperatorSettings, ready_flag: asyncio.Event | threading.Event | None = None,
+              stop_flag: asyncio.Event | threading.Event | None = None) -> None:
+    """Build the runtime and run Kopf until stopped (SIGTERM/SIGINT, or *stop_flag*)."""
+    import kopf
+
+    from soc2infra_operator.handlers import register
+    from soc2infra_operator.kube import Kube, load_configuration
+    from soc2infra_operator.runtime import Runtime
+
+    if not settings.webhook.certfile:
+        raise SettingsError("webhook certificate files are required (--cert-file/--key-file/--ca-file); "
+                            "Kopf's self-signed mode is not used (oscrypto cannot read OpenSSL 3)")
+    runtime = Runtime.build(settings)
+    runtime.kube = Kube(load_configuration(settings.kubeconfig, settings.context))
+    if settings.install_crds:
+        from soc2infra_operator.install import apply_crds
+
+        await asyncio.to_thread(apply_crds, runtime.kube)
+    registry = kopf.OperatorRegistry()
+    ids = register(registry, runtime)
+    logger.info("checking %d kinds at admission: %s", len(ids), ", ".join(runtime.kinds))
+    try:
+        await kopf.operator(
+            registry=registry, clusterwide=True, standalone=settings.peering == "standalone",
+            peering_name=None if settings.peering == "standalone" else settings.peering,
+            liveness_endpoint=settings.liveness, ready_flag=ready_flag, stop_flag=stop_flag,
+        )
+    finally:
+        runtime.writer.close()
+        runtime.kube.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

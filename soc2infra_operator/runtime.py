@@ -1,0 +1,152 @@
+"""The operator's state and the glue between the pure parts and the outside world.
+
+A :class:`Runtime` holds the compiled pack, the resolved admission policy, the waiver store, the
+latest admission context from the audit, the evidence writer and the API client. Kopf handlers
+(``handlers.py``) call its methods and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from soc2infra.engine.policy import PolicyPack, load_pack
+from soc2infra.model import Resource
+from soc2infra_operator.admission import (
+    BUILTIN_GROUPS,
+    FILE_ONLY_KINDS,
+    AdmissionPolicy,
+    AdmissionResponse,
+    Decision,
+    ReviewRequest,
+    build_response,
+    decide,
+    failure_decision,
+    kubernetes_kinds,
+    rule_relations,
+)
+from soc2infra_operator.evidence import (
+    EvidenceError,
+    EvidenceWriter,
+    admission_record,
+    instance_id,
+    waiver_record,
+)
+from soc2infra_operator.settings import OperatorSettings
+from soc2infra_operator.waivers import WaiverStore
+
+logger = logging.getLogger(__name__)
+
+
+def admission_kinds(pack: PolicyPack, settings: OperatorSettings) -> list[str]:
+    """Kinds that get a validating webhook: every Kubernetes kind the pack targets (minus
+    configuration-file kinds), or the configured subset."""
+    kinds = [k for k in kubernetes_kinds(pack) if k not in FILE_ONLY_KINDS]
+    if settings.admission.kinds:
+        kinds = [k for k in kinds if k in settings.admission.kinds]
+    return kinds
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything a running operator shares between its handlers and background tasks."""
+
+    settings: OperatorSettings
+    pack: PolicyPack
+    policy: AdmissionPolicy
+    writer: EvidenceWriter
+    waivers: WaiverStore = field(default_factory=WaiverStore)
+    context: tuple[Resource, ...] = ()
+    kube: Any = None  # soc2infra_operator.kube.Kube, created at start-up
+    identity: str = field(default_factory=instance_id)
+    audit_leader: bool = False
+    audit_task: asyncio.Task[None] | None = None
+    last_audit: Any = None  # AuditOutcome of the last run (tests, liveness)
+    rule_meta: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: OperatorSettings, writer: EvidenceWriter | None = None) -> Runtime:
+        """Load the pack and resolve the admission policy (no I/O besides reading policy files)."""
+        pack = load_pack([Path(d) for d in settings.policy_dirs], builtin=settings.builtin_policies)
+        policy = AdmissionPolicy.build(pack, settings, rule_relations(pack))
+        writer = writer or EvidenceWriter.open(settings.evidence.ledger, settings.evidence.timeout_seconds)
+        return cls(settings=settings, pack=pack, policy=policy, writer=writer,
+                   rule_meta={r.id: (r.severity, r.controls) for r in pack.rules})
+
+    @property
+    def kinds(self) -> list[str]:
+        """Kinds with a validating webhook."""
+        return admission_kinds(self.pack, self.settings)
+
+    def group_of(self, kind: str) -> str | None:
+        """The API group a kind is pinned to (None: any group)."""
+        return BUILTIN_GROUPS.get(kind)
+
+    # ---- admission --------------------------------------------------------------------------
+
+    def decide(self, req: ReviewRequest) -> Decision:
+        """The decision for *req*; an internal error becomes a failure decision, never a crash."""
+        try:
+            return decide(req, self.policy, self.waivers.snapshot(), self.context, datetime.now(UTC).date())
+        except Exception as exc:  # noqa: BLE001 - a bug must answer by the failure policy, not 500
+            logger.exception("admission evaluation failed")
+            return failure_decision(req, f"internal error ({type(exc).__name__})",
+                                    self.settings.webhook.failure_policy == "Fail")
+
+    async def admit(self, req: ReviewRequest) -> AdmissionResponse:
+        """Decide, commit the evidence durably, then answer (the order is the guarantee)."""
+        decision = self.decide(req)
+        decision = await self.record(decision)
+        return build_response(decision)
+
+    async def record(self, decision: Decision) -> Decision:
+        """Commit the decision's record; on failure apply the evidence failure policy."""
+        if decision.verdict == "skip" or not self.writer.enabled:
+            return decision
+        if decision.dry_run and not self.settings.evidence.record_dry_run:
+            return decision
+        try:
+            await self.writer.commit(admission_record(decision, self.pack.digest, self.rule_meta))
+        except EvidenceError as exc:
+            logger.error("admission evidence not recorded for %s: %s", decision.address, exc)
+            if not decision.allowed:
+                return decision  # denied anyway: the safe answer stands
+            if self.settings.evidence_fail_closed:
+                return dataclasses.replace(decision, verdict="error", allowed=False,
+                                           reason=f"evidence could not be recorded: {exc}")
+            return dataclasses.replace(decision, notes=(*decision.notes,
+                                       f"soc2infra could not record evidence ({exc}); admitted anyway"))
+        return decision
+
+    # ---- waivers ----------------------------------------------------------------------------
+
+    def waiver_event(self, event_type: str | None, obj: Any, actor: str = "") -> None:
+        """Apply a watch event to the waiver store; the audit leader records real changes."""
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        ns = (meta or {}).get("namespace") or "default"
+        name = (meta or {}).get("name") or ""
+        if event_type == "DELETED":
+            waiver = self.waivers.delete(ns, name)
+            change = "waiver-deleted"
+        else:
+            waiver = self.waivers.upsert(obj)
+            change = "waiver-created" if event_type == "ADDED" else "waiver-changed"
+        if waiver is None or event_type not in ("ADDED", "MODIFIED", "DELETED"):
+            return  # the initial listing (type None) is state, not a change
+        if waiver.problem:
+            logger.warning("%s is unusable and never applies: %s", waiver.location, waiver.problem)
+        if self.audit_leader and self.writer.enabled:
+            try:
+                self.writer.commit_sync(waiver_record(change, waiver.to_dict(), self.pack.digest, actor))
+            except EvidenceError as exc:
+                logger.error("waiver change not recorded: %s", exc)
+
+    def set_context(self, resources: Sequence[Resource]) -> None:
+        """Replace the admission context (objects of kinds cross-object rules look up)."""
+        self.context = tuple(resources)

@@ -1,0 +1,263 @@
+"""Waivers in the cluster: the namespaced ``SOC2Waiver`` custom resource.
+
+A SOC2Waiver accepts one rule (or a glob of rules) for the objects its selector picks in its own
+namespace, with a reason, an owner, an optional ticket and an expiry date::
+
+    apiVersion: soc2infra.io/v1alpha1
+    kind: SOC2Waiver
+    metadata: {name: legacy-api-root, namespace: payments}
+    spec:
+      rule: SOC2-K8S-POD-003
+      selector: {kind: Deployment, name: legacy-api, matchLabels: {app: legacy}}
+      reason: vendor image runs as root until v5 (migration planned)
+      owner: payments-team@example.com
+      ticket: SEC-1234
+      expires: "2026-03-31"
+
+Each waiver becomes a :class:`soc2infra.waivers.WaiverEntry` whose ``resource`` is an address
+pattern (``*/<kind>/<namespace>/<name>``), so the CLI's pure :func:`soc2infra.waivers.match_waiver`
+decides rule globs, name globs and expiry exactly as it does for the waiver file: a waiver is valid
+through its expiry date and stops applying the day after. Labels cannot be written in an address,
+so ``matchLabels`` is checked here before the entry is built.
+
+The opt-out label or annotation ``soc2infra.io/exempt`` on an object does nothing by itself (anyone
+who can create the object could write it). A waiver with ``optOut: true`` *grants* it: such a
+waiver applies only to selected objects that carry the opt-out (any value), or a
+``soc2infra.io/ignore`` annotation naming the rule — delegating the decision to the namespace team
+while the grant keeps an owner and an expiry. Cluster-scoped objects (ClusterRoles …) are covered by
+waivers in the operator's own namespace.
+
+Everything here is pure; the Kopf watch that feeds :class:`WaiverStore` lives in ``handlers.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from soc2infra.waivers import WaiverEntry
+
+GROUP = "soc2infra.io"
+VERSION = "v1alpha1"
+KIND = "SOC2Waiver"
+PLURAL = "soc2waivers"
+IGNORE_ANNOTATION = "soc2infra.io/ignore"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterWaiver:
+    """One SOC2Waiver, validated. ``problem`` is set when it is unusable (it then never applies)."""
+
+    namespace: str
+    name: str
+    rule: str
+    kind: str | None = None
+    object_name: str | None = None  # glob
+    match_labels: tuple[tuple[str, str], ...] = ()
+    reason: str = ""
+    owner: str = ""
+    ticket: str | None = None
+    expires: date | None = None
+    opt_out: bool = False
+    problem: str | None = None
+
+    @property
+    def location(self) -> str:
+        """How messages and evidence name this waiver."""
+        return f"SOC2Waiver {self.namespace}/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (evidence records, audit snapshots)."""
+        out: dict[str, Any] = {
+            "namespace": self.namespace, "name": self.name, "rule": self.rule, "reason": self.reason,
+            "owner": self.owner, "expires": self.expires.isoformat() if self.expires else None,
+        }
+        if self.ticket:
+            out["ticket"] = self.ticket
+        selector = {k: v for k, v in (("kind", self.kind), ("name", self.object_name)) if v}
+        if self.match_labels:
+            selector["matchLabels"] = dict(self.match_labels)
+        if selector:
+            out["selector"] = selector
+        if self.opt_out:
+            out["optOut"] = True
+        if self.problem:
+            out["problem"] = self.problem
+        return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _parse_date(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = _text(value)
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+
+
+def waiver_from_object(obj: Any) -> ClusterWaiver:
+    """Validate a SOC2Waiver object as received from the API; never raises.
+
+    Missing reason, owner or expiry make the waiver unusable, as in the waiver file: an accepted
+    risk nobody owns and nobody revisits is exactly what an auditor asks about.
+    """
+    data = _mapping(obj)
+    meta = _mapping(data.get("metadata"))
+    spec = _mapping(data.get("spec"))
+    selector = _mapping(spec.get("selector"))
+    labels = _mapping(selector.get("matchLabels"))
+    rule = _text(spec.get("rule"))
+    expires = _parse_date(spec.get("expires"))
+    problem = None
+    reason, owner = _text(spec.get("reason")), _text(spec.get("owner"))
+    for key, value in (("rule", rule), ("reason", reason), ("owner", owner)):
+        if not value:
+            problem = f"spec.{key} is required"
+            break
+    if problem is None and expires is None:
+        problem = "spec.expires must be an ISO date (YYYY-MM-DD)"
+    return ClusterWaiver(
+        namespace=_text(meta.get("namespace")) or "default", name=_text(meta.get("name")) or "<unnamed>",
+        rule=rule, kind=_text(selector.get("kind")) or None, object_name=_text(selector.get("name")) or None,
+        match_labels=tuple(sorted((str(k), _text(v)) for k, v in labels.items())),
+        reason=reason, owner=owner, ticket=_text(spec.get("ticket")) or None,
+        expires=expires, opt_out=spec.get("optOut") is True, problem=problem,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectFacts:
+    """What waiver selection needs to know about the object under review."""
+
+    address: str
+    kind: str
+    namespace: str | None  # None: cluster scoped
+    name: str
+    labels: Mapping[str, str]
+    opted_out: bool  # carries the opt-out label or annotation
+    ignore_rules: tuple[str, ...] = ()  # rule ids (globs) named in a soc2infra.io/ignore annotation
+
+
+def object_facts(obj: Any, address: str, kind: str, namespace: str | None, name: str,
+                 opt_out_key: str, ignore_rules: Iterable[str] = ()) -> ObjectFacts:
+    """Collect :class:`ObjectFacts` from a raw object; never raises."""
+    meta = _mapping(_mapping(obj).get("metadata"))
+    labels = {str(k): _text(v) for k, v in _mapping(meta.get("labels")).items()}
+    annotations = _mapping(meta.get("annotations"))
+    opted = opt_out_key in labels or opt_out_key in annotations
+    return ObjectFacts(address=address, kind=kind, namespace=namespace, name=name, labels=labels,
+                       opted_out=opted, ignore_rules=tuple(ignore_rules))
+
+
+def _selected(waiver: ClusterWaiver, facts: ObjectFacts) -> bool:
+    return all(facts.labels.get(k) == v for k, v in waiver.match_labels)
+
+
+def _pattern(waiver: ClusterWaiver, facts: ObjectFacts) -> str:
+    kind = waiver.kind or "*"
+    name = waiver.object_name or "*"
+    if facts.namespace is None:
+        return f"*/{kind}/{name}"
+    return f"*/{kind}/{facts.namespace}/{name}"
+
+
+def _entry(waiver: ClusterWaiver, rule: str, resource: str, reason: str) -> WaiverEntry:
+    return WaiverEntry(rule=rule, resource=resource, reason=reason, source="cluster", owner=waiver.owner,
+                       ticket=waiver.ticket, expires=waiver.expires, location=waiver.location)
+
+
+def entries_for(facts: ObjectFacts, waivers: Sequence[ClusterWaiver],
+                cluster_waiver_namespace: str) -> list[WaiverEntry]:
+    """The waiver entries that may apply to one object, for :func:`soc2infra.waivers.match_waiver`.
+
+    Only waivers in the object's namespace (for cluster-scoped objects: *cluster_waiver_namespace*)
+    whose labels select it are considered; rule, kind/name and expiry are left to ``match_waiver``.
+    """
+    home = facts.namespace if facts.namespace is not None else cluster_waiver_namespace
+    out: list[WaiverEntry] = []
+    for w in waivers:
+        if w.problem or w.namespace != home or not _selected(w, facts):
+            continue
+        pattern = _pattern(w, facts)
+        if not w.opt_out:
+            out.append(_entry(w, w.rule, pattern, w.reason))
+        elif facts.opted_out:
+            out.append(_entry(w, w.rule, pattern, f"opt-out granted: {w.reason}"))
+        else:
+            # The soc2infra.io/ignore annotation names rules; the grant covers those it also covers.
+            grant = _entry(w, w.rule, "*", "")
+            for annotated in facts.ignore_rules:
+                if grant.matches(annotated, facts.address):
+                    out.append(_entry(w, annotated, pattern, f"opt-out granted: {w.reason}"))
+    return out
+
+
+def grants_opt_out(facts: ObjectFacts, waivers: Sequence[ClusterWaiver], cluster_waiver_namespace: str,
+                   today: date) -> bool:
+    """Whether some live opt-out waiver selects this object (used to explain an ignored opt-out)."""
+    home = facts.namespace if facts.namespace is not None else cluster_waiver_namespace
+    for w in waivers:
+        live = w.opt_out and not w.problem and (w.expires is None or w.expires >= today)
+        if live and w.namespace == home and _selected(w, facts) \
+                and _entry(w, "*", _pattern(w, facts), "").matches("*", facts.address):
+            return True
+    return False
+
+
+class WaiverStore:
+    """The SOC2Waivers this replica knows about, kept current by a watch.
+
+    Reads return an immutable snapshot (a tuple), so an admission evaluated while the watch
+    delivers an update sees one consistent set.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], ClusterWaiver] = {}
+        self._snapshot: tuple[ClusterWaiver, ...] = ()
+
+    def upsert(self, obj: Any) -> ClusterWaiver:
+        """Add or replace the waiver described by a raw object."""
+        waiver = waiver_from_object(obj)
+        self._items[(waiver.namespace, waiver.name)] = waiver
+        self._snapshot = tuple(self._items.values())
+        return waiver
+
+    def delete(self, namespace: str, name: str) -> ClusterWaiver | None:
+        """Forget a waiver; returns what was known about it."""
+        gone = self._items.pop((namespace, name), None)
+        self._snapshot = tuple(self._items.values())
+        return gone
+
+    def replace_all(self, objects: Iterable[Any]) -> None:
+        """Replace the whole set (a fresh list from the API)."""
+        self._items = {}
+        for obj in objects:
+            w = waiver_from_object(obj)
+            self._items[(w.namespace, w.name)] = w
+        self._snapshot = tuple(self._items.values())
+
+    def snapshot(self) -> tuple[ClusterWaiver, ...]:
+        """Every known waiver."""
+        return self._snapshot
+
+    def __len__(self) -> int:
+        return len(self._items)
