@@ -17,7 +17,8 @@ DEFAULT_DELAY = 0.75  # seconds a scan must run before anything is drawn
 
 
 @contextmanager
-def long_task_status(message: str, enabled: bool | None = None, delay: float = DEFAULT_DELAY) -> Iterator[None]:
+def long_task_status(message: str, enabled: bool | None = None,
+                     delay: float = DEFAULT_DELAY) -> Iterator[None]:
     """Show a spinner with *message* and the elapsed time if the block runs longer than *delay*.
 
     *enabled* defaults to "standard error is a terminal".
