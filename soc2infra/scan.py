@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from soc2infra.engine.conditions import ResourceIndex
 from soc2infra.engine.evaluate import evaluate
 from soc2infra.engine.policy import PolicyPack
 from soc2infra.model import Error, Resource, ScanResult
@@ -167,7 +166,11 @@ def _load_stdin(options: ScanOptions) -> tuple[list[Resource], list[Error]]:
         except json.JSONDecodeError as exc:
             return [], [Error("<stdin>", exc.lineno, f"invalid JSON: {exc.msg}")]
         if looks_like_plan(data):
-            return load_plan_text(text, "<stdin>")
+            resources, errors = load_plan_text(text, "<stdin>")
+            # `terraform show -json plan.out | soc2infra scan -` runs in the configuration's
+            # directory: its .tf files give locations and inline waivers.
+            _attach_config_locations(resources, Path.cwd())
+            return resources, errors
     from soc2infra.sources import kubernetes
 
     return kubernetes.load_manifest_text(text, "<stdin>")
@@ -255,7 +258,7 @@ def evaluate_resources(resources: list[Resource], pack: PolicyPack,
     """Evaluate already-loaded resources and apply inline waivers."""
     from soc2infra.waivers import apply_inline_waivers
 
-    findings, passes = evaluate(resources, pack, ResourceIndex(resources))
+    findings, passes = evaluate(resources, pack)
     warnings = apply_inline_waivers(findings)
     return ScanResult(resources=resources, findings=findings, errors=list(errors or []), warnings=warnings,
                       rules_evaluated=len([r for r in pack.rules if r.enabled]), pack_digest=pack.digest,

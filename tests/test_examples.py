@@ -58,3 +58,17 @@ def test_whole_example_tree_scans_without_errors():
     kinds = {r.kind for r in result.resources}
     assert kinds == {"terraform", "kubernetes"}
     assert any(f.suppressed for f in result.findings)  # the inline waiver in the demo
+
+
+def test_related_resources_never_cross_root_modules(write_tree):
+    root = write_tree({
+        "a/main.tf": 'resource "aws_s3_bucket" "x" { bucket = "a-x" }\n'
+                     'resource "aws_s3_bucket_server_side_encryption_configuration" "x" {\n'
+                     '  bucket = aws_s3_bucket.x.id\n'
+                     '  rule {\n    apply_server_side_encryption_by_default { sse_algorithm = "AES256" }\n  }\n}\n',
+        "b/main.tf": 'resource "aws_s3_bucket" "x" { bucket = "b-x" }\n',
+    })
+    result = scan([str(root)], load_pack())
+    s3_001 = {(f.resource.file.split("/")[-2], f.resource.address) for f in result.findings
+              if f.rule_id == "SOC2-AWS-S3-001"}
+    assert s3_001 == {("b", "aws_s3_bucket.x")}

@@ -18,14 +18,34 @@ def render_message(rule: Rule, resource: Resource) -> str:
     return msg
 
 
+def scope_of(resource: Resource) -> str:
+    """The world a resource belongs to: one Terraform root module, one plan, one set of
+    Kubernetes objects. Cross-resource rules never look outside it (two roots may both
+    declare ``aws_s3_bucket.x``)."""
+    return str(resource.meta.get("scope", ""))
+
+
 def evaluate(resources: list[Resource], pack: PolicyPack, index: ResourceIndex | None = None,
              only: Iterable[Resource] | None = None) -> tuple[list[Finding], list[tuple[str, str]]]:
     """Run every applicable rule on every resource.
 
-    *index* spans all resources (cross-resource rules look there); *only* limits which
-    resources are evaluated (admission evaluates one object against a cluster index).
+    Without *index*, each scope (:func:`scope_of`) is evaluated with its own index. With
+    *index* (admission: one object against the cluster), that index is used for all, and
+    *only* limits which resources are evaluated.
     Returns the findings (failed or unknown) and the (rule_id, address) pairs that passed.
     """
+    if index is None:
+        scopes: dict[str, list[Resource]] = {}
+        for res in resources:
+            scopes.setdefault(scope_of(res), []).append(res)
+        if len(scopes) > 1:
+            findings: list[Finding] = []
+            passes: list[tuple[str, str]] = []
+            for group in scopes.values():
+                f, p = evaluate(group, pack, ResourceIndex(group))
+                findings += f
+                passes += p
+            return findings, passes
     idx = index if index is not None else ResourceIndex(resources)
     findings: list[Finding] = []
     passes: list[tuple[str, str]] = []

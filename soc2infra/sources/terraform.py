@@ -252,5 +252,6 @@ def load_terraform(tf_files: list[Path], var_files: Iterable[Path] = (), base: P
             continue
         for res in found:
             res.meta["root"] = str(d)
+            res.meta["scope"] = f"terraform:{d}"
         resources.extend(found)
     return resources, errors

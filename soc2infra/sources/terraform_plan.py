@@ -75,7 +75,7 @@ def load_plan(data: dict[str, Any], file: str) -> tuple[list[Resource], list[Err
             kind="terraform", type=rtype if mode == "managed" else f"data.{rtype}", address=address,
             attributes=attrs, file=file, line=0, references=refs, identities=idents,
             meta={"mode": "resource" if mode == "managed" else "data", "plan": True,
-                  "module": r.get("_module", "")},
+                  "module": r.get("_module", ""), "scope": f"plan:{file}"},
         ))
     return resources, errors
 
