@@ -68,7 +68,7 @@ def policy_list(fmt: str, policy_dir: Sequence[Path]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code so tests can call the CLI in-process."""
-    from soc2infra.engine.policy import PolicyError
+    from soc2infra.errors import UserError
 
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="soc2infra", standalone_mode=False)
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return ERROR
-    except (PolicyError, UsageFailure) as exc:
+    except (UserError, UsageFailure) as exc:
         click.echo(f"error: {exc}", err=True)
         return ERROR
     except Exception as exc:  # noqa: BLE001 - the one top-level handler for bugs

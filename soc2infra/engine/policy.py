@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from soc2infra.engine.conditions import ConditionError, Predicate, compile_condition
+from soc2infra.errors import UserError
 from soc2infra.model import CATEGORIES, SEVERITIES
 
 
@@ -47,7 +48,7 @@ _RULE_KEYS = {
 }
 
 
-class PolicyError(ValueError):
+class PolicyError(UserError):
     """A policy file or rule that does not follow the schema."""
 
     def __init__(self, file: str, rule: str | None, field_name: str | None, message: str,
