@@ -66,6 +66,18 @@ def policy_list(fmt: str, policy_dir: Sequence[Path]) -> None:
         click.echo(f"{r.id:<26} {r.severity:<8} {r.category:<14} {','.join(r.controls):<22} {r.title}")
 
 
+@policy.command("docs")
+@click.option("--repo", type=click.Path(file_okay=False, exists=True, path_type=Path), default=Path("."),
+              show_default=True, help="Repository root holding README.md and docs/.")
+def policy_docs(repo: Path) -> None:
+    """Regenerate docs/rules.md and the README's authentication rule table from the pack."""
+    from soc2infra.engine.policy import load_pack
+    from soc2infra.policydocs import write_docs
+
+    for path in write_docs(load_pack(), repo):
+        click.echo(f"updated {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code so tests can call the CLI in-process."""
     from soc2infra.errors import UserError

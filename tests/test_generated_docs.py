@@ -13,4 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_rules_md_is_up_to_date():
     expected = rules_markdown(load_pack())
     actual = (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
-    assert actual == expected, "regenerate: soc2infra policy list --format markdown > docs/rules.md"
+    assert actual == expected, "regenerate: soc2infra policy docs"
+
+
+def test_readme_lists_the_authentication_rules_with_their_criteria():
+    from soc2infra.policydocs import README_END, README_START, readme_section
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index(README_START):readme.index(README_END) + len(README_END)]
+    assert block == readme_section(load_pack()), "regenerate: soc2infra policy docs"
+    assert "SOC2-AUTH-IAM-001" in block and "CC6.1" in block
