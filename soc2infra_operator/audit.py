@@ -51,6 +51,8 @@ REPORT_API_VERSION = "wgpolicyk8s.io/v1alpha2"
 REPORT_GROUP = "wgpolicyk8s.io"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "soc2infra"}
 RESULT_ORDER = {"fail": 0, "warn": 1, "error": 2, "skip": 3, "pass": 4}
+# PolicyReport result → ledger status (the ledger records whether the rule held, not the action).
+LEDGER_STATUS = {"pass": "pass", "fail": "fail", "warn": "fail", "error": "unknown", "skip": "waived"}
 REPORT_SEVERITIES = {"critical", "high", "medium", "low", "info"}
 
 
@@ -71,11 +73,12 @@ class AuditEntry:
     waiver: Mapping[str, Any] | None = None
 
     def to_record(self) -> dict[str, Any]:
-        """The ledger form of this result."""
-        out: dict[str, Any] = {"rule_id": self.rule_id, "status": self.result, "severity": self.severity,
-                               "controls": list(self.controls), "address": self.address}
-        if self.waiver:
-            out["waiver"] = dict(self.waiver)
+        """The ledger form of this result: did the rule hold (pass / fail / unknown / waived)."""
+        out: dict[str, Any] = {"rule_id": self.rule_id, "status": LEDGER_STATUS[self.result],
+                               "severity": self.severity, "controls": list(self.controls),
+                               "address": self.address}
+        if self.result == "skip" and self.waiver:
+            out["waiver"] = {k: v for k, v in self.waiver.items() if k != "status"}
         return out
 
 

@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from soc2infra_operator.admission import Decision, RuleOutcome
@@ -50,63 +51,74 @@ def instance_id() -> str:
 
 
 def _result(o: RuleOutcome, address: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "rule_id": o.rule_id, "status": "waived" if o.waived else o.status, "severity": o.severity,
-        "controls": list(o.controls), "address": address, "action": o.action,
-    }
-    if o.waiver is not None:
-        out["waiver"] = {**o.waiver, "status": o.waiver_status}
+    out: dict[str, Any] = {"rule_id": o.rule_id, "status": "waived" if o.waived else o.status,
+                           "severity": o.severity, "controls": list(o.controls), "address": address}
+    if o.waived and o.waiver is not None:
+        out["waiver"] = dict(o.waiver)
     return out
 
 
 RuleMeta = Mapping[str, tuple[str, tuple[str, ...]]]
+# Ledger decisions for admission are allow | deny | warn: a waived object was allowed, and an
+# object the control could not check was denied or allowed by the failure policy.
+_LEDGER_DECISION = {"allow": "allow", "waived": "allow", "warn": "warn", "deny": "deny"}
 
 
 def admission_record(decision: Decision, pack_digest: str,
                      pack_severities: RuleMeta | None = None) -> dict[str, Any]:
-    """The ledger entry for one evaluated admission request.
+    """The ledger entry for one admission request that was evaluated (or could not be).
 
     ``results`` holds every rule evaluated on the object: failures (``fail``/``unknown``, or
     ``waived`` with the waiver) and passes (``pass``; severity and controls from
     *pack_severities*, rule id → (severity, controls), when given) — the population an auditor
-    samples. ``decision`` is the verdict: allow, warn, waived, deny or error.
+    samples. ``decision`` is allow, warn or deny; ``context`` keeps the finer verdict (waived,
+    error), each failing rule's admission action, the operation and whether it was a dry run.
     """
     results = [_result(o, decision.address) for o in decision.outcomes]
     meta = pack_severities or {}
     for rule_id in decision.passed:
         severity, controls = meta.get(rule_id, ("", ()))
-        results.append({"rule_id": rule_id, "status": "pass", "severity": severity,
+        results.append({"rule_id": rule_id, "status": "pass", "severity": severity or None,
                         "controls": list(controls), "address": decision.address})
     context: dict[str, Any] = {
-        "operation": decision.operation, "dry_run": decision.dry_run, "request_uid": decision.request_uid,
-        "instance": instance_id(),
+        "verdict": decision.verdict, "operation": decision.operation, "dry_run": decision.dry_run,
+        "kind": decision.kind, "namespace": decision.namespace, "name": decision.name,
+        "groups": list(decision.actor.get("groups") or []), "instance": instance_id(),
     }
+    if decision.request_uid:
+        context["request_uid"] = decision.request_uid
+    if decision.outcomes:
+        context["actions"] = {o.rule_id: o.action for o in decision.outcomes}
     if decision.reason:
         context["reason"] = decision.reason
     if decision.notes:
         context["notes"] = list(decision.notes)
+    ledger_decision = _LEDGER_DECISION.get(decision.verdict, "allow" if decision.allowed else "deny")
     return {
         "source": SOURCE_ADMISSION,
-        "actor": dict(decision.actor),
-        "subject": {"address": decision.address, "kind": decision.kind, "namespace": decision.namespace,
-                    "name": decision.name},
+        "actor": str(decision.actor.get("username") or "unknown"),
+        "subject": decision.address or "(unreadable object)",
         "pack_digest": pack_digest,
         "results": results,
-        "decision": decision.verdict,
+        "decision": ledger_decision,
         "context": context,
     }
 
 
 def audit_record(results: Sequence[Mapping[str, Any]], pack_digest: str, summary: Mapping[str, Any],
                  waivers: Iterable[Mapping[str, Any]] = (), cluster: str = "") -> dict[str, Any]:
-    """The ledger entry for one background audit run (the state of the whole cluster)."""
+    """The ledger entry for one background audit run (the state of the whole cluster).
+
+    ``decision`` is ``fail`` when any rule failed on any object, else ``pass``.
+    """
+    items = [dict(r) for r in results]
     return {
         "source": SOURCE_AUDIT,
-        "actor": {"username": "soc2infra-operator", "instance": instance_id()},
-        "subject": {"cluster": cluster, "scope": "cluster"},
+        "actor": f"soc2infra-operator/{instance_id()}",
+        "subject": f"cluster:{cluster}" if cluster else "cluster",
         "pack_digest": pack_digest,
-        "results": [dict(r) for r in results],
-        "decision": "snapshot",
+        "results": items,
+        "decision": "fail" if any(r.get("status") == "fail" for r in items) else "pass",
         "context": {"summary": dict(summary), "waivers": list(waivers), "instance": instance_id()},
     }
 
@@ -115,14 +127,12 @@ def waiver_record(event: str, waiver: Mapping[str, Any], pack_digest: str, actor
     """The ledger entry for a SOC2Waiver created, changed or deleted (waivers are evidence too)."""
     return {
         "source": SOURCE_WAIVER,
-        "actor": {"username": actor or "unknown", "instance": instance_id()},
-        "subject": {"address": f"soc2infra.io/v1alpha1/SOC2Waiver/{waiver.get('namespace')}/"
-                               f"{waiver.get('name')}",
-                    "kind": "SOC2Waiver", "namespace": waiver.get("namespace"), "name": waiver.get("name")},
+        "actor": actor or "unknown",
+        "subject": f"soc2infra.io/v1alpha1/SOC2Waiver/{waiver.get('namespace')}/{waiver.get('name')}",
         "pack_digest": pack_digest,
         "results": [],
-        "decision": event,
-        "context": {"waiver": dict(waiver)},
+        "decision": None,
+        "context": {"event": event, "waiver": dict(waiver)},
     }
 
 
@@ -148,14 +158,15 @@ class EvidenceWriter:
         return self._committer is not None
 
     @classmethod
-    def open(cls, url: str | None, timeout: float) -> EvidenceWriter:
+    def open(cls, url: str | None, timeout: float, signing_key: str | None = None) -> EvidenceWriter:
         """Open the ledger at *url* with a group committer (or a disabled writer for None)."""
         if not url:
             return cls(None, timeout)
-        from soc2infra import evidence
+        from soc2infra.evidence.ledger import GroupCommitter, open_ledger
 
-        ledger = evidence.open_ledger(url)
-        committer = evidence.GroupCommitter(ledger)
+        ledger = open_ledger(url, Path(signing_key) if signing_key else None)
+        committer = GroupCommitter(ledger)
+        # Closing order matters: the committer flushes its queue into the ledger first.
         return cls(committer, timeout, closer=(committer, ledger))
 
     async def commit(self, entry: dict[str, Any]) -> Any:
@@ -163,7 +174,7 @@ class EvidenceWriter:
         if self._committer is None:
             return None
         try:
-            return await asyncio.wait_for(self._committer.append_async(_redacted(entry)), self._timeout)
+            return await asyncio.wait_for(self._committer.append_async(entry), self._timeout)
         except TimeoutError:
             raise EvidenceError(f"the ledger did not commit within {self._timeout:g}s") from None
         except asyncio.CancelledError:
@@ -176,7 +187,7 @@ class EvidenceWriter:
         if self._committer is None:
             return None
         try:
-            return self._committer.append_sync(_redacted(entry))
+            return self._committer.append_sync(entry)
         except Exception as exc:  # noqa: BLE001
             raise EvidenceError(f"the ledger rejected the record: {exc}") from exc
 
@@ -189,13 +200,3 @@ class EvidenceWriter:
                     close()
                 except Exception:  # noqa: BLE001 - closing at shutdown must not mask the exit
                     logger.exception("closing the evidence ledger failed")
-
-
-def _redacted(entry: dict[str, Any]) -> dict[str, Any]:
-    # Records built here never carry object content, but the ledger's own redact() is the single
-    # place that knows what a secret looks like: apply it as a second line of defence.
-    try:
-        from soc2infra.evidence import redact
-    except ImportError:  # pragma: no cover - the evidence package is part of the distribution
-        return entry
-    return redact(entry)

@@ -119,6 +119,11 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
             runtime.audit_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runtime.audit_task
+        if runtime.audit_inflight is not None and not runtime.audit_inflight.done():
+            # A run already in its thread finishes (reports and snapshot stay consistent) before
+            # the ledger is closed.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(runtime.audit_inflight, timeout=60)
         if s.webhook.registration == "self" and s.webhook.remove_on_exit:
             await asyncio.to_thread(remove_webhook_configuration, runtime)
 
@@ -199,7 +204,9 @@ async def audit_loop(runtime: Runtime) -> None:
     await asyncio.sleep(a.initial_delay_seconds)
     while True:
         try:
-            outcome = await asyncio.to_thread(auditor.run_once)
+            # Shielded: cancelling the loop must not orphan a run half-way; clean-up awaits it.
+            runtime.audit_inflight = asyncio.get_running_loop().run_in_executor(None, auditor.run_once)
+            outcome = await asyncio.shield(runtime.audit_inflight)
             runtime.audit_leader = outcome.leader
             runtime.last_audit = outcome
             logger.info("audit: %s (leader=%s, %d reports, %.2fs)", outcome.summary, outcome.leader,

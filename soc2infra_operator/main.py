@@ -107,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if settings.log_level.upper() != "DEBUG":
+        # One line per admission request from aiohttp and Kopf is noise (the ledger has them).
+        for noisy in ("aiohttp.access", "kopf.objects"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "install-crds":
         from soc2infra_operator.install import apply_crds
         from soc2infra_operator.kube import Kube, load_configuration

@@ -67,6 +67,7 @@ class Runtime:
     identity: str = field(default_factory=instance_id)
     audit_leader: bool = False
     audit_task: asyncio.Task[None] | None = None
+    audit_inflight: asyncio.Future[Any] | None = None  # the audit run executing in a thread
     last_audit: Any = None  # AuditOutcome of the last run (tests, liveness)
     rule_meta: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
@@ -75,7 +76,8 @@ class Runtime:
         """Load the pack and resolve the admission policy (no I/O besides reading policy files)."""
         pack = load_pack([Path(d) for d in settings.policy_dirs], builtin=settings.builtin_policies)
         policy = AdmissionPolicy.build(pack, settings, rule_relations(pack))
-        writer = writer or EvidenceWriter.open(settings.evidence.ledger, settings.evidence.timeout_seconds)
+        ev = settings.evidence
+        writer = writer or EvidenceWriter.open(ev.ledger, ev.timeout_seconds, ev.signing_key)
         return cls(settings=settings, pack=pack, policy=policy, writer=writer,
                    rule_meta={r.id: (r.severity, r.controls) for r in pack.rules})
 

@@ -144,6 +144,7 @@ class EvidenceSettings:
     """Where admission decisions and audit snapshots are recorded."""
 
     ledger: str | None = None  # ledger URL or SQLite path; None: no evidence is recorded
+    signing_key: str | None = None  # Ed25519 private key file: every record is signed
     # What happens to an admission when its record cannot be committed in time: True rejects it
     # ("no evidence, no admission"), False admits it with a warning; None follows the webhook's
     # failurePolicy (Fail → reject), so there is one knob for "the control could not operate".

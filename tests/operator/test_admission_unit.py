@@ -18,6 +18,7 @@ import kopf
 import pytest
 
 from soc2infra.engine.policy import load_pack
+from soc2infra.evidence.records import normalize_entry
 from soc2infra.sources.kubernetes import object_to_resource
 from soc2infra_operator.admission import (
     MAX_WARNING_CHARS,
@@ -30,7 +31,7 @@ from soc2infra_operator.admission import (
     review_response,
     rule_relations,
 )
-from soc2infra_operator.evidence import admission_record
+from soc2infra_operator.evidence import admission_record, audit_record, waiver_record
 from soc2infra_operator.settings import OperatorSettings, SettingsError, apply_overrides, load_settings
 from soc2infra_operator.waivers import WaiverStore, waiver_from_object
 
@@ -447,7 +448,8 @@ def test_garbage_objects_never_crash_the_decision(policy):
             response = build_response(d)  # must not raise either
             assert d.verdict in ("allow", "deny", "warn", "waived", "skip", "error")
             assert response.allowed == d.allowed
-            json.dumps(admission_record(d, "sha256:x"))  # the evidence record is JSON
+            if d.verdict != "skip":  # the ledger accepts every record the webhook can produce
+                normalize_entry(admission_record(d, "sha256:x"))
     for rev in GARBAGE_REVIEWS:
         d = decide(request_from_review(rev), policy, today=TODAY)
         assert d.verdict in ("skip", "error")
@@ -503,13 +505,31 @@ def test_evidence_record_has_results_and_no_object_content(policy, pack):
     text = json.dumps(record)
     assert secret_value not in text and "DB_PASSWORD" not in text
     assert record["source"] == "admission" and record["decision"] == "deny"
-    assert record["actor"] == {"username": "alice", "groups": ["developers"]}
-    assert record["subject"]["address"] == "apps/v1/Deployment/shop/api"
+    assert record["actor"] == "alice" and record["context"]["groups"] == ["developers"]
+    assert record["subject"] == "apps/v1/Deployment/shop/api"
     assert record["context"]["dry_run"] is True and record["pack_digest"] == pack.digest
+    assert record["context"]["actions"]["SOC2-K8S-POD-001"] == "deny"
     statuses = {r["rule_id"]: r["status"] for r in record["results"]}
     assert statuses["SOC2-K8S-POD-001"] == "fail" and statuses["SOC2-K8S-POD-003"] == "pass"
     passed = next(r for r in record["results"] if r["rule_id"] == "SOC2-K8S-POD-003")
     assert passed["severity"] == "high" and passed["controls"]
+
+
+def test_waived_and_error_decisions_map_to_ledger_decisions(policy):
+    bad = deployment(container=PRIVILEGED)
+    waived = run(bad, policy, waivers=store(waiver()))
+    record = normalize_entry(admission_record(waived, "sha256:x"))
+    assert record["decision"] == "allow" and record["context"]["verdict"] == "waived"
+    [w] = [r for r in record["results"] if r["status"] == "waived"]
+    assert w["rule_id"] == "SOC2-K8S-POD-001" and w["waiver"]["owner"] == "team@example.com"
+    error = normalize_entry(admission_record(run("garbage", policy), "sha256:x"))
+    assert error["decision"] == "deny" and error["context"]["verdict"] == "error"
+    change = normalize_entry(waiver_record("waiver-created", waiver_from_object(waiver()).to_dict(), "sha256:x",
+                                           "kubectl"))
+    assert change["source"] == "waiver" and change["subject"].endswith("SOC2Waiver/shop/w")
+    snap = normalize_entry(audit_record([{"rule_id": "R", "status": "fail", "severity": "high", "controls": [],
+                                          "address": "a"}], "sha256:x", {"fail": 1}))
+    assert snap["decision"] == "fail" and snap["source"] == "audit"
 
 
 def test_secret_objects_never_reach_the_record(policy):
