@@ -1,0 +1,437 @@
+"""The evidence ledger: an append-only, hash-chained table of records.
+
+``open_ledger(url)`` opens SQLite (a file path or ``sqlite:///path``) or PostgreSQL
+(``postgresql://…``). :meth:`Ledger.append` computes seq, time, prev_hash and hash *inside* one
+exclusive transaction, so several threads or processes writing the same ledger keep one
+gap-free chain: SQLite takes the write lock up front (``BEGIN IMMEDIATE``), PostgreSQL locks the
+one-row head table (``SELECT … FOR UPDATE``). A batch is all or nothing.
+
+Record times come from the writer's clock but never go backwards: a record is stamped
+``max(now, head time)``, so a clock stepping back cannot break the chain's time order. A caller
+may fix ``time`` itself (back-filling, tests) only at or after the head's time.
+
+:class:`GroupCommitter` lets many concurrent callers (admission requests) share transactions:
+each caller's future resolves only once the transaction holding its record has committed, so an
+admission response can wait for its evidence without paying one fsync per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time as _time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from soc2infra.evidence.records import (
+    EvidenceError,
+    Signer,
+    build_record,
+    canonical_json,
+    format_time,
+    load_signer,
+    normalize_entry,
+    now,
+    parse_time,
+    redact,
+)
+
+
+class StoredRow(NamedTuple):
+    """One row of ``evidence_records`` as stored: the columns next to the canonical body."""
+
+    seq: int
+    time: str
+    source: str
+    subject: str
+    body: str
+    hash: str
+    prev_hash: str
+
+
+class HeadState(NamedTuple):
+    """What a writer sees under the lock: the head table and the last stored record."""
+
+    seq: int  # head table
+    hash: str
+    time: str
+    last_seq: int  # last record (0 when empty)
+    last_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A point in the chain (``seq:hash``) kept outside the ledger to detect a truncated tail."""
+
+    seq: int
+    hash: str
+    time: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        """``SEQ:HASH`` or a bare ``HASH`` (seq 0 = unknown position)."""
+        text = text.strip()
+        seq_text, sep, hash_text = text.rpartition(":")
+        if not sep:
+            seq_text, hash_text = "0", text
+        if len(hash_text) != 64 or any(c not in "0123456789abcdef" for c in hash_text.lower()):
+            raise EvidenceError(f"not an anchor (SEQ:HASH or a 64-digit hex hash): {text!r}")
+        try:
+            seq = int(seq_text)
+        except ValueError as exc:
+            raise EvidenceError(f"not an anchor: bad sequence number {seq_text!r}") from exc
+        return cls(seq, hash_text.lower())
+
+
+class Backend(Protocol):
+    """Storage for one ledger; used by one thread at a time (the :class:`Ledger` lock)."""
+
+    url: str
+
+    def begin_exclusive(self) -> HeadState:
+        """Start a transaction that excludes every other writer, and read the head."""
+
+    def insert(self, rows: Sequence[StoredRow], head: tuple[int, str, str]) -> None:
+        """Insert *rows* and move the head table to *head* (seq, hash, time)."""
+
+    def commit(self) -> None:
+        """Commit durably (the record survives a crash once this returns)."""
+
+    def rollback(self) -> None:
+        """Abandon the transaction."""
+
+    def fetch(self, after_seq: int, limit: int, start: str | None = None,
+              end: str | None = None) -> list[StoredRow]:
+        """Up to *limit* rows with seq > *after_seq* (and start <= time < end), by seq."""
+
+    def get(self, seq: int) -> StoredRow | None:
+        """The row at *seq*."""
+
+    def stored_head(self) -> tuple[int, str, str]:
+        """The head table's (seq, hash, time); (0, genesis, "") for a new ledger."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+def display_url(url: str) -> str:
+    """*url* with any password masked, for messages."""
+    return redact({"url": url})["url"] if "://" in url else url
+
+
+def _row_for(record: Mapping[str, Any]) -> StoredRow:
+    return StoredRow(record["seq"], record["time"], record["source"], record["subject"],
+                     canonical_json(record), record["hash"], record["prev_hash"])
+
+
+PAGE = 1000
+
+
+class Ledger:
+    """An open evidence ledger. Safe to share between threads; use one per process or more."""
+
+    def __init__(self, backend: Backend, signer: Signer | None = None) -> None:
+        self._backend = backend
+        self._signer = signer
+        self._lock = threading.Lock()
+        self._closed = False
+        self.url = backend.url
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def append(self, entries: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append *entries* atomically (all or nothing) and return their sequence numbers.
+
+        Each entry is redacted and checked (:func:`~soc2infra.evidence.records.normalize_entry`);
+        an invalid entry raises :class:`EvidenceError` before anything is written.
+        """
+        return self.append_normalized([normalize_entry(e) for e in entries])
+
+    def append_normalized(self, batch: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append entries already passed through ``normalize_entry`` (one transaction)."""
+        if not batch:
+            return []
+        with self._lock:
+            if self._closed:
+                raise EvidenceError("the ledger is closed")
+            backend = self._backend
+            try:
+                state = backend.begin_exclusive()
+                if (state.seq, state.hash) != (state.last_seq, state.last_hash):
+                    raise EvidenceError(
+                        f"ledger {self.url}: the head table says seq {state.seq} but the last record is "
+                        f"seq {state.last_seq}; records were removed or the head was edited — run "
+                        "`soc2infra evidence verify` before appending")
+                seq, prev, last_time = state.seq, state.hash, state.time
+                rows: list[StoredRow] = []
+                for fields in batch:
+                    seq += 1
+                    stamp = fields.get("time")
+                    if stamp is None:
+                        stamp = max(now(), last_time)
+                    elif stamp < last_time:
+                        raise EvidenceError(f"time {stamp} is before the ledger head's {last_time}; "
+                                            "records must be appended in time order")
+                    record = build_record(fields, seq, prev, stamp, self._signer)
+                    rows.append(_row_for(record))
+                    prev, last_time = record["hash"], stamp
+                backend.insert(rows, (seq, prev, last_time))
+                backend.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    backend.rollback()
+                raise
+        return [r.seq for r in rows]
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def iter_rows(self, start: str | None = None, end: str | None = None,
+                  after_seq: int = 0) -> Iterator[StoredRow]:
+        """Stored rows in seq order (``start <= time < end``), fetched a page at a time."""
+        while True:
+            with self._lock:
+                self._check_open()
+                page = self._backend.fetch(after_seq, PAGE, start, end)
+            yield from page
+            if len(page) < PAGE:
+                return
+            after_seq = page[-1].seq
+
+    def iter(self, from_time: datetime | date | str | None = None,
+             to_time: datetime | date | str | None = None) -> Iterator[dict[str, Any]]:
+        """Records in seq order whose time is in ``[from_time, to_time)``.
+
+        A :class:`~datetime.date` (or ``YYYY-MM-DD``) bound means the whole day: ``to_time`` as a
+        date includes that day. Datetimes must carry a zone.
+        """
+        import json
+
+        start, end = time_bounds(from_time, to_time)
+        for row in self.iter_rows(start, end):
+            yield json.loads(row.body)
+
+    def get(self, seq: int) -> dict[str, Any] | None:
+        """The record at *seq*, or None."""
+        import json
+
+        with self._lock:
+            self._check_open()
+            row = self._backend.get(seq)
+        return json.loads(row.body) if row else None
+
+    def head(self) -> Anchor | None:
+        """The last record's position and hash (None for an empty ledger): store it elsewhere
+        (CI artifact, ticket, object-locked bucket) and pass it to verify to detect truncation."""
+        with self._lock:
+            self._check_open()
+            seq, hash_, stamp = self._backend.stored_head()
+        return Anchor(seq, hash_, stamp) if seq else None
+
+    def count(self) -> int:
+        """Number of records (the head's seq; records are gap-free from 1)."""
+        anchor = self.head()
+        return anchor.seq if anchor else 0
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EvidenceError("the ledger is closed")
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._backend.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.url!r})"
+
+
+def time_bounds(start: datetime | date | str | None,
+                end: datetime | date | str | None) -> tuple[str | None, str | None]:
+    """Record-format bounds ``[start, end)``; a date ``end`` covers that whole day."""
+
+    def conv(value: datetime | date | str | None, is_end: bool) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            text = value.strip()
+            if len(text) == 10:
+                value = date.fromisoformat(text)
+            else:
+                value = parse_time(text)
+        if isinstance(value, datetime):
+            return format_time(value)
+        day = value + timedelta(days=1) if is_end else value
+        return f"{day.isoformat()}T00:00:00.000000Z"
+
+    return conv(start, False), conv(end, True)
+
+
+def open_ledger(url: str | Path, signing_key: Path | None = None) -> Ledger:
+    """Open (creating if needed) the ledger at *url*.
+
+    - ``postgresql://…`` / ``postgres://…`` (``postgresql+psycopg://`` too): PostgreSQL via psycopg 3;
+      the tables live in the connection's first ``search_path`` schema.
+    - ``sqlite:///abs/path.db`` (``sqlite:////abs/path.db`` too) or a plain file path: SQLite.
+
+    With *signing_key* (an Ed25519 private key file) every appended record is signed.
+    """
+    signer = load_signer(signing_key) if signing_key else None
+    text = str(url)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme.split("+", 1)[0] in ("postgresql", "postgres"):
+        from soc2infra.evidence.postgres_backend import PostgresBackend
+
+        conninfo = "postgresql://" + text.split("://", 1)[1]
+        return Ledger(PostgresBackend(conninfo), signer)
+    if scheme == "sqlite":
+        rest = text.split("://", 1)[1]
+        if not rest.startswith("/"):
+            raise EvidenceError(f"sqlite URL must be sqlite:///absolute/path, got {text!r} "
+                                "(use a plain path for a relative file)")
+        path = Path("/" + rest.lstrip("/"))
+    elif scheme:
+        raise EvidenceError(f"unsupported ledger URL scheme {scheme!r} (use a path, sqlite:/// or postgresql://)")
+    else:
+        path = Path(text)
+    from soc2infra.evidence.sqlite_backend import SQLiteBackend
+
+    return Ledger(SQLiteBackend(path), signer)
+
+
+# ----------------------------------------------------------------------------------------------
+# Group commit
+
+
+@dataclass(slots=True)
+class CommitStats:
+    """Counters of a :class:`GroupCommitter` (read them for tests and metrics)."""
+
+    transactions: int = 0
+    records: int = 0
+    largest_batch: int = 0
+    failed_transactions: int = 0
+
+
+class GroupCommitter:
+    """Batches concurrent appends into shared transactions.
+
+    ``submit(entry)`` checks and redacts the entry in the caller's thread (an invalid entry raises
+    at once and never poisons a batch), queues it and returns a future; one writer thread takes
+    everything queued (up to *max_batch*) and commits it in one transaction, then resolves every
+    future of the batch with its seq — only after the commit returned, i.e. once the record is
+    durable. If the transaction fails, every future of the batch gets the exception and none of
+    its records exists.
+
+    Batching needs no waiting: while one transaction commits, new requests pile up and form the
+    next batch. When a batch already shows concurrency (more than one request queued), the
+    writer lingers up to *max_wait_ms* for more to fill it; a lone caller never waits.
+    """
+
+    def __init__(self, ledger: Ledger, max_batch: int = 256, max_wait_ms: float = 2.0) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.ledger = ledger
+        self.max_batch = max_batch
+        self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self.stats = CommitStats()
+        self._queue: deque[tuple[Mapping[str, Any], Future[int]]] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="evidence-group-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, entry: Mapping[str, Any]) -> Future[int]:
+        """Queue *entry*; the future resolves to its seq once committed."""
+        fields = normalize_entry(entry)
+        future: Future[int] = Future()
+        with self._cond:
+            if self._closed:
+                raise EvidenceError("the group committer is closed")
+            self._queue.append((fields, future))
+            self._cond.notify()
+        return future
+
+    def append_sync(self, entry: Mapping[str, Any], timeout: float | None = None) -> int:
+        """Append *entry* and block until it is committed; returns its seq."""
+        return self.submit(entry).result(timeout)
+
+    async def append_async(self, entry: Mapping[str, Any]) -> int:
+        """Append *entry* and await its commit without blocking the event loop; returns its seq."""
+        return await asyncio.wrap_future(self.submit(entry))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Commit what is queued, then stop the writer thread (idempotent)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> GroupCommitter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _take(self, batch: list[tuple[Mapping[str, Any], Future[int]]]) -> None:
+        # Called with the condition held.
+        while self._queue and len(batch) < self.max_batch:
+            fields, future = self._queue.popleft()
+            if future.set_running_or_notify_cancel():  # a cancelled request is not written
+                batch.append((fields, future))
+
+    def _next_batch(self) -> list[tuple[Mapping[str, Any], Future[int]]] | None:
+        batch: list[tuple[Mapping[str, Any], Future[int]]] = []
+        with self._cond:
+            while not batch:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                self._take(batch)
+            if self.max_wait and 1 < len(batch) < self.max_batch and not self._closed:
+                deadline = _time.monotonic() + self.max_wait
+                while len(batch) < self.max_batch:
+                    remaining = deadline - _time.monotonic()
+                    if remaining <= 0:
+                        break
+                    if not self._queue:
+                        self._cond.wait(remaining)
+                    self._take(batch)
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                seqs = self.ledger.append_normalized([fields for fields, _ in batch])
+            except BaseException as exc:  # every caller must hear about it; keep serving
+                self.stats.failed_transactions += 1
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            self.stats.transactions += 1
+            self.stats.records += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            for (_, future), seq in zip(batch, seqs, strict=True):
+                future.set_result(seq)

@@ -1,0 +1,513 @@
+"""Per-criterion SOC 2 evidence report for a period: JSON numbers and a self-contained HTML page.
+
+For each Trust Services Criterion the report counts, over the records of ``[from, to]``:
+
+- **population**: records and evaluations (one rule on one address) touching a rule mapped to
+  the criterion, and the distinct resources and rules involved — what an auditor samples from;
+- **passes**, **failures**, **unknown** and **waived** evaluations. A failed evaluation in an
+  admission request that was *denied* is not a failure that got through: it is counted under
+  **denials** (evidence that a preventive control operated); failures from audits and scans, and
+  from admission requests that were allowed or only warned about, are **failures**;
+- **warnings**: admission requests let through with a warning;
+- **waivers** in force (rule, resource, owner, expiry, whether expired by the period's end);
+- **compliance %** = passes / (passes + failures) over the *state* sources (audit snapshots and
+  scans; admission is excluded because a denied object never reached the cluster), overall and
+  per day, drawn as an inline SVG chart.
+
+**Coverage gaps** are the days of the period with no ``audit`` snapshot record: days on which
+the detective control left no evidence of having run.
+
+The HTML is one file with inline CSS and SVG — no script, no font, no network — so it renders the
+same offline, in a headless browser or printed to PDF.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from soc2infra.evidence.ledger import Ledger, open_ledger, time_bounds
+from soc2infra.evidence.records import now, parse_time
+from soc2infra.evidence.verify import KeySpec, verify_ledger
+
+REPORT_SCHEMA = "soc2infra.evidence-report/1"
+STATE_SOURCES = frozenset({"audit", "ci", "cli", "pre-commit"})
+
+TimeBound = datetime | date | str | None
+ControlInfo = tuple[str, str] | Mapping[str, str] | Any
+
+
+def _control_text(info: ControlInfo) -> tuple[str, str]:
+    """(name, intent) from a tuple, a mapping or an object with ``name``/``intent``."""
+    if isinstance(info, tuple | list):
+        return (str(info[0]) if info else "", str(info[1]) if len(info) > 1 else "")
+    if isinstance(info, Mapping):
+        return str(info.get("name", "")), str(info.get("intent", ""))
+    return str(getattr(info, "name", "")), str(getattr(info, "intent", ""))
+
+
+def _criterion_key(cid: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", cid))
+
+
+@dataclass(slots=True)
+class _Tally:
+    records: int = 0
+    evaluations: int = 0
+    passes: int = 0
+    failures: int = 0
+    unknown: int = 0
+    waived: int = 0
+    denials: int = 0
+    warnings: int = 0
+    state_passes: int = 0
+    state_failures: int = 0
+    resources: set[str] = field(default_factory=set)
+    rules: set[str] = field(default_factory=set)
+    days: set[str] = field(default_factory=set)
+    daily: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    waivers: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+def _pct(passes: int, failures: int) -> float | None:
+    total = passes + failures
+    return round(100.0 * passes / total, 2) if total else None
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)] if last >= first else []
+
+
+def build_report(ledger: Ledger | str | Path, start: TimeBound, end: TimeBound,
+                 controls: Mapping[str, ControlInfo], *, verify: bool = True,
+                 public_key: KeySpec = None, expect_head: str | None = None) -> dict[str, Any]:
+    """The JSON report of the records with time in the period (see the module docstring).
+
+    *start*/*end*: dates (``end`` included), ISO strings or datetimes with a zone (``end``
+    excluded); None takes the first/last record's day. *controls* maps criterion id to
+    ``(name, intent)`` (a mapping or an object with those attributes works too); every catalog
+    criterion appears, with a zero population when nothing touched it — a gap to explain.
+    With *verify* the whole ledger is verified first and the result included.
+    """
+    own = not isinstance(ledger, Ledger)
+    led = open_ledger(ledger) if not isinstance(ledger, Ledger) else ledger
+    try:
+        return _build(led, start, end, controls, verify, public_key, expect_head)
+    finally:
+        if own:
+            led.close()
+
+
+def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[str, ControlInfo],
+           verify: bool, public_key: KeySpec, expect_head: str | None) -> dict[str, Any]:
+    lo, hi = time_bounds(start, end)
+    tallies: dict[str, _Tally] = defaultdict(_Tally)
+    by_source: Counter[str] = Counter()
+    decisions: Counter[str] = Counter()
+    digests: Counter[str] = Counter()
+    audit_days: set[str] = set()
+    waiver_changes: list[dict[str, Any]] = []
+    evaluations = 0
+    overall: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # state sources, each evaluation once
+    first_day = last_day = None
+    for record in ledger.iter(lo, hi):
+        day = record["time"][:10]
+        first_day = first_day or day
+        last_day = day
+        source = record["source"]
+        by_source[source] += 1
+        if record.get("decision"):
+            decisions[f"{source}:{record['decision']}"] += 1
+        if record.get("pack_digest"):
+            digests[record["pack_digest"]] += 1
+        if source == "audit":
+            audit_days.add(day)
+        if source == "waiver":
+            waiver_changes.append({k: record.get(k) for k in ("seq", "time", "actor", "subject",
+                                                              "decision", "context")})
+        denied = source == "admission" and record.get("decision") == "deny"
+        warned = source == "admission" and record.get("decision") == "warn"
+        state = source in STATE_SOURCES
+        touched: set[str] = set()
+        failed_in: set[str] = set()
+        for result in record.get("results") or ():
+            evaluations += 1
+            status = result.get("status")
+            if state and status in ("pass", "fail"):
+                overall[day][0 if status == "pass" else 1] += 1
+            for cid in result.get("controls") or ():
+                t = tallies[cid]
+                touched.add(cid)
+                t.evaluations += 1
+                t.days.add(day)
+                if result.get("address"):
+                    t.resources.add(result["address"])
+                t.rules.add(result.get("rule_id", ""))
+                if status == "pass":
+                    t.passes += 1
+                    if state:
+                        t.state_passes += 1
+                        t.daily[day][0] += 1
+                elif status == "fail":
+                    failed_in.add(cid)
+                    if not denied:
+                        t.failures += 1
+                    if state:
+                        t.state_failures += 1
+                        t.daily[day][1] += 1
+                elif status == "unknown":
+                    t.unknown += 1
+                elif status == "waived":
+                    t.waived += 1
+                    w = result.get("waiver") or {}
+                    key = (result.get("rule_id", ""), result.get("address", ""), str(w.get("owner") or ""),
+                           str(w.get("expires") or ""))
+                    entry = t.waivers.setdefault(key, {
+                        "rule_id": key[0], "address": key[1], "owner": w.get("owner"),
+                        "expires": w.get("expires"), "reason": w.get("reason"), "source": w.get("source"),
+                        "evaluations": 0, "first_seen": record["time"], "last_seen": record["time"]})
+                    entry["evaluations"] += 1
+                    entry["last_seen"] = record["time"]
+        for cid in touched:
+            tallies[cid].records += 1
+        for cid in failed_in:
+            if denied:
+                tallies[cid].denials += 1
+            elif warned:
+                tallies[cid].warnings += 1
+
+    period_first = _day_of(lo) or (date.fromisoformat(first_day) if first_day else None)
+    period_last = _last_day_of(hi) or (date.fromisoformat(last_day) if last_day else None)
+    days = _days(period_first, period_last) if period_first and period_last else []
+    day_strs = [d.isoformat() for d in days]
+    gaps = [d for d in day_strs if d not in audit_days]
+
+    criteria = []
+    ids = sorted(set(controls) | set(tallies), key=_criterion_key)
+    for cid in ids:
+        t = tallies.get(cid) or _Tally()
+        name, intent = _control_text(controls[cid]) if cid in controls else ("(not in the catalog)", "")
+        waivers = sorted(t.waivers.values(), key=lambda w: (w["rule_id"], w["address"]))
+        for w in waivers:
+            expires = str(w["expires"] or "")
+            w["expired"] = bool(expires and period_last and expires < period_last.isoformat())
+            # A waiver still suppressing after its expiry date is an exception in itself.
+            w["used_after_expiry"] = bool(expires and w["last_seen"][:10] > expires)
+        criteria.append({
+            "id": cid, "name": name, "intent": intent,
+            "population": {"records": t.records, "evaluations": t.evaluations,
+                           "resources": len(t.resources), "rules": sorted(t.rules)},
+            "passes": t.passes, "failures": t.failures, "unknown": t.unknown, "waived": t.waived,
+            "denials": t.denials, "warnings": t.warnings,
+            "compliance": _pct(t.state_passes, t.state_failures),
+            "days_with_evidence": len(t.days & set(day_strs)) if day_strs else len(t.days),
+            "waivers": waivers,
+            "daily": [{"date": d, "passes": t.daily[d][0] if d in t.daily else 0,
+                       "failures": t.daily[d][1] if d in t.daily else 0,
+                       "compliance": _pct(*t.daily[d]) if d in t.daily else None} for d in day_strs],
+        })
+
+    overall_daily = [{"date": d, "passes": overall[d][0] if d in overall else 0,
+                      "failures": overall[d][1] if d in overall else 0,
+                      "compliance": _pct(*overall[d]) if d in overall else None} for d in day_strs]
+
+    verification = verify_ledger(ledger, public_key, expect_head).to_dict() if verify else None
+    return {
+        "schema": REPORT_SCHEMA,
+        "generated_at": now(),
+        "ledger": ledger.url,
+        "period": {"from": period_first.isoformat() if period_first else None,
+                   "to": period_last.isoformat() if period_last else None,
+                   "days": len(days), "start": lo, "end": hi},
+        "verification": verification,
+        "totals": {"records": sum(by_source.values()), "evaluations": evaluations,
+                   "by_source": dict(sorted(by_source.items())), "decisions": dict(sorted(decisions.items())),
+                   "pack_digests": dict(sorted(digests.items()))},
+        "coverage": {"audit_days": len(set(day_strs) & audit_days), "gap_days": gaps, "gap_count": len(gaps)},
+        "daily": overall_daily,
+        "criteria": criteria,
+        "waiver_changes": waiver_changes,
+    }
+
+
+def _day_of(bound: str | None) -> date | None:
+    return parse_time(bound).date() if bound else None
+
+
+def _last_day_of(bound: str | None) -> date | None:
+    # The end bound is exclusive: the last day is the one holding the instant just before it.
+    return (parse_time(bound) - timedelta(microseconds=1)).date() if bound else None
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML
+
+_CSS = """
+*{box-sizing:border-box}
+body{font:14px/1.45 -apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1f2328;
+margin:0;background:#f6f8fa}
+main{max-width:1180px;margin:0 auto;padding:24px}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}h3{font-size:15px;margin:18px 0 6px}
+.muted{color:#59636e}.small{font-size:12px}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0}
+.card{background:#fff;border:1px solid #d1d9e0;border-radius:6px;padding:10px 14px;min-width:150px}
+.card b{display:block;font-size:22px}
+table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #d1d9e0}
+th,td{padding:5px 8px;border-bottom:1px solid #e5e9ee;text-align:left;vertical-align:top}
+th{background:#eef1f4;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+.ok{color:#1a7f37}.bad{color:#cf222e}.warn{color:#9a6700}
+.badge{display:inline-block;padding:2px 8px;border-radius:10px;font-weight:600;font-size:12px}
+.badge.ok{background:#dafbe1}.badge.bad{background:#ffebe9}.badge.warn{background:#fff8c5}
+section.crit{background:#fff;border:1px solid #d1d9e0;border-radius:6px;padding:12px 16px;margin:12px 0;
+page-break-inside:avoid}
+svg{display:block;max-width:100%;height:auto}
+code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;word-break:break-all}
+@media print{body{background:#fff}main{padding:0}}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _fmt_pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}%"
+
+
+def _ranges(days: list[str]) -> list[str]:
+    """Collapse consecutive ISO days into ``first – last`` ranges."""
+    out: list[str] = []
+    run: list[date] = []
+    for d in (date.fromisoformat(x) for x in days):
+        if run and d - run[-1] == timedelta(days=1):
+            run.append(d)
+            continue
+        if run:
+            out.append(run[0].isoformat() if len(run) == 1 else f"{run[0]} – {run[-1]} ({len(run)} days)")
+        run = [d]
+    if run:
+        out.append(run[0].isoformat() if len(run) == 1 else f"{run[0]} – {run[-1]} ({len(run)} days)")
+    return out
+
+
+def render_chart(daily: list[dict[str, Any]], gaps: set[str] | None = None, title: str = "",
+                 width: int = 720, height: int = 180) -> str:
+    """An inline SVG line chart of daily compliance % (days without evaluations leave a break;
+    coverage-gap days are shaded). Pure SVG: no script, no external resources."""
+    gaps = gaps or set()
+    left, right, top, bottom = 40, 12, 12, 26
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n = len(daily)
+    step = plot_w / max(n - 1, 1)
+
+    def x(i: int) -> float:
+        return left + (i * step if n > 1 else plot_w / 2)
+
+    def y(pct: float) -> float:
+        return top + plot_h * (1 - pct / 100.0)
+
+    label = _e(title or "Compliance % per day")
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" role="img" aria-label="{label}">', f"<title>{label}</title>",
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#d1d9e0"/>']
+    band = max(step, 2.0)
+    for i, day in enumerate(daily):
+        if day["date"] in gaps:
+            parts.append(f'<rect x="{x(i) - band / 2:.1f}" y="{top}" width="{band:.1f}" height="{plot_h}" '
+                         f'fill="#ffebe9" opacity="0.8"><title>{_e(day["date"])}: no audit snapshot'
+                         "</title></rect>")
+    for pct in (0, 50, 100):
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(pct):.1f}" y2="{y(pct):.1f}" '
+                     f'stroke="#e5e9ee"/><text x="{left - 6}" y="{y(pct) + 4:.1f}" font-size="11" '
+                     f'text-anchor="end" fill="#59636e">{pct}%</text>')
+    segments: list[list[str]] = [[]]
+    dots = []
+    for i, day in enumerate(daily):
+        pct = day.get("compliance")
+        if pct is None:
+            segments.append([])
+            continue
+        segments[-1].append(f"{x(i):.1f},{y(pct):.1f}")
+        colour = "#1a7f37" if pct >= 100 else "#cf222e" if pct < 80 else "#9a6700"
+        tip = f'{day["date"]}: {pct:.1f}% ({day.get("passes", 0)} pass, {day.get("failures", 0)} fail)'
+        dots.append(f'<circle cx="{x(i):.1f}" cy="{y(pct):.1f}" r="2.5" fill="{colour}">'
+                    f"<title>{_e(tip)}</title></circle>")
+    for seg in segments:
+        if len(seg) > 1:
+            parts.append('<polyline fill="none" stroke="#0969da" stroke-width="1.5" '
+                         f'points="{" ".join(seg)}"/>')
+    parts.extend(dots)
+    if daily:
+        for i in sorted({0, n // 2, n - 1}):
+            anchor = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
+            parts.append(f'<text x="{x(i):.1f}" y="{height - 8}" font-size="11" text-anchor="{anchor}" '
+                         f'fill="#59636e">{_e(daily[i]["date"])}</text>')
+    else:
+        parts.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h / 2}" font-size="12" '
+                     'text-anchor="middle" fill="#59636e">no days in the period</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(headers: list[tuple[str, bool]], rows: list[list[tuple[str, str]]], cls: str = "") -> str:
+    """A table; *headers* are (label, numeric); each cell is (escaped html, extra class)."""
+    head = "".join(f'<th{" class=n" if num else ""}>{_e(label)}</th>' for label, num in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for (cell, extra), (_, num) in zip(row, headers, strict=True):
+            classes = " ".join(c for c in ("n" if num else "", extra) if c)
+            cells.append(f'<td class="{classes}">{cell}</td>' if classes else f"<td>{cell}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    attr = f' class="{cls}"' if cls else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _num(value: Any, extra: str = "") -> tuple[str, str]:
+    return _e(value), extra
+
+
+def _verification_html(verification: Mapping[str, Any] | None) -> list[str]:
+    if verification is None:
+        return ['<p><span class="badge warn">chain not verified</span> '
+                "this report was built without verifying the ledger.</p>"]
+    if verification.get("ok"):
+        signed = verification.get("signatures")
+        extra = f", {_e(signed)} signatures valid" if signed else ""
+        out = [f'<p><span class="badge ok">chain verified</span> {_e(verification.get("records"))} records '
+               f'intact{extra}, head <code>{_e(verification.get("head"))}</code></p>']
+    else:
+        out = [f'<p><span class="badge bad">chain BROKEN</span> first bad record: seq '
+               f'{_e(verification.get("first_bad_seq"))} — {_e(verification.get("reason"))}</p>']
+    out.extend(f'<p class="small muted">Note: {_e(note)}</p>' for note in verification.get("notes", []))
+    return out
+
+
+_CRITERIA_HEADERS = [("Criterion", False), ("Name", False), ("Records", True), ("Evaluations", True),
+                     ("Resources", True), ("Passes", True), ("Failures", True), ("Unknown", True),
+                     ("Waived", True), ("Denials", True), ("Compliance", True), ("Days with evidence", True)]
+
+_HOW_TO_READ = (
+    "Population: records and evaluations (one rule on one resource) touching a rule mapped to the "
+    "criterion. Failures: failed evaluations from audit snapshots and scans, and from admission requests "
+    "that were allowed or only warned about. Denials: admission requests denied with a failed rule mapped "
+    "to the criterion (the preventive control operated). Waived: failed evaluations accepted by a waiver. "
+    "Compliance: passes / (passes + failures) in audit snapshots and scans. Coverage gaps: days without an "
+    "audit snapshot record. Every record is hash-chained: export the records with "
+    "<code>soc2infra evidence export</code> to sample them and re-check any record's hash.")
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """A self-contained HTML page for *report* (from :func:`build_report`)."""
+    period = report.get("period", {})
+    totals = report.get("totals", {})
+    coverage = report.get("coverage", {})
+    criteria = report.get("criteria", [])
+    gaps = set(coverage.get("gap_days", []))
+    title = f"SOC 2 evidence report {period.get('from') or ''} – {period.get('to') or ''}"
+    out: list[str] = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>{_e(title)}</h1>",
+        f'<div class="muted">Ledger <code>{_e(report.get("ledger"))}</code> · generated '
+        f'{_e(report.get("generated_at"))} · period {_e(period.get("from"))} to {_e(period.get("to"))} '
+        f'({_e(period.get("days"))} days, UTC)</div>',
+    ]
+    out.extend(_verification_html(report.get("verification")))
+
+    audit_days = f"{coverage.get('audit_days', 0)} / {period.get('days', 0)}"
+    cards = (("records", totals.get("records", 0)), ("evaluations", totals.get("evaluations", 0)),
+             ("admission denials (by criterion)", sum(c["denials"] for c in criteria)),
+             ("days with an audit snapshot", audit_days), ("coverage gap days", coverage.get("gap_count", 0)))
+    out.append('<div class="cards">' + "".join(
+        f'<div class="card"><b>{_e(value)}</b><span class="muted">{_e(label)}</span></div>'
+        for label, value in cards) + "</div>")
+
+    out.append("<h2>Per criterion</h2>")
+    rows = []
+    for c in criteria:
+        pop = c["population"]
+        rows.append([(f'<a href="#crit-{_e(c["id"])}">{_e(c["id"])}</a>', ""), (_e(c["name"]), ""),
+                     _num(pop["records"]), _num(pop["evaluations"]), _num(pop["resources"]),
+                     _num(c["passes"]), _num(c["failures"], "bad" if c["failures"] else ""),
+                     _num(c["unknown"]), _num(c["waived"]), _num(c["denials"]),
+                     _num(_fmt_pct(c["compliance"])), _num(c["days_with_evidence"])])
+    out.append(_table(_CRITERIA_HEADERS, rows, "criteria"))
+
+    out.append("<h2>Compliance over the period</h2>")
+    out.append(render_chart(report.get("daily", []), gaps, "All criteria: compliance % per day"))
+    out.append('<p class="small muted">Compliance = passes / (passes + failures) in audit snapshots and '
+               "scans; shaded days have no audit snapshot.</p>")
+
+    out.append("<h2>Coverage gaps</h2>")
+    gap_list = coverage.get("gap_days", [])
+    if gap_list:
+        out.append(f"<p>{len(gap_list)} day(s) of the period have no <code>audit</code> snapshot record:</p>")
+        out.append("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in _ranges(gap_list)) + "</ul>")
+    else:
+        out.append('<p class="ok">Every day of the period has at least one audit snapshot.</p>')
+
+    out.append("<h2>Criteria in detail</h2>")
+    for c in criteria:
+        out.extend(_criterion_html(c, gaps))
+
+    changes = report.get("waiver_changes", [])
+    if changes:
+        out.append("<h2>Waiver changes</h2>")
+        out.append(_table(
+            [("Seq", True), ("Time", False), ("Actor", False), ("Subject", False), ("Decision", False),
+             ("Context", False)],
+            [[_num(ch.get("seq")), _num(ch.get("time")), _num(ch.get("actor")),
+              (f'<code>{_e(ch.get("subject"))}</code>', ""), _num(ch.get("decision")),
+              (f'<code>{_e(json.dumps(ch.get("context") or {}, sort_keys=True))}</code>', "")]
+             for ch in changes]))
+
+    out.append("<h2>Sources and policy versions</h2>")
+    out.append(_table([("Source", False), ("Records", True)],
+                      [[_num(s), _num(n)] for s, n in totals.get("by_source", {}).items()]))
+    if totals.get("pack_digests"):
+        out.append(_table([("Policy pack digest", False), ("Records", True)],
+                          [[(f"<code>{_e(d)}</code>", ""), _num(n)]
+                           for d, n in totals["pack_digests"].items()]))
+    out.append(f'<h2>How to read this report</h2><p class="small muted">{_HOW_TO_READ}</p>')
+    out.append("</main></body></html>")
+    return "\n".join(out)
+
+
+def _criterion_html(c: Mapping[str, Any], gaps: set[str]) -> list[str]:
+    pop = c["population"]
+    out = [f'<section class="crit" id="crit-{_e(c["id"])}"><h3>{_e(c["id"])} — {_e(c["name"])}</h3>']
+    if c["intent"]:
+        out.append(f'<p class="muted">{_e(c["intent"])}</p>')
+    out.append(f'<p>{pop["records"]} records, {pop["evaluations"]} evaluations of {len(pop["rules"])} '
+               f'rule(s) on {pop["resources"]} resource(s); {c["passes"]} passed, {c["failures"]} failed, '
+               f'{c["unknown"]} unknown, {c["waived"]} waived; {c["denials"]} admission denial(s), '
+               f'{c["warnings"]} warning(s). Compliance {_fmt_pct(c["compliance"])}.</p>')
+    if pop["evaluations"] == 0:
+        out.append('<p class="warn">No evaluation touched this criterion in the period.</p>')
+    else:
+        out.append(render_chart(c["daily"], gaps, f"{c['id']}: compliance % per day"))
+    if pop["rules"]:
+        out.append(f'<p class="small muted">Rules: {", ".join(_e(r) for r in pop["rules"])}</p>')
+    if c["waivers"]:
+        rows = []
+        for w in c["waivers"]:
+            expires = _e(w.get("expires") or "no expiry")
+            if w.get("used_after_expiry"):
+                expires = f'<span class="bad">{expires} (used after expiry)</span>'
+            elif w.get("expired"):
+                expires = f'<span class="bad">{expires} (expired)</span>'
+            rows.append([_num(w["rule_id"]), (f'<code>{_e(w["address"])}</code>', ""), _num(w.get("owner")),
+                         (expires, ""), _num(w.get("reason")), _num(w["evaluations"])])
+        out.append(_table([("Waived rule", False), ("Resource", False), ("Owner", False), ("Expires", False),
+                           ("Reason", False), ("Evaluations", True)], rows))
+    out.append("</section>")
+    return out
