@@ -106,12 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _register_commands() -> None:
     # Commands that live in their own modules, listed explicitly.
+    from soc2infra.cli_evidence import evidence
     from soc2infra.cli_lab import lab
     from soc2infra.cli_scan import baseline, scan
 
     cli.add_command(scan)
     cli.add_command(baseline)
     cli.add_command(lab)
+    cli.add_command(evidence)
 
 
 _register_commands()

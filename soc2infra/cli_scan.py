@@ -84,13 +84,17 @@ def _scan_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--changed-only", is_flag=True,
               help="PATHS are changed files (pre-commit): scan the root modules, charts, kustomizations "
                    "and manifests that contain them.")
+@click.option("--evidence", "evidence_ledger", envvar="SOC2INFRA_LEDGER",
+              help="Record this scan in the evidence ledger (SQLite file or postgresql://…).")
+@click.option("--evidence-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="SOC2INFRA_EVIDENCE_KEY", help="Ed25519 private key that signs the record.")
 @click.option("--no-color", is_flag=True, help="Plain text output.")
 def scan(paths: Sequence[str], config_file: Path | None, no_config: bool, policy_dir: Sequence[Path],
          no_builtin_policies: bool | None, enable: Sequence[str], disable: Sequence[str],
          waiver_file: Path | None, var_file: Sequence[Path], helm_values: Sequence[Path], kube_version: str,
          jobs: int | None, fmt: str | None, output_file: Path | None, severity_threshold: str | None,
          fail_on_unknown: bool | None, baseline_file: Path | None, changed_only: bool,
-         no_color: bool) -> None:
+         evidence_ledger: str | None, evidence_key: Path | None, no_color: bool) -> None:
     """Scan Terraform (HCL or plan JSON) and Kubernetes manifests. Use - for standard input."""
     from soc2infra.exitcodes import OK, exit_code
     from soc2infra.reports import ReportInput, render
@@ -123,7 +127,29 @@ def scan(paths: Sequence[str], config_file: Path | None, no_config: bool, policy
             click.echo(render("text", data), nl=False)
     else:
         click.echo(render(settings.format, data), nl=False)
-    sys.exit(exit_code(result, settings.severity_threshold, settings.fail_on_unknown))
+    code = exit_code(result, settings.severity_threshold, settings.fail_on_unknown)
+    if evidence_ledger:
+        _record_evidence(evidence_ledger, evidence_key, result, pack, targets, code)
+    sys.exit(code)
+
+
+def _record_evidence(url: str, key: Path | None, result: object, pack: object, targets: Sequence[str],
+                     code: int) -> None:
+    """Append the scan to the ledger; a scan whose evidence cannot be written is an error (2):
+    evidence is never silently dropped."""
+    from soc2infra.evidence import EvidenceError, open_ledger
+    from soc2infra.evidence.scan_record import scan_entry
+
+    try:
+        ledger = open_ledger(url, signing_key=key)
+        try:
+            (seq,) = ledger.append([scan_entry(result, pack, list(targets), code)])  # type: ignore[arg-type]
+        finally:
+            ledger.close()
+    except (EvidenceError, OSError, ValueError) as exc:
+        click.echo(f"error: could not record evidence in {url}: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"evidence: recorded as #{seq} in {url}", err=True)
 
 
 @click.group()
