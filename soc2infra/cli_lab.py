@@ -4,9 +4,15 @@ admission control without a cluster."""
 from __future__ import annotations
 
 import json
+import socket
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from soc2infra.lab import LabInfo, ProcessSpec
 
 DEFAULT_WORKDIR = Path(".soc2infra-lab")
 
@@ -65,8 +71,24 @@ def lab_status_cmd(workdir: Path) -> None:
     click.echo(json.dumps(info.to_dict(), indent=2))
 
 
-def _operator_processes(info):  # type: ignore[no-untyped-def]
-    """The operator as a lab process (filled in once the operator's CLI exists)."""
-    from soc2infra.lab import ProcessSpec  # noqa: F401 - used when the operator CLI lands
+def _operator_processes(info: LabInfo) -> list[ProcessSpec]:
+    """The admission operator as a lab process: serving the lab's webhook certificate on a free
+    loopback port, registering its own webhook configuration, auditing every 60 s, and
+    recording evidence in ``<workdir>/evidence.db``."""
+    from soc2infra.lab import ProcessSpec, free_port
 
-    return []
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "soc2infra_operator", "run", "--kubeconfig", str(info.kubeconfig),
+        "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1", "--webhook-port", str(port),
+        "--cert-file", str(info.webhook.certfile), "--key-file", str(info.webhook.pkeyfile),
+        "--ca-file", str(info.webhook.cafile), "--install-crds", "--audit-interval", "60",
+        "--ledger", str(info.workdir / "evidence.db"),
+    ]
+    return [ProcessSpec(name="operator", argv=argv, ready=lambda: _listening(port), ready_timeout=60)]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
