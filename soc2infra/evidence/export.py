@@ -96,7 +96,7 @@ def export_records(url: str | Path | Ledger, start: TimeBound = None, end: TimeB
     stream, or None / ``"-"`` for stdout. Returns the number of JSONL lines or CSV rows written
     (CSV: without the header).
     """
-    ledger = url if isinstance(url, Ledger) else open_ledger(url)
+    ledger = url if isinstance(url, Ledger) else open_ledger(url, create=False)
     try:
         if out is None or out == "-":
             return write_records(ledger, sys.stdout, start, end, fmt)

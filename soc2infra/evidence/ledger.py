@@ -31,15 +31,16 @@ from typing import Any, NamedTuple, Protocol
 
 from soc2infra.evidence.records import (
     EvidenceError,
+    PreparedEntry,
     Signer,
-    build_record,
-    canonical_json,
+    StorageError,
     format_time,
     load_signer,
-    normalize_entry,
     now,
     parse_time,
+    prepare_entry,
     redact,
+    seal,
 )
 
 
@@ -96,6 +97,7 @@ class Backend(Protocol):
     """Storage for one ledger; used by one thread at a time (the :class:`Ledger` lock)."""
 
     url: str
+    errors: tuple[type[Exception], ...]  # the driver's exceptions, reported as StorageError
 
     def begin_exclusive(self) -> HeadState:
         """Start a transaction that excludes every other writer, and read the head."""
@@ -128,11 +130,6 @@ def display_url(url: str) -> str:
     return redact({"url": url})["url"] if "://" in url else url
 
 
-def _row_for(record: Mapping[str, Any]) -> StoredRow:
-    return StoredRow(record["seq"], record["time"], record["source"], record["subject"],
-                     canonical_json(record), record["hash"], record["prev_hash"])
-
-
 PAGE = 1000
 
 
@@ -154,10 +151,10 @@ class Ledger:
         Each entry is redacted and checked (:func:`~soc2infra.evidence.records.normalize_entry`);
         an invalid entry raises :class:`EvidenceError` before anything is written.
         """
-        return self.append_normalized([normalize_entry(e) for e in entries])
+        return self.append_prepared([prepare_entry(e) for e in entries])
 
-    def append_normalized(self, batch: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Append entries already passed through ``normalize_entry`` (one transaction)."""
+    def append_prepared(self, batch: Sequence[PreparedEntry]) -> list[int]:
+        """Append entries from :func:`~soc2infra.evidence.records.prepare_entry` (one transaction)."""
         if not batch:
             return []
         with self._lock:
@@ -173,24 +170,36 @@ class Ledger:
                         "`soc2infra evidence verify` before appending")
                 seq, prev, last_time = state.seq, state.hash, state.time
                 rows: list[StoredRow] = []
-                for fields in batch:
+                for entry in batch:
                     seq += 1
-                    stamp = fields.get("time")
+                    stamp = entry.time
                     if stamp is None:
                         stamp = max(now(), last_time)
                     elif stamp < last_time:
                         raise EvidenceError(f"time {stamp} is before the ledger head's {last_time}; "
                                             "records must be appended in time order")
-                    record = build_record(fields, seq, prev, stamp, self._signer)
-                    rows.append(_row_for(record))
-                    prev, last_time = record["hash"], stamp
+                    body, digest = seal(entry, seq, prev, stamp, self._signer)
+                    rows.append(StoredRow(seq, stamp, entry.fields["source"], entry.fields["subject"], body,
+                                          digest, prev))
+                    prev, last_time = digest, stamp
                 backend.insert(rows, (seq, prev, last_time))
                 backend.commit()
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(Exception):
                     backend.rollback()
+                if isinstance(exc, backend.errors):
+                    raise StorageError(f"ledger {self.url}: {exc}") from exc
                 raise
         return [r.seq for r in rows]
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Backend]:
+        with self._lock:
+            self._check_open()
+            try:
+                yield self._backend
+            except self._backend.errors as exc:
+                raise StorageError(f"ledger {self.url}: {exc}") from exc
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -198,9 +207,8 @@ class Ledger:
                   after_seq: int = 0) -> Iterator[StoredRow]:
         """Stored rows in seq order (``start <= time < end``), fetched a page at a time."""
         while True:
-            with self._lock:
-                self._check_open()
-                page = self._backend.fetch(after_seq, PAGE, start, end)
+            with self._reading() as backend:
+                page = backend.fetch(after_seq, PAGE, start, end)
             yield from page
             if len(page) < PAGE:
                 return
@@ -223,17 +231,15 @@ class Ledger:
         """The record at *seq*, or None."""
         import json
 
-        with self._lock:
-            self._check_open()
-            row = self._backend.get(seq)
+        with self._reading() as backend:
+            row = backend.get(seq)
         return json.loads(row.body) if row else None
 
     def head(self) -> Anchor | None:
         """The last record's position and hash (None for an empty ledger): store it elsewhere
         (CI artifact, ticket, object-locked bucket) and pass it to verify to detect truncation."""
-        with self._lock:
-            self._check_open()
-            seq, hash_, stamp = self._backend.stored_head()
+        with self._reading() as backend:
+            seq, hash_, stamp = backend.stored_head()
         return Anchor(seq, hash_, stamp) if seq else None
 
     def count(self) -> int:
@@ -285,8 +291,9 @@ def time_bounds(start: datetime | date | str | None,
     return conv(start, False), conv(end, True)
 
 
-def open_ledger(url: str | Path, signing_key: Path | None = None) -> Ledger:
-    """Open (creating if needed) the ledger at *url*.
+def open_ledger(url: str | Path, signing_key: Path | None = None, *, create: bool = True) -> Ledger:
+    """Open the ledger at *url*, creating it unless *create* is False (then a missing ledger
+    raises :class:`EvidenceError`, so verifying a mistyped path cannot report an empty, valid one).
 
     - ``postgresql://…`` / ``postgres://…`` (``postgresql+psycopg://`` too): PostgreSQL via psycopg 3;
       the tables live in the connection's first ``search_path`` schema.
@@ -301,7 +308,7 @@ def open_ledger(url: str | Path, signing_key: Path | None = None) -> Ledger:
         from soc2infra.evidence.postgres_backend import PostgresBackend
 
         conninfo = "postgresql://" + text.split("://", 1)[1]
-        return Ledger(PostgresBackend(conninfo), signer)
+        return Ledger(PostgresBackend(conninfo, create), signer)
     if scheme == "sqlite":
         rest = text.split("://", 1)[1]
         if not rest.startswith("/"):
@@ -314,7 +321,7 @@ def open_ledger(url: str | Path, signing_key: Path | None = None) -> Ledger:
         path = Path(text)
     from soc2infra.evidence.sqlite_backend import SQLiteBackend
 
-    return Ledger(SQLiteBackend(path), signer)
+    return Ledger(SQLiteBackend(path, create), signer)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,7 +360,7 @@ class GroupCommitter:
         self.max_batch = max_batch
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.stats = CommitStats()
-        self._queue: deque[tuple[Mapping[str, Any], Future[int]]] = deque()
+        self._queue: deque[tuple[PreparedEntry, Future[int]]] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="evidence-group-commit", daemon=True)
@@ -361,12 +368,12 @@ class GroupCommitter:
 
     def submit(self, entry: Mapping[str, Any]) -> Future[int]:
         """Queue *entry*; the future resolves to its seq once committed."""
-        fields = normalize_entry(entry)
+        prepared = prepare_entry(entry)
         future: Future[int] = Future()
         with self._cond:
             if self._closed:
                 raise EvidenceError("the group committer is closed")
-            self._queue.append((fields, future))
+            self._queue.append((prepared, future))
             self._cond.notify()
         return future
 
@@ -391,15 +398,15 @@ class GroupCommitter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _take(self, batch: list[tuple[Mapping[str, Any], Future[int]]]) -> None:
+    def _take(self, batch: list[tuple[PreparedEntry, Future[int]]]) -> None:
         # Called with the condition held.
         while self._queue and len(batch) < self.max_batch:
-            fields, future = self._queue.popleft()
+            prepared, future = self._queue.popleft()
             if future.set_running_or_notify_cancel():  # a cancelled request is not written
-                batch.append((fields, future))
+                batch.append((prepared, future))
 
-    def _next_batch(self) -> list[tuple[Mapping[str, Any], Future[int]]] | None:
-        batch: list[tuple[Mapping[str, Any], Future[int]]] = []
+    def _next_batch(self) -> list[tuple[PreparedEntry, Future[int]]] | None:
+        batch: list[tuple[PreparedEntry, Future[int]]] = []
         with self._cond:
             while not batch:
                 while not self._queue:
@@ -424,7 +431,7 @@ class GroupCommitter:
             if batch is None:
                 return
             try:
-                seqs = self.ledger.append_normalized([fields for fields, _ in batch])
+                seqs = self.ledger.append_prepared([prepared for prepared, _ in batch])
             except BaseException as exc:  # every caller must hear about it; keep serving
                 self.stats.failed_transactions += 1
                 for _, future in batch:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from soc2infra.evidence.ledger import HeadState, StoredRow, display_url
-from soc2infra.evidence.records import GENESIS_HASH, EvidenceError
+from soc2infra.evidence.records import GENESIS_HASH, EvidenceError, StorageError
 
 # Arbitrary constant naming the schema-creation advisory lock.
 _SCHEMA_LOCK = 0x50C2_E1D0
@@ -65,21 +65,22 @@ _COLUMNS = "seq, time, source, subject, body, hash, prev_hash"
 class PostgresBackend:
     """One psycopg connection, used under the owning :class:`Ledger`'s lock."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, create: bool = True) -> None:
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise EvidenceError("a PostgreSQL ledger needs psycopg 3: "
                                 "pip install 'soc2infra[postgres]'") from exc
         self._psycopg = psycopg
+        self.errors: tuple[type[Exception], ...] = (psycopg.Error,)
         self._conninfo = conninfo
         self.url = display_url(conninfo)
         self._tx: Any = None
         try:
             self._conn: Any = self._connect()
-            self._create_schema()
+            self._create_schema(create)
         except psycopg.Error as exc:
-            raise EvidenceError(f"{self.url}: cannot open the evidence ledger ({exc})") from exc
+            raise StorageError(f"{self.url}: cannot open the evidence ledger ({exc})") from exc
 
     def _connect(self) -> Any:
         conn = self._psycopg.connect(self._conninfo, autocommit=True, application_name="soc2infra-evidence")
@@ -97,20 +98,35 @@ class PostgresBackend:
             self._conn = self._connect()
         return self._conn
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, create: bool) -> None:
         conn = self._conn
         row = conn.execute("SELECT to_regclass('evidence_records'), to_regclass('evidence_head'), "
                            "to_regclass('evidence_meta')").fetchone()
         if all(row):
             return
+        if not create:
+            self._conn.close()
+            raise EvidenceError(f"no evidence ledger at {self.url} (its tables are missing)")
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for statement in SCHEMA:
                 conn.execute(statement)
 
     def begin_exclusive(self) -> HeadState:
-        """BEGIN, then lock the head row (other writers wait here) and read the last record."""
-        conn = self._ready()
+        """BEGIN, then lock the head row (other writers wait here) and read the last record.
+
+        A connection found dead here (server restart, failover, idle timeout) is replaced and the
+        transaction started again: nothing was written yet, so retrying is safe.
+        """
+        try:
+            return self._begin(self._ready())
+        except self._psycopg.OperationalError:
+            if not (self._conn.closed or self._conn.broken):
+                raise
+            self._tx = None
+            return self._begin(self._ready())
+
+    def _begin(self, conn: Any) -> HeadState:
         conn.execute("BEGIN")
         self._tx = True
         head = conn.execute("SELECT seq, hash, time FROM evidence_head WHERE id = 1 FOR UPDATE").fetchone()
@@ -152,20 +168,29 @@ class PostgresBackend:
             args.append(end)
         sql += " ORDER BY seq LIMIT %s"
         args.append(limit)
-        return [StoredRow(*r) for r in self._ready().execute(sql, args).fetchall()]
+        return [StoredRow(*r) for r in self._query(sql, args)]
 
     def get(self, seq: int) -> StoredRow | None:
         """The row at *seq*."""
-        row = self._ready().execute(f"SELECT {_COLUMNS} FROM evidence_records WHERE seq = %s",
-                                    (seq,)).fetchone()
-        return StoredRow(*row) if row else None
+        rows = self._query(f"SELECT {_COLUMNS} FROM evidence_records WHERE seq = %s", [seq])
+        return StoredRow(*rows[0]) if rows else None
 
     def stored_head(self) -> tuple[int, str, str]:
         """The head table's (seq, hash, time)."""
-        row = self._ready().execute("SELECT seq, hash, time FROM evidence_head WHERE id = 1").fetchone()
+        rows = self._query("SELECT seq, hash, time FROM evidence_head WHERE id = 1", [])
+        row = rows[0] if rows else None
         if row is None:
             raise EvidenceError(f"{self.url}: the evidence_head row is missing (tampered with)")
         return int(row[0]), str(row[1]), str(row[2])
+
+    def _query(self, sql: str, args: list[object]) -> list[tuple[Any, ...]]:
+        """Run a read; a dead connection is replaced and the read retried once (reads are idempotent)."""
+        try:
+            return list(self._ready().execute(sql, args).fetchall())
+        except self._psycopg.OperationalError:
+            if not (self._conn.closed or self._conn.broken):
+                raise
+            return list(self._ready().execute(sql, args).fetchall())
 
     def close(self) -> None:
         """Close the connection."""

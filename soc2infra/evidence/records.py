@@ -26,7 +26,9 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -54,6 +56,11 @@ UNHASHED = frozenset({"hash", "signature"})
 
 class EvidenceError(ValueError):
     """An entry that cannot become a record, or a ledger that cannot be used as asked."""
+
+
+class StorageError(EvidenceError):
+    """The database failed (locked too long, connection lost, disk full …). Whether a COMMIT that
+    failed this way reached the database is unknown: ``verify`` and ``get`` tell."""
 
 
 class ResultItem(TypedDict, total=False):
@@ -135,10 +142,11 @@ _SECRET_BODY_KEYS = frozenset({"attributes", "values", "after", "before"})
 _ENV_LIST_KEYS = frozenset({"env", "environment"})
 
 
+@lru_cache(maxsize=8192)
 def is_sensitive_key(key: str) -> bool:
     """True when a mapping key names something secret (password, token, private key …)."""
-    low = key.lower()
-    if any(part in low.replace("-", "").replace("_", "") for part in _SENSITIVE_PARTS):
+    squashed = key.lower().replace("-", "").replace("_", "")
+    if any(part in squashed for part in _SENSITIVE_PARTS):
         return True
     return any(w.lower() in _SENSITIVE_WORDS for w in _WORD_SPLIT.split(key) if w)
 
@@ -147,7 +155,7 @@ def _mask_all(value: Any) -> Any:
     """Mask every scalar under a sensitive key, keeping the structure (and booleans/None)."""
     if isinstance(value, Mapping):
         return {str(k): _mask_all(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [_mask_all(v) for v in value]
     if value is None or isinstance(value, bool):
         return value
@@ -155,7 +163,7 @@ def _mask_all(value: Any) -> Any:
 
 
 def _redact_str(text: str) -> str:
-    if _PEM_PRIVATE.search(text):
+    if "PRIVATE KEY" in text and _PEM_PRIVATE.search(text):
         return REDACTED
     if "://" in text and "@" in text:
         return _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED + "@", text)
@@ -176,50 +184,75 @@ def redact(obj: Any) -> Any:
       object, Secret data included);
     - strings holding a PEM private key, and the password part of ``scheme://user:pass@host``.
 
-    Mapping keys are never changed. Tuples become lists; the input is not modified.
+    Mapping keys are never changed (but become strings). Tuples become lists; the input is not
+    modified; values of other types are returned as they are.
     """
-    return _redact(obj, False)
+    return _redact(obj, False, False)
 
 
 def _is_secret_object(obj: Mapping[str, Any]) -> bool:
-    return obj.get("kind") == "Secret" or obj.get("type") in _SECRET_TF_TYPES
+    kind, type_ = obj.get("kind"), obj.get("type")
+    return kind == "Secret" or (isinstance(type_, str) and type_ in _SECRET_TF_TYPES)
 
 
-def _redact(obj: Any, secret: bool) -> Any:
-    if isinstance(obj, Mapping):
+def _redact(obj: Any, secret: bool, strict: bool) -> Any:
+    """Redact *obj*; with *strict* also turn it into plain JSON data (or raise EvidenceError)."""
+    t = type(obj)
+    if t is str:
+        return _redact_str(obj)
+    if t is dict or isinstance(obj, Mapping):
         secret = secret or _is_secret_object(obj)
         out: dict[str, Any] = {}
         for k, v in obj.items():
-            key = str(k)
+            key = k if type(k) is str else str(k)
             if secret and key in _SECRET_DATA_KEYS:
                 out[key] = _mask_all(v)
             elif secret and key in _SECRET_BODY_KEYS:
-                out[key] = _redact(v, True)  # the attribute tree of a Terraform Secret resource
+                out[key] = _redact(v, True, strict)  # the attribute tree of a Terraform Secret resource
             elif key.endswith("last-applied-configuration"):
                 out[key] = REDACTED
             elif is_sensitive_key(key):
                 out[key] = _mask_all(v)
             elif key in _ENV_LIST_KEYS and isinstance(v, list | tuple):
-                out[key] = [_redact_env_item(item) for item in v]
+                out[key] = [_redact_env_item(item, strict) for item in v]
             elif key in _ENV_LIST_KEYS and isinstance(v, Mapping):
-                out[key] = _redact_env_item(v)
+                out[key] = _redact_env_item(v, strict)
             else:
-                out[key] = _redact(v, False)
+                out[key] = _redact(v, False, strict)
         return out
-    if isinstance(obj, list | tuple):
-        return [_redact(v, secret) for v in obj]
+    if t is list or t is tuple or isinstance(obj, list | tuple):
+        return [_redact(v, secret, strict) for v in obj]
+    if obj is None or t is bool or t is int:
+        return obj
+    if t is float:
+        if strict and (obj != obj or obj in (float("inf"), float("-inf"))):
+            raise EvidenceError(f"{obj!r} is not representable in JSON")
+        return obj
     if isinstance(obj, str):
-        return _redact_str(obj)
-    return obj
+        return _redact_str(str(obj))
+    if not strict:
+        return obj
+    if isinstance(obj, int):  # bool and int subclasses (IntEnum …): their plain value
+        return bool(obj) if isinstance(obj, bool) else int(obj)
+    if isinstance(obj, float):
+        return _redact(float(obj), secret, strict)
+    if isinstance(obj, set | frozenset):
+        return sorted((_redact(v, secret, strict) for v in obj), key=canonical_json)
+    if isinstance(obj, datetime):
+        return format_time(obj) if obj.tzinfo else obj.isoformat()
+    if isinstance(obj, date):
+        return obj.isoformat()
+    if isinstance(obj, Path):
+        return _redact_str(str(obj))
+    raise EvidenceError(f"a {t.__name__} cannot go into evidence (plain JSON data only)")
 
 
-def _redact_env_item(item: Any) -> Any:
-    if not isinstance(item, Mapping):
-        return _redact(item, False)
-    out = _redact(item, False)
-    for key in ("value", "variables"):
-        if key in out:
-            out[key] = _mask_all(out[key])
+def _redact_env_item(item: Any, strict: bool) -> Any:
+    out = _redact(item, False, strict)
+    if isinstance(out, dict):
+        for key in ("value", "variables"):
+            if key in out:
+                out[key] = _mask_all(out[key])
     return out
 
 
@@ -240,7 +273,7 @@ def _jsonable(obj: Any, where: str) -> Any:
     if isinstance(obj, list | tuple):
         return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     if isinstance(obj, set | frozenset):
-        return sorted(_jsonable(v, where) for v in obj)
+        return sorted((_jsonable(v, where) for v in obj), key=repr)
     if isinstance(obj, datetime):
         return format_time(obj) if obj.tzinfo else obj.isoformat()
     if isinstance(obj, date):
@@ -269,7 +302,12 @@ def normalize_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise EvidenceError(f"unknown entry field(s) {', '.join(map(str, unknown))}; "
                             f"allowed: {', '.join(sorted(ENTRY_KEYS))} (put extra facts in context)")
-    data = redact(_jsonable({k: v for k, v in entry.items() if k != "time"}, "entry"))
+    raw = {k: v for k, v in entry.items() if k != "time"}
+    try:
+        data = _redact(raw, False, True)
+    except EvidenceError:
+        _jsonable(raw, "entry")  # raises again, naming where the value sits
+        raise
     source = data.get("source")
     if source not in SOURCES:
         raise EvidenceError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
@@ -358,6 +396,49 @@ def build_record(fields: Mapping[str, Any], seq: int, prev_hash: str, time: str,
     if signer is not None:
         record["signature"] = signer.sign(record["hash"])
     return record
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEntry:
+    """An entry checked, redacted and serialised ahead of time, outside any lock.
+
+    Only seq, prev_hash and time are known once the writer holds the ledger's lock; everything
+    else of the canonical JSON is ready here, so the critical section just splices three values
+    in and hashes (:func:`seal`). The splice follows the sorted key order of the record, so the
+    result is byte for byte ``canonical_json(build_record(...))`` (tested).
+    """
+
+    fields: dict[str, Any]
+    time: str | None  # fixed by the caller, else stamped under the lock
+    _head: str  # '{"actor":…,"context":…,"decision":…,'
+    _pack: str  # '"pack_digest":…,'
+    _results: str  # '"results":…,'
+    _tail: str  # '"source":…,"subject":…,'
+
+
+def prepare_entry(entry: Mapping[str, Any]) -> PreparedEntry:
+    """Normalise (:func:`normalize_entry`) and pre-serialise *entry*."""
+    fields = normalize_entry(entry)
+    dump = canonical_json
+    return PreparedEntry(
+        fields, fields.get("time"),
+        f'{{"actor":{dump(fields["actor"])},"context":{dump(fields["context"])},'
+        f'"decision":{dump(fields["decision"])},',
+        f'"pack_digest":{dump(fields["pack_digest"])},',
+        f'"results":{dump(fields["results"])},',
+        f'"source":{dump(fields["source"])},"subject":{dump(fields["subject"])},',
+    )
+
+
+def seal(entry: PreparedEntry, seq: int, prev_hash: str, time: str,
+         signer: Signer | None = None) -> tuple[str, str]:
+    """The stored canonical body and hash of *entry* at *seq* after *prev_hash*."""
+    key = f'"key_id":"{signer.key_id}",' if signer is not None else ""
+    middle = f'{entry._pack}"prev_hash":"{prev_hash}",{entry._results}"seq":{seq},'
+    end = f'{entry._tail}"time":"{time}","v":{SCHEMA_VERSION}}}'
+    digest = hashlib.sha256((entry._head + key + middle + end).encode("utf-8")).hexdigest()
+    signature = f'"signature":"{signer.sign(digest)}",' if signer is not None else ""
+    return f'{entry._head}"hash":"{digest}",{key}{middle}{signature}{end}', digest
 
 
 # --------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def build_report(ledger: Ledger | str | Path, start: TimeBound, end: TimeBound,
     With *verify* the whole ledger is verified first and the result included.
     """
     own = not isinstance(ledger, Ledger)
-    led = open_ledger(ledger) if not isinstance(ledger, Ledger) else ledger
+    led = open_ledger(ledger, create=False) if not isinstance(ledger, Ledger) else ledger
     try:
         return _build(led, start, end, controls, verify, public_key, expect_head)
     finally:

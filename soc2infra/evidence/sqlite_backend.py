@@ -3,8 +3,12 @@
 - ``journal_mode=WAL`` (readers never block the writer) and ``synchronous=FULL`` (the WAL is
   fsynced at every commit: once ``append`` returns, neither a SIGKILL nor a power cut loses it);
 - every append is a ``BEGIN IMMEDIATE`` transaction: it takes the file's write lock *before*
-  reading the head, so processes sharing the file queue up (``busy_timeout``) instead of
-  forking the chain;
+  reading the head, so processes sharing the file queue up instead of forking the chain. Writers
+  first take an ``flock`` on a sidecar file (``<db>.writer-lock``): the kernel wakes a waiting
+  writer as soon as the lock is released, where SQLite's own busy handler polls with sleeps of up
+  to 100 ms and lets one busy writer starve the others. The flock is an optimisation for fairness
+  and latency; correctness rests on ``BEGIN IMMEDIATE`` (``busy_timeout`` covers writers that do not
+  take the flock);
 - triggers refuse UPDATE and DELETE on the records and moving the head backwards. They stop
   accidents, not an attacker with write access to the file (who can drop them): that is what
   the hash chain, signatures and an external anchor are for.
@@ -12,12 +16,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
+    fcntl = None  # type: ignore[assignment]
 
 from soc2infra.evidence.ledger import HeadState, StoredRow
-from soc2infra.evidence.records import GENESIS_HASH, EvidenceError
+from soc2infra.evidence.records import GENESIS_HASH, EvidenceError, StorageError
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -55,11 +66,17 @@ _COLUMNS = "seq, time, source, subject, body, hash, prev_hash"
 class SQLiteBackend:
     """One SQLite file; one connection, used under the owning :class:`Ledger`'s lock."""
 
-    def __init__(self, path: Path) -> None:
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    def __init__(self, path: Path, create: bool = True) -> None:
         self.path = Path(path)
         self.url = str(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer_lock: IO[bytes] | None = None
+        self._locked = False
+        if not create and not self.path.is_file():
+            raise EvidenceError(f"no evidence ledger at {self.path}")
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
                                          timeout=BUSY_TIMEOUT_MS / 1000)
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -67,16 +84,18 @@ class SQLiteBackend:
             if str(mode).lower() != "wal":
                 raise EvidenceError(f"{self.path}: cannot switch to WAL journaling (got {mode})")
             self._conn.execute("PRAGMA synchronous = FULL")
-            self._create_schema()
-        except sqlite3.Error as exc:
-            raise EvidenceError(f"{self.path}: cannot open the evidence ledger ({exc})") from exc
+            self._create_schema(create)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"{self.path}: cannot open the evidence ledger ({exc})") from exc
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, create: bool) -> None:
         have = self._conn.execute(
             "SELECT count(*) FROM sqlite_master WHERE name IN "
             "('evidence_records', 'evidence_head', 'evidence_meta')").fetchone()[0]
         if have == 3:
             return
+        if not create:
+            raise EvidenceError(f"{self.path} is not an evidence ledger (its tables are missing)")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _statements(SCHEMA):
@@ -89,6 +108,11 @@ class SQLiteBackend:
     def begin_exclusive(self) -> HeadState:
         """``BEGIN IMMEDIATE`` (waits for other writers), then read the head and the last record."""
         conn = self._conn
+        if fcntl is not None and self._writer_lock is None:
+            self._writer_lock = open(str(self.path) + ".writer-lock", "ab")  # noqa: SIM115
+        if self._writer_lock is not None:
+            fcntl.flock(self._writer_lock.fileno(), fcntl.LOCK_EX)
+            self._locked = True
         conn.execute("BEGIN IMMEDIATE")
         head = conn.execute("SELECT seq, hash, time FROM evidence_head WHERE id = 1").fetchone()
         if head is None:
@@ -107,11 +131,20 @@ class SQLiteBackend:
     def commit(self) -> None:
         """COMMIT; with WAL and synchronous=FULL the WAL is fsynced before this returns."""
         self._conn.execute("COMMIT")
+        self._unlock()
 
     def rollback(self) -> None:
         """ROLLBACK when a transaction is open."""
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._locked and self._writer_lock is not None:
+            self._locked = False
+            fcntl.flock(self._writer_lock.fileno(), fcntl.LOCK_UN)
 
     def fetch(self, after_seq: int, limit: int, start: str | None = None,
               end: str | None = None) -> list[StoredRow]:
@@ -141,8 +174,11 @@ class SQLiteBackend:
         return int(row[0]), str(row[1]), str(row[2])
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and the writer-lock file)."""
         self._conn.close()
+        if self._writer_lock is not None:
+            with contextlib.suppress(OSError):
+                self._writer_lock.close()
 
 
 def _statements(script: str) -> list[str]:

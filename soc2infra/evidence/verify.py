@@ -213,7 +213,7 @@ def verify_ledger(url: str | Path | Ledger, public_key: KeySpec = None,
     """
     keys = _keys(public_key)
     anchor = _anchor(expect_head)
-    ledger = url if isinstance(url, Ledger) else open_ledger(url)
+    ledger = url if isinstance(url, Ledger) else open_ledger(url, create=False)
     try:
         return _verify(ledger, keys, anchor, expect_count)
     finally:

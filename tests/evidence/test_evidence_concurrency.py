@@ -91,7 +91,8 @@ def test_two_threads_with_their_own_connections(ledger_url: str,
     records = _assert_one_chain(ledger_url, sum(counts.values()))
     actors = [r["actor"] for r in records]
     assert {a: actors.count(a) for a in counts} == counts
-    assert any(x != y for x, y in zip(actors, actors[1:], strict=False)), "the writers never interleaved"
+    switches = sum(x != y for x, y in zip(actors, actors[1:], strict=False))
+    assert switches >= 5, f"the writers hardly interleaved ({switches} switches): one starved the other"
 
 
 def test_one_ledger_shared_by_threads(ledger: Ledger, ledger_url: str,
@@ -125,7 +126,8 @@ def test_two_processes(ledger_url: str, tmp_path: Path) -> None:
     records = _assert_one_chain(ledger_url, sum(per_proc.values()))
     actors = [r["actor"] for r in records]
     assert {a: actors.count(a) for a in counts} == per_proc
-    assert any(x != y for x, y in zip(actors, actors[1:], strict=False)), "the processes never interleaved"
+    switches = sum(x != y for x, y in zip(actors, actors[1:], strict=False))
+    assert switches >= 3, f"the processes hardly interleaved ({switches} switches)"
     # Each process's batches stayed contiguous and in order (atomic appends).
     for name in counts:
         mine = [(r["context"]["i"], r["context"]["j"]) for r in records if r["actor"] == name]

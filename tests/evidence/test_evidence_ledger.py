@@ -137,3 +137,60 @@ def test_url_forms(tmp_path: Any) -> None:
         open_ledger("mysql://x/y")
     with pytest.raises(EvidenceError, match="absolute"):
         open_ledger("sqlite://relative.db")
+
+
+def test_readers_never_create_a_ledger(ledger_url: str, backend: str) -> None:
+    from soc2infra.evidence import build_report, export_records, verify_ledger
+
+    for call in (lambda: verify_ledger(ledger_url), lambda: export_records(ledger_url, None, None, "jsonl", "-"),
+                 lambda: build_report(ledger_url, None, None, {})):
+        with pytest.raises(EvidenceError, match="no evidence ledger"):
+            call()
+    if backend == "sqlite":
+        from pathlib import Path
+
+        assert not Path(ledger_url).exists()
+    with open_ledger(ledger_url) as led:  # writers do
+        led.append([{"source": "cli", "actor": "a", "subject": "s"}])
+    assert verify_ledger(ledger_url).ok
+
+
+def test_database_errors_are_storage_errors(ledger: Ledger, raw_db: Any,
+                                            make_entry: Callable[..., dict[str, Any]]) -> None:
+    from soc2infra.evidence.records import StorageError
+
+    ledger.append([make_entry(0)])
+    raw_db.execute("DROP TABLE evidence_records")
+    with pytest.raises(StorageError):
+        ledger.append([make_entry(1)])
+    with pytest.raises(StorageError):
+        list(ledger.iter())
+
+
+def test_postgres_reconnects_after_losing_its_connection(pg_server: str,
+                                                         make_entry: Callable[..., dict[str, Any]]) -> None:
+    """PostgreSQL only: a connection killed by the server (restart, failover) is replaced."""
+    import uuid
+
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+
+    def kill_ledger_connections() -> int:
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            return len(admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                     "application_name = 'soc2infra-evidence' AND query NOT LIKE '%pg_stat%'"
+                                     ).fetchall())
+
+    try:
+        with open_ledger(f"{pg_server}?options=-csearch_path%3D{schema}") as led:
+            led.append([make_entry(0)])
+            assert kill_ledger_connections()
+            assert led.append([make_entry(1)]) == [2]  # replaced before writing
+            assert kill_ledger_connections()
+            assert [r["seq"] for r in led.iter()] == [1, 2]  # and before reading
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -153,3 +153,27 @@ def test_results_from_scan() -> None:
     assert items[2]["waiver"] == {"source": "file", "owner": "alice", "expires": "2025-06-30",
                                   "reason": "temp bucket"}
     normalize_entry({"source": "ci", "actor": "ci", "subject": "repo", "results": items})  # a valid entry
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_sealed_body_is_the_canonical_record(signed: bool, tmp_path: Path) -> None:
+    """The fast path (pre-serialised parts spliced under the lock) is byte for byte the record."""
+    from soc2infra.evidence.records import prepare_entry, seal
+
+    signer = None
+    if signed:
+        generate_keypair(tmp_path / "k.pem")
+        signer = load_signer(tmp_path / "k.pem")
+    entries = [
+        {"source": "admission", "actor": "ünïcode \u2028 \"quoted\"", "subject": "a/b\\c", "decision": "deny",
+         "pack_digest": "sha256:x", "context": {"z": [1, 2.5, None, True], "a": {"é": "\u0000"}},
+         "results": [{"rule_id": "R", "status": "fail", "controls": ["CC6.1"], "address": "x",
+                      "waiver": {"owner": "o", "expires": "2025-01-01"}}]},
+        {"source": "waiver", "actor": "a", "subject": "s"},
+    ]
+    for e in entries:
+        prepared = prepare_entry(e)
+        body, digest = seal(prepared, 12345, "ab" * 32, "2025-01-01T00:00:00.000000Z", signer)
+        record = build_record(prepared.fields, 12345, "ab" * 32, "2025-01-01T00:00:00.000000Z", signer)
+        assert body == canonical_json(record)
+        assert digest == record["hash"] == record_hash(json.loads(body))
