@@ -212,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"Machine: {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"{platform.system()} {platform.release()}; temp dir {tmp.parent}\n")
+          f"{platform.system()} {platform.release()}; temp dir {tmp.parent}; load average after the run "
+          f"{load}\n")
     print("| backend | mode | records | records/s | p50 ms | p99 ms | transactions | mean batch |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:

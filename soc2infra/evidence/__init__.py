@@ -22,6 +22,7 @@ from soc2infra.evidence.records import (
     EvidenceEntry,
     EvidenceError,
     ResultItem,
+    StorageError,
     generate_keypair,
     redact,
     results_from_scan,
@@ -31,6 +32,7 @@ from soc2infra.evidence.verify import VerifyResult, verify_jsonl, verify_ledger
 
 __all__ = [
     "GENESIS_HASH", "SOURCES", "Anchor", "CommitStats", "EvidenceEntry", "EvidenceError", "GroupCommitter",
-    "Ledger", "ResultItem", "VerifyResult", "build_report", "export_records", "generate_keypair",
-    "open_ledger", "redact", "render_html", "results_from_scan", "verify_jsonl", "verify_ledger",
+    "Ledger", "ResultItem", "StorageError", "VerifyResult", "build_report", "export_records",
+    "generate_keypair", "open_ledger", "redact", "render_html", "results_from_scan", "verify_jsonl",
+    "verify_ledger",
 ]

@@ -194,3 +194,12 @@ def test_postgres_reconnects_after_losing_its_connection(pg_server: str,
     finally:
         with psycopg.connect(pg_server, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_durable_settings(ledger: Ledger, backend: str) -> None:
+    conn = ledger._backend._conn  # type: ignore[attr-defined]
+    if backend == "sqlite":
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    else:
+        assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
