@@ -190,6 +190,25 @@ def redact(obj: Any) -> Any:
     return _redact(obj, False, False)
 
 
+_PLAIN, _SECRET_DATA, _SECRET_BODY, _LAST_APPLIED, _SENSITIVE, _ENV = range(6)
+
+
+@lru_cache(maxsize=8192)
+def _key_kind(key: str) -> int:
+    """How a mapping key is treated (one cached lookup per key instead of several tests)."""
+    if key in _SECRET_DATA_KEYS:
+        return _SECRET_DATA  # plain outside a Secret ("data" of a ConfigMap): handled by the caller
+    if key in _SECRET_BODY_KEYS:
+        return _SECRET_BODY
+    if key.endswith("last-applied-configuration"):
+        return _LAST_APPLIED
+    if is_sensitive_key(key):
+        return _SENSITIVE
+    if key in _ENV_LIST_KEYS:
+        return _ENV
+    return _PLAIN
+
+
 def _is_secret_object(obj: Mapping[str, Any]) -> bool:
     kind, type_ = obj.get("kind"), obj.get("type")
     return kind == "Secret" or (isinstance(type_, str) and type_ in _SECRET_TF_TYPES)
@@ -205,17 +224,20 @@ def _redact(obj: Any, secret: bool, strict: bool) -> Any:
         out: dict[str, Any] = {}
         for k, v in obj.items():
             key = k if type(k) is str else str(k)
-            if secret and key in _SECRET_DATA_KEYS:
+            kind = _key_kind(key)
+            if kind == _PLAIN:
+                out[key] = _redact(v, False, strict)
+            elif kind == _SECRET_DATA and secret:
                 out[key] = _mask_all(v)
-            elif secret and key in _SECRET_BODY_KEYS:
+            elif kind == _SECRET_BODY and secret:
                 out[key] = _redact(v, True, strict)  # the attribute tree of a Terraform Secret resource
-            elif key.endswith("last-applied-configuration"):
+            elif kind == _LAST_APPLIED:
                 out[key] = REDACTED
-            elif is_sensitive_key(key):
+            elif kind == _SENSITIVE:
                 out[key] = _mask_all(v)
-            elif key in _ENV_LIST_KEYS and isinstance(v, list | tuple):
+            elif kind == _ENV and isinstance(v, list | tuple):
                 out[key] = [_redact_env_item(item, strict) for item in v]
-            elif key in _ENV_LIST_KEYS and isinstance(v, Mapping):
+            elif kind == _ENV and isinstance(v, Mapping):
                 out[key] = _redact_env_item(v, strict)
             else:
                 out[key] = _redact(v, False, strict)
