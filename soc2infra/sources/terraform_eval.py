@@ -133,35 +133,27 @@ class ModuleInstance:
         return got.value
 
     def local(self, name: str, env: Env) -> Any:
-        memo = self._locals.get(name)
-        if memo is _IN_PROGRESS:
-            return Unknown(f"local.{name} refers to itself")
-        if memo is None:
-            spec = self.mdef.locals.get(name)
-            if spec is None:
-                return Unknown(f"local.{name} is not defined")
-            self._locals[name] = _IN_PROGRESS
-            refs: set[str] = set()
-            value = evaluate(spec[0], Env(self, {}, refs))
-            memo = _Tracked(value, frozenset(refs))
-            self._locals[name] = memo
-        env.track(memo.refs)
-        return memo.value
+        spec = self.mdef.locals.get(name)
+        return self._memoized(self._locals, f"local.{name}", spec[0] if spec else None, env)
 
     def output(self, name: str, env: Env) -> Any:
-        memo = self._outputs.get(name)
-        if memo is _IN_PROGRESS:
-            return Unknown(f"output {name} refers to itself")
-        if memo is None:
-            expr = self.mdef.outputs.get(name)
+        return self._memoized(self._outputs, f"output {name}", self.mdef.outputs.get(name), env)
+
+    def _memoized(self, memo: dict[str, Any], label: str, expr: Expr | None, env: Env) -> Any:
+        """Evaluate *expr* once per module instance, remembering the resources it referenced so
+        every later use records them too; a cycle evaluates to Unknown instead of recursing."""
+        got = memo.get(label)
+        if got is _IN_PROGRESS:
+            return Unknown(f"{label} refers to itself")
+        if got is None:
             if expr is None:
-                return Unknown(f"module output {name} is not defined")
-            self._outputs[name] = _IN_PROGRESS
+                return Unknown(f"{label} is not defined")
+            memo[label] = _IN_PROGRESS
             refs: set[str] = set()
-            memo = _Tracked(evaluate(expr, Env(self, {}, refs)), frozenset(refs))
-            self._outputs[name] = memo
-        env.track(memo.refs)
-        return memo.value
+            got = _Tracked(evaluate(expr, Env(self, {}, refs)), frozenset(refs))
+            memo[label] = got
+        env.track(got.refs)
+        return got.value
 
     def all_outputs(self, env: Env) -> dict[str, Any]:
         return {name: self.output(name, env) for name in self.mdef.outputs}
