@@ -474,6 +474,27 @@ def review_response(review: Any, response: AdmissionResponse) -> dict[str, Any]:
             "response": out}
 
 
+def unreadable_review(review: Any) -> str | None:
+    """Why an AdmissionReview cannot be handed to Kopf (which would answer HTTP 500 on it), or
+    None. The API server never sends such a review; this guards the endpoint itself. Pure."""
+    if not isinstance(review, dict):
+        return "the admission review is not a JSON object"
+    req = review.get("request")
+    if not isinstance(req, dict):
+        return "the admission review has no request"
+    res = req.get("resource")
+    if not isinstance(res, dict) or not all(isinstance(res.get(k), str) for k in ("group", "version",
+                                                                                  "resource")):
+        return "the admission request names no resource"
+    for key in ("object", "oldObject"):
+        obj = req.get(key)
+        if obj is not None and (not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict)):
+            return f"request.{key} is not a Kubernetes object"
+    if not isinstance(req.get("userInfo", {}), dict):
+        return "request.userInfo is not a mapping"
+    return None
+
+
 def failure_decision(req: ReviewRequest, reason: str, fail_closed: bool) -> Decision:
     """The decision when the control itself could not operate (evidence not committed, internal
     error): rejected when *fail_closed*, otherwise admitted with a warning."""

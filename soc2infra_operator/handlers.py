@@ -28,7 +28,7 @@ from soc2infra_operator import waivers as cluster_waivers
 from soc2infra_operator.admission import ReviewRequest
 from soc2infra_operator.runtime import Runtime
 from soc2infra_operator.webhookconfig import (
-    RegisteringWebhookServer,
+    SOC2WebhookServer,
     WebhookTarget,
     handler_id,
     webhook_configuration,
@@ -146,13 +146,11 @@ def configure_kopf(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
         # Kopf would generate a self-signed certificate through oscrypto, which cannot read
         # OpenSSL 3.0.10+; refuse instead of failing obscurely at the first request.
         raise kopf.PermanentError("webhook.certfile and webhook.pkeyfile are required (no self-signed mode)")
-    if w.registration == "self":
-        settings.admission.server = RegisteringWebhookServer(
-            on_client_config=lambda cc: apply_webhook_configuration(runtime, cc), **server_kwargs)
-        settings.admission.managed = None
-    else:
-        settings.admission.server = kopf.WebhookServer(**server_kwargs)
-        settings.admission.managed = f"auto.{w.configuration_name}" if w.registration == "kopf" else None
+    register_self = w.registration == "self"
+    settings.admission.server = SOC2WebhookServer(
+        on_client_config=(lambda cc: apply_webhook_configuration(runtime, cc)) if register_self else None,
+        fail_closed=w.failure_policy == "Fail", **server_kwargs)
+    settings.admission.managed = f"auto.{w.configuration_name}" if w.registration == "kopf" else None
 
 
 def webhook_targets(runtime: Runtime) -> list[WebhookTarget]:

@@ -92,16 +92,58 @@ def webhook_configuration(settings: OperatorSettings, targets: Sequence[WebhookT
     }
 
 
-class RegisteringWebhookServer(kopf.WebhookServer):
-    """Kopf's HTTPS webhook server that also (re)writes our ValidatingWebhookConfiguration each
-    time it starts listening or its certificate files change (the CA bundle may have rotated)."""
+class SOC2WebhookServer(kopf.WebhookServer):
+    """Kopf's HTTPS webhook server, with two additions.
 
-    def __init__(self, *, on_client_config: Callable[[dict[str, Any]], None], **kwargs: Any) -> None:
+    - With *on_client_config*, it (re)writes our ValidatingWebhookConfiguration each time it starts
+      listening or its certificate files change (the CA bundle may have rotated).
+    - Every request goes through a guard: a review Kopf itself cannot read (an object whose
+      ``metadata`` is not a mapping makes Kopf fail with HTTP 500 before any handler runs), or an
+      unexpected failure inside Kopf, still gets a proper AdmissionReview answer, decided by the
+      failure policy, instead of a server error.
+    """
+
+    def __init__(self, *, on_client_config: Callable[[dict[str, Any]], None] | None = None,
+                 fail_closed: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._on_client_config = on_client_config
+        self._fail_closed = fail_closed
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:  # type: ignore[override]
-        async for client_config in super().__call__(fn):
-            # The server is listening now: point the API server at it (blocking client → thread).
-            await asyncio.to_thread(self._on_client_config, dict(client_config))
+        guarded = guard_webhook_fn(fn, self._fail_closed)
+        async for client_config in super().__call__(guarded):
+            if self._on_client_config is not None:
+                # The server is listening now: point the API server at it (blocking client → thread).
+                await asyncio.to_thread(self._on_client_config, dict(client_config))
             yield client_config
+
+
+def guard_webhook_fn(fn: Any, fail_closed: bool) -> Any:
+    """Wrap Kopf's webhook function (see :class:`SOC2WebhookServer`)."""
+    from soc2infra_operator.admission import (
+        build_response,
+        failure_decision,
+        request_from_review,
+        review_response,
+        unreadable_review,
+    )
+
+    def answer(review: Any, reason: str) -> dict[str, Any]:
+        decision = failure_decision(request_from_review(review), reason, fail_closed)
+        return review_response(review, build_response(decision))
+
+    async def guarded(review: Any, **kwargs: Any) -> Any:
+        problem = unreadable_review(review)
+        if problem is not None:
+            logger.warning("unreadable admission review: %s", problem)
+            return answer(review, problem)
+        try:
+            return await fn(review, **kwargs)
+        except Exception as exc:
+            # Kopf's own "bad webhook request" errors (unknown resource → 404 …) keep their meaning.
+            if any(c.__name__ == "WebhookError" for c in type(exc).__mro__):
+                raise
+            logger.exception("admission request failed inside Kopf")
+            return answer(review, f"internal error ({type(exc).__name__})")
+
+    return guarded
