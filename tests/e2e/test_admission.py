@@ -117,42 +117,42 @@ class RunningOperator:
     configuration: str
 
     def records(self, subject: str | None = None) -> list[dict[str, Any]]:
+        if not self.ledger.exists():
+            return []
         out = ledger_records(self.ledger)
         return [r for r in out if subject is None or r["subject"] == subject]
 
 
 def start_operator(control_plane: ControlPlane, workdir: Path, kubectl: Kubectl, *extra: str,
-                   configuration: str = "soc2infra.io", canary_kind: str = "deployment") -> RunningOperator:
+                   configuration: str = "soc2infra.io", audit_interval: float = 3600) -> RunningOperator:
     """Start an operator subprocess and wait until the API server really routes requests to it
-    (a canary dry run is denied), not just until its port is open."""
+    (a canary dry run shows up in its ledger), not just until its port is open."""
     pki = write_webhook_pki(workdir / "webhook")
     port = free_port()
     ledger = workdir / "evidence.db"
     argv = operator_argv(control_plane.kubeconfig, port, pki.certfile, pki.pkeyfile, pki.cafile, ledger,
-                         audit_interval=3600, extra=["--set", f"webhook.configuration_name={configuration}",
-                                                     *extra])
+                         audit_interval=audit_interval,
+                         extra=["--set", f"webhook.configuration_name={configuration}", *extra])
     proc = OperatorProcess(argv, workdir / "operator.log").start()
+    running = RunningOperator(proc, port, ledger, pki.cafile, configuration)
     try:
         proc.wait_until(lambda: port_serves_tls(port, pki.cafile), timeout=60, what="serving TLS")
         canary_ns = _name("canary")
         kubectl("create", "namespace", canary_ns)
-        if canary_kind == "deployment":
-            canary = manifest(deployment("canary", canary_ns, privileged=True))
-        else:
-            # In the default namespace: denied by an operator started with NS-001 as a deny rule.
-            canary = manifest({"apiVersion": "v1", "kind": "ConfigMap",
-                               "metadata": {"name": _name("canary"), "namespace": "default"},
-                               "data": {"retention": "90d"}})
 
         def routed() -> bool:
-            result = kubectl("apply", "--dry-run=server", "-f", "-", input=canary, check=False)
-            return result.returncode != 0 and f".{configuration}\" denied" in result.stderr
+            name = _name("canary")
+            canary = manifest({"apiVersion": "v1", "kind": "ConfigMap",
+                               "metadata": {"name": name, "namespace": canary_ns}, "data": {"a": "b"}})
+            kubectl("apply", "--dry-run=server", "-f", "-", input=canary, check=False)
+            return bool(running.records(f"v1/ConfigMap/{canary_ns}/{name}"))
 
         proc.wait_until(routed, timeout=60, what="admitting through the API server")
     except BaseException:
         proc.kill()
+        delete_configuration(kubectl, configuration)
         raise
-    return RunningOperator(proc, port, ledger, pki.cafile, configuration)
+    return running
 
 
 def delete_configuration(kubectl: Kubectl, name: str) -> None:
@@ -469,7 +469,7 @@ def test_sigkill_under_load_loses_no_record_of_a_sent_response(control_plane, ku
     # NS-001 (both webhooks see every ConfigMap).
     running = start_operator(control_plane, tmp_path, kubectl, "--set", "admission.kinds=ConfigMap",
                              "--set", "admission.actions=SOC2-K8S-NS-001=deny", "--no-audit",
-                             configuration=configuration, canary_kind="configmap")
+                             configuration=configuration)
     prefix = uuid.uuid4().hex[:6]
     kubectl("create", "namespace", ns)
     answered: dict[str, str] = {}  # configmap name → "allow" | "deny" (a response from our webhook)
