@@ -229,17 +229,26 @@ def _verify(ledger: Ledger, keys: dict[str, Ed25519PublicKey] | None, anchor: An
     if anchor is not None and anchor.seq:
         chain.watch.add(anchor.seq)
     found_anchor = False
+    beyond = 0  # first seq stored past the head row
     result = VerifyResult(ok=True, records=0, notes=_notes(keys, anchor, expect_count))
     try:
         for row in ledger.iter_rows():
             if row.seq > head_seq:
                 if chain.count < head_seq:
                     chain.feed(row.body, row)  # reports the gap before it
+                beyond = row.seq
                 break
             chain.feed(row.body, row)
             if anchor is not None and not anchor.seq and row.hash == anchor.hash:
                 found_anchor = True
         n = chain.count
+        if beyond:
+            # Past the head: appended since we read it, or the head row was moved back.
+            now_head = ledger.head()
+            if now_head is None or now_head.seq < beyond:
+                raise _Broken(head_seq + 1, f"record {beyond} is stored beyond the head row (seq "
+                                            f"{head_seq}): the head was moved back or records were "
+                                            "added outside the ledger")
         if n < head_seq:
             raise _Broken(n + 1, f"the head row says {head_seq} records but the chain ends at seq {n}: "
                                  "the tail was truncated")

@@ -250,3 +250,27 @@ def test_sigkill_loses_no_acknowledged_record(ledger_url: str) -> None:
         assert present == set(range(1, len(present) + 1))
         # The ledger is still writable after the crash.
         assert led.append([{"source": "cli", "actor": "after", "subject": "s"}]) == [len(present) + 1]
+
+
+def test_verify_while_writers_append(ledger_url: str, make_entry: Callable[..., dict[str, Any]]) -> None:
+    """Records appended while verify reads are not false alarms (verify checks up to the head it saw)."""
+    stop = threading.Event()
+
+    def writer() -> None:
+        with open_ledger(ledger_url) as led:
+            i = 0
+            while not stop.is_set():
+                led.append([make_entry(i), make_entry(i + 1)])
+                i += 2
+
+    with open_ledger(ledger_url) as led:
+        led.append([make_entry(i) for i in range(1500)])  # more than one page
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            results = [verify_ledger(led) for _ in range(5)]
+        finally:
+            stop.set()
+            thread.join()
+    assert all(r.ok for r in results), [str(r) for r in results if not r.ok]
+    assert results[-1].records >= 1500

@@ -157,6 +157,14 @@ def test_truncated_tail_naive(filled: Ledger, raw_db: Any) -> None:
     assert "tail was truncated" in result.reason
 
 
+def test_head_row_moved_back(filled: Ledger, raw_db: Any) -> None:
+    (h5, t5) = raw_db.execute("SELECT hash, time FROM evidence_records WHERE seq = 5")[0]
+    raw_db.execute("UPDATE evidence_head SET seq = 5, hash = ?, time = ? WHERE id = 1", (h5, t5))
+    result = verify_ledger(filled)
+    assert (result.ok, result.first_bad_seq) == (False, 6)
+    assert "beyond the head row" in result.reason
+
+
 def test_truncated_tail_needs_an_anchor(filled: Ledger, raw_db: Any) -> None:
     anchor = filled.head()
     assert anchor is not None
