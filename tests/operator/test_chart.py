@@ -117,7 +117,7 @@ def test_helm_lint_and_schema_rejects_bad_values(helm):
     lint = subprocess.run([helm, "lint", str(CHART), "--kube-version", "1.34.0"], capture_output=True, text=True,
                           timeout=120, check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    for bad, needle in [("webhook.timeoutSeconds=31", "timeoutSeconds"), ("image.tag=latest", "image.tag"),
+    for bad, needle in [("webhook.timeoutSeconds=31", "timeoutSeconds"), ("image.tag=latest", "tag"),
                         ("webhook.failurePolicy=Maybe", "failurePolicy"), ("admission.mode=block", "mode"),
                         ("admission.kinds={Gadget}", "kinds"), ("unknownKey=1", "unknownKey"),
                         ("image.digest=sha256:short", "digest")]:
