@@ -6,9 +6,10 @@
   reading the head, so processes sharing the file queue up instead of forking the chain. Writers
   first take an ``flock`` on a sidecar file (``<db>.writer-lock``): the kernel wakes a waiting
   writer as soon as the lock is released, where SQLite's own busy handler polls with sleeps of up
-  to 100 ms and lets one busy writer starve the others. The flock is an optimisation for fairness
-  and latency; correctness rests on ``BEGIN IMMEDIATE`` (``busy_timeout`` covers writers that do not
-  take the flock);
+  to 100 ms and lets one busy writer starve the others. The same flock serialises opening (switching a
+  fresh file to WAL and creating the tables), where SQLite may report "locked" without waiting.
+  Correctness of the chain rests on ``BEGIN IMMEDIATE``; the flock is for fairness, latency and
+  clean concurrent first opens (``busy_timeout`` and a retry cover writers that do not take it);
 - triggers refuse UPDATE and DELETE on the records and moving the head backwards. They stop
   accidents, not an attacker with write access to the file (who can drop them): that is what
   the hash chain, signatures and an external anchor are for.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -80,13 +82,49 @@ class SQLiteBackend:
             self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
                                          timeout=BUSY_TIMEOUT_MS / 1000)
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise EvidenceError(f"{self.path}: cannot switch to WAL journaling (got {mode})")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._create_schema(create)
+            self._open_writer_lock(create)
+            self._exclusive()
+            try:
+                self._initialise(create)
+            finally:
+                self._unlock()
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"{self.path}: cannot open the evidence ledger ({exc})") from exc
+
+    def _open_writer_lock(self, create: bool) -> None:
+        if fcntl is None:
+            return
+        try:
+            self._writer_lock = open(str(self.path) + ".writer-lock", "ab")  # noqa: SIM115
+        except OSError:
+            if create:
+                raise
+            self._writer_lock = None  # a read-only copy (an auditor's): no writers to coordinate with
+
+    def _exclusive(self) -> None:
+        if self._writer_lock is not None:
+            fcntl.flock(self._writer_lock.fileno(), fcntl.LOCK_EX)
+            self._locked = True
+
+    def _initialise(self, create: bool) -> None:
+        """WAL, synchronous=FULL and the schema. Under the writer flock, so our own openers never
+        race; switching a fresh file to WAL can still report "locked" at once (SQLite does not
+        always call the busy handler there) against a foreign writer, so that is retried."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise EvidenceError(f"{self.path}: cannot switch to WAL journaling (got {mode})")
+                self._conn.execute("PRAGMA synchronous = FULL")
+                self._create_schema(create)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                time.sleep(0.005)
 
     def _create_schema(self, create: bool) -> None:
         have = self._conn.execute(
@@ -108,11 +146,7 @@ class SQLiteBackend:
     def begin_exclusive(self) -> HeadState:
         """``BEGIN IMMEDIATE`` (waits for other writers), then read the head and the last record."""
         conn = self._conn
-        if fcntl is not None and self._writer_lock is None:
-            self._writer_lock = open(str(self.path) + ".writer-lock", "ab")  # noqa: SIM115
-        if self._writer_lock is not None:
-            fcntl.flock(self._writer_lock.fileno(), fcntl.LOCK_EX)
-            self._locked = True
+        self._exclusive()
         conn.execute("BEGIN IMMEDIATE")
         head = conn.execute("SELECT seq, hash, time FROM evidence_head WHERE id = 1").fetchone()
         if head is None:

@@ -75,11 +75,12 @@ def test_two_threads_with_their_own_connections(ledger_url: str,
 
     def writer(name: str) -> None:
         try:
-            with open_ledger(ledger_url) as led:
+            with open_ledger(ledger_url) as led:  # both open a fresh ledger at once
                 start.wait()
                 for i in range(counts[name]):
                     led.append([make_entry(i, actor=name)])
         except BaseException as exc:  # pragma: no cover - reported below
+            start.abort()
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in counts]
@@ -87,7 +88,7 @@ def test_two_threads_with_their_own_connections(ledger_url: str,
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    assert not errors, errors
     records = _assert_one_chain(ledger_url, sum(counts.values()))
     actors = [r["actor"] for r in records]
     assert {a: actors.count(a) for a in counts} == counts
@@ -274,3 +275,32 @@ def test_verify_while_writers_append(ledger_url: str, make_entry: Callable[..., 
             thread.join()
     assert all(r.ok for r in results), [str(r) for r in results if not r.ok]
     assert results[-1].records >= 1500
+
+
+def _open_at_once(url: str, n: int = 8) -> list[BaseException]:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def opener() -> None:
+        barrier.wait()
+        try:
+            with open_ledger(url) as led:
+                led.append([{"source": "cli", "actor": "a", "subject": "s"}])
+        except BaseException as exc:  # pragma: no cover - reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_concurrent_first_opens(ledger_url: str, backend: str, tmp_path: Path) -> None:
+    """Replicas or CI jobs opening a brand-new ledger at the same moment all succeed."""
+    urls = [ledger_url] + ([str(tmp_path / f"fresh-{i}.db") for i in range(30)] if backend == "sqlite" else [])
+    for url in urls:
+        errors = _open_at_once(url)
+        assert not errors, errors
+        _assert_one_chain(url, 8)
