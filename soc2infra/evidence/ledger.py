@@ -131,6 +131,7 @@ def display_url(url: str) -> str:
 
 
 PAGE = 1000
+_LINGER_SLICE = 0.0002  # a group commit stops lingering after this long without a new request
 
 
 class Ledger:
@@ -350,7 +351,9 @@ class GroupCommitter:
 
     Batching needs no waiting: while one transaction commits, new requests pile up and form the
     next batch. When a batch already shows concurrency (more than one request queued), the
-    writer lingers up to *max_wait_ms* for more to fill it; a lone caller never waits.
+    writer lingers for more while requests keep arriving (it stops after 0.2 ms without one), but
+    never longer than *max_wait_ms* nor than a commit has recently taken (a moving average):
+    waiting longer than the fsync it saves cannot pay off. A lone caller never waits.
     """
 
     def __init__(self, ledger: Ledger, max_batch: int = 256, max_wait_ms: float = 2.0) -> None:
@@ -359,6 +362,7 @@ class GroupCommitter:
         self.ledger = ledger
         self.max_batch = max_batch
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self._commit_seconds = self.max_wait  # moving average of recent commit times
         self.stats = CommitStats()
         self._queue: deque[tuple[PreparedEntry, Future[int]]] = deque()
         self._cond = threading.Condition()
@@ -414,14 +418,19 @@ class GroupCommitter:
                         return None
                     self._cond.wait()
                 self._take(batch)
-            if self.max_wait and 1 < len(batch) < self.max_batch and not self._closed:
-                deadline = _time.monotonic() + self.max_wait
+            linger = min(self.max_wait, self._commit_seconds)
+            if linger > 0 and 1 < len(batch) < self.max_batch and not self._closed:
+                # Keep gathering only while requests keep arriving: callers that wait for their
+                # own record (most of them) cannot send another until this batch commits.
+                deadline = _time.monotonic() + linger
                 while len(batch) < self.max_batch:
                     remaining = deadline - _time.monotonic()
                     if remaining <= 0:
                         break
                     if not self._queue:
-                        self._cond.wait(remaining)
+                        self._cond.wait(min(remaining, _LINGER_SLICE))
+                    if not self._queue:
+                        break
                     self._take(batch)
         return batch
 
@@ -430,6 +439,7 @@ class GroupCommitter:
             batch = self._next_batch()
             if batch is None:
                 return
+            started = _time.monotonic()
             try:
                 seqs = self.ledger.append_prepared([prepared for prepared, _ in batch])
             except BaseException as exc:  # every caller must hear about it; keep serving
@@ -437,6 +447,7 @@ class GroupCommitter:
                 for _, future in batch:
                     future.set_exception(exc)
                 continue
+            self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * (_time.monotonic() - started)
             self.stats.transactions += 1
             self.stats.records += len(batch)
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
