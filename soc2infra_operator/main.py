@@ -91,6 +91,15 @@ def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
     return out
 
 
+class _DenialFilter(logging.Filter):
+    """Kopf logs every AdmissionError as "Webhook '…' failed permanently" at ERROR; a denial is the
+    control working, not an error (and it is in the ledger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Webhook '") and "failed permanently: soc2infra:" in message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``soc2infra-operator``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -111,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # One line per admission request from aiohttp and Kopf is noise (the ledger has them).
         for noisy in ("aiohttp.access", "kopf.objects"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(_DenialFilter())
     if args.command == "install-crds":
         from soc2infra_operator.install import apply_crds
         from soc2infra_operator.kube import Kube, load_configuration

@@ -642,3 +642,19 @@ def test_webhook_configuration_carries_settings():
     assert {h["sideEffects"] for h in hooks} == {"None"}  # dry-run requests reach the webhook
     values = hooks[0]["namespaceSelector"]["matchExpressions"][0]["values"]
     assert values == ["kube-node-lease", "kube-public", "kube-system", "soc2infra"]
+
+
+# --------------------------------------------------------------------------- command line
+
+def test_cli_config_and_errors(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    from soc2infra_operator.main import main
+
+    monkeypatch.delenv("SOC2INFRA_OPERATOR_CONFIG", raising=False)
+    assert main(["config", "--set", "webhook.port=9100", "--set", "admission.mode=warn"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["webhook"]["port"] == 9100 and shown["admission"]["mode"] == "warn"
+    assert main(["config", "--set", "webhook.port=http"]) == 2
+    assert "webhook.port" in capsys.readouterr().err
+    # No serving certificate: refused up front (Kopf's self-signed mode is never used).
+    assert main(["run", "--kubeconfig", "/nonexistent"]) == 2
+    assert "certificate" in capsys.readouterr().err
