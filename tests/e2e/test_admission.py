@@ -513,11 +513,13 @@ def test_sigkill_under_load_loses_no_record_of_a_sent_response(control_plane, ku
     try:
         with ThreadPoolExecutor(max_workers=12) as pool:
             futures = [pool.submit(worker, w) for w in range(12)]
-            wait_for(lambda: len(answered) >= 150, timeout=60, what="150 answered admissions")
-            running.process.kill()  # SIGKILL: no clean-up, no flush
-            killed_at = len(answered)
-            time.sleep(2)  # requests in flight run into the dead webhook
-            stop.set()
+            try:
+                wait_for(lambda: len(answered) >= 150, timeout=60, what="150 answered admissions")
+                running.process.kill()  # SIGKILL: no clean-up, no flush
+                killed_at = len(answered)
+                time.sleep(2)  # requests in flight run into the dead webhook
+            finally:
+                stop.set()  # before the pool joins its workers, or a failure here would hang
             for f in futures:
                 f.result()
     finally:
