@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from soc2infra.sources.kubernetes import as_mapping, as_text
 from soc2infra.waivers import WaiverEntry
 
 GROUP = "soc2infra.io"
@@ -88,16 +89,6 @@ class ClusterWaiver:
         return out
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return ""
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _parse_date(value: Any) -> date | None:
@@ -105,7 +96,7 @@ def _parse_date(value: Any) -> date | None:
         return value.date()
     if isinstance(value, date):
         return value
-    text = _text(value)
+    text = as_text(value)
     if not text:
         return None
     try:
@@ -120,15 +111,15 @@ def waiver_from_object(obj: Any) -> ClusterWaiver:
     Missing reason, owner or expiry make the waiver unusable, as in the waiver file: an accepted
     risk nobody owns and nobody revisits is exactly what an auditor asks about.
     """
-    data = _mapping(obj)
-    meta = _mapping(data.get("metadata"))
-    spec = _mapping(data.get("spec"))
-    selector = _mapping(spec.get("selector"))
-    labels = _mapping(selector.get("matchLabels"))
-    rule = _text(spec.get("rule"))
+    data = as_mapping(obj)
+    meta = as_mapping(data.get("metadata"))
+    spec = as_mapping(data.get("spec"))
+    selector = as_mapping(spec.get("selector"))
+    labels = as_mapping(selector.get("matchLabels"))
+    rule = as_text(spec.get("rule"))
     expires = _parse_date(spec.get("expires"))
     problem = None
-    reason, owner = _text(spec.get("reason")), _text(spec.get("owner"))
+    reason, owner = as_text(spec.get("reason")), as_text(spec.get("owner"))
     for key, value in (("rule", rule), ("reason", reason), ("owner", owner)):
         if not value:
             problem = f"spec.{key} is required"
@@ -136,10 +127,11 @@ def waiver_from_object(obj: Any) -> ClusterWaiver:
     if problem is None and expires is None:
         problem = "spec.expires must be an ISO date (YYYY-MM-DD)"
     return ClusterWaiver(
-        namespace=_text(meta.get("namespace")) or "default", name=_text(meta.get("name")) or "<unnamed>",
-        rule=rule, kind=_text(selector.get("kind")) or None, object_name=_text(selector.get("name")) or None,
-        match_labels=tuple(sorted((str(k), _text(v)) for k, v in labels.items())),
-        reason=reason, owner=owner, ticket=_text(spec.get("ticket")) or None,
+        namespace=as_text(meta.get("namespace")) or "default", name=as_text(meta.get("name")) or "<unnamed>",
+        rule=rule, kind=as_text(selector.get("kind")) or None,
+        object_name=as_text(selector.get("name")) or None,
+        match_labels=tuple(sorted((str(k), as_text(v)) for k, v in labels.items())),
+        reason=reason, owner=owner, ticket=as_text(spec.get("ticket")) or None,
         expires=expires, opt_out=spec.get("optOut") is True, problem=problem,
     )
 
@@ -160,9 +152,9 @@ class ObjectFacts:
 def object_facts(obj: Any, address: str, kind: str, namespace: str | None, name: str,
                  opt_out_key: str, ignore_rules: Iterable[str] = ()) -> ObjectFacts:
     """Collect :class:`ObjectFacts` from a raw object; never raises."""
-    meta = _mapping(_mapping(obj).get("metadata"))
-    labels = {str(k): _text(v) for k, v in _mapping(meta.get("labels")).items()}
-    annotations = _mapping(meta.get("annotations"))
+    meta = as_mapping(as_mapping(obj).get("metadata"))
+    labels = {str(k): as_text(v) for k, v in as_mapping(meta.get("labels")).items()}
+    annotations = as_mapping(meta.get("annotations"))
     opted = opt_out_key in labels or opt_out_key in annotations
     return ObjectFacts(address=address, kind=kind, namespace=namespace, name=name, labels=labels,
                        opted_out=opted, ignore_rules=tuple(ignore_rules))

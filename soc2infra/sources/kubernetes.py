@@ -100,11 +100,11 @@ def object_to_resource(obj: dict[str, Any], file: str = "", line: int = 0,
     ``soc2infra.io/ignore`` becomes inline waivers (line 0: not a comment).
     """
     data = obj if isinstance(obj, dict) else {}
-    kind = _text(data.get("kind"))
-    api_version = _text(data.get("apiVersion")) or DEFAULT_API_VERSIONS.get(kind, "v1")
-    metadata = _mapping(data.get("metadata"))
+    kind = as_text(data.get("kind"))
+    api_version = as_text(data.get("apiVersion")) or DEFAULT_API_VERSIONS.get(kind, "v1")
+    metadata = as_mapping(data.get("metadata"))
     name = _object_name(metadata)
-    explicit_namespace = _text(metadata.get("namespace"))
+    explicit_namespace = as_text(metadata.get("namespace"))
     cluster_scoped = is_cluster_scoped(kind, api_version, cluster_kinds)
     attributes = dict(data)
     if cluster_scoped:
@@ -131,7 +131,7 @@ def object_to_resource(obj: dict[str, Any], file: str = "", line: int = 0,
 def _service_account_ref(pod: dict[str, Any], namespace: str) -> str:
     """``ServiceAccount/<ns>/<name>`` the pod runs as (``default`` when unset), so a rule can
     follow it with ``related: {link: references, via: _service_account}``."""
-    name = _text(pod.get("serviceAccountName")) or _text(pod.get("serviceAccount")) or "default"
+    name = as_text(pod.get("serviceAccountName")) or as_text(pod.get("serviceAccount")) or "default"
     return f"ServiceAccount/{namespace}/{name}"
 
 
@@ -139,13 +139,14 @@ def _reference_keys(kind: str, obj: dict[str, Any], namespace: str) -> dict[str,
     """Normalized keys of non-workload kinds: ``_scale_target`` (HorizontalPodAutoscaler:
     ``Kind/ns/name`` of the workload it scales) and ``_data`` (ConfigMap: its ``data`` as a
     list of ``{name, value}``, the shape of a container's ``env``)."""
-    spec = _mapping(obj.get("spec"))
+    spec = as_mapping(obj.get("spec"))
     if kind == "HorizontalPodAutoscaler":
-        target = _mapping(spec.get("scaleTargetRef"))
-        if _text(target.get("kind")) and _text(target.get("name")):
-            return {"_scale_target": f"{_text(target.get('kind'))}/{namespace}/{_text(target.get('name'))}"}
+        target = as_mapping(spec.get("scaleTargetRef"))
+        target_kind, target_name = as_text(target.get("kind")), as_text(target.get("name"))
+        if target_kind and target_name:
+            return {"_scale_target": f"{target_kind}/{namespace}/{target_name}"}
     if kind == "ConfigMap":
-        data = _mapping(obj.get("data"))
+        data = as_mapping(obj.get("data"))
         return {"_data": [{"name": str(k), "value": v} for k, v in data.items()]}
     return {}
 
@@ -166,14 +167,14 @@ def pod_view(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     """
     template: Any = obj
     for key in POD_TEMPLATE_PATHS.get(kind, ()):
-        template = _mapping(template).get(key)
-    template = _mapping(template)
-    spec = _mapping(template.get("spec"))
+        template = as_mapping(template).get(key)
+    template = as_mapping(template)
+    spec = as_mapping(template.get("spec"))
     containers = _dicts(spec.get("containers"))
     others = _dicts(spec.get("initContainers")) + _dicts(spec.get("ephemeralContainers"))
     return {
         "_pod": spec,
-        "_pod_metadata": _mapping(template.get("metadata")),
+        "_pod_metadata": as_mapping(template.get("metadata")),
         "_containers": containers,
         "_all_containers": containers + others,
     }
@@ -183,13 +184,13 @@ def annotation_waivers(obj: dict[str, Any]) -> list[Waiver]:
     """Waivers written in the ``soc2infra.io/ignore`` annotation of the object or of its pod
     template: ``"RULE-ID reason; RULE-2 other reason"``."""
     data = obj if isinstance(obj, dict) else {}
-    sources = [_mapping(data.get("metadata"))]
-    kind = _text(data.get("kind"))
+    sources = [as_mapping(data.get("metadata"))]
+    kind = as_text(data.get("kind"))
     if kind in WORKLOAD_KINDS and kind != "Pod":
-        sources.append(_mapping(pod_view(kind, data)["_pod_metadata"]))
+        sources.append(as_mapping(pod_view(kind, data)["_pod_metadata"]))
     out: list[Waiver] = []
     for metadata in sources:
-        value = _mapping(metadata.get("annotations")).get(WAIVER_ANNOTATION)
+        value = as_mapping(metadata.get("annotations")).get(WAIVER_ANNOTATION)
         if isinstance(value, str):
             out.extend(parse_waiver_annotation(value))
     return list(dict.fromkeys(out))
@@ -207,15 +208,17 @@ def parse_waiver_annotation(value: str) -> list[Waiver]:
 
 
 def _object_name(metadata: dict[str, Any]) -> str:
-    name = _text(metadata.get("name"))
+    name = as_text(metadata.get("name"))
     if name:
         return name
-    generate = _text(metadata.get("generateName"))
+    generate = as_text(metadata.get("generateName"))
     return f"{generate}*" if generate else "<unnamed>"
 
 
-def _text(value: Any) -> str:
-    # Names and kinds are strings, but YAML happily reads `name: 123` as a number.
+def as_text(value: Any) -> str:
+    """A name-like field as a string ("" when absent or not scalar). Also used by the operator.
+
+    Names and kinds are strings, but YAML happily reads `name: 123` as a number."""
     if isinstance(value, str):
         return value.strip()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -223,7 +226,8 @@ def _text(value: Any) -> str:
     return ""
 
 
-def _mapping(value: Any) -> dict[str, Any]:
+def as_mapping(value: Any) -> dict[str, Any]:
+    """*value* when it is a mapping, else an empty one: objects from a cluster can be anything."""
     return value if isinstance(value, dict) else {}
 
 
@@ -451,8 +455,8 @@ def _crd_cluster_kinds(objects: Iterable[dict[str, Any]]) -> frozenset[str]:
     kinds: set[str] = set()
     for obj in objects:
         if obj.get("kind") == "CustomResourceDefinition":
-            spec = _mapping(obj.get("spec"))
-            kind = _text(_mapping(spec.get("names")).get("kind"))
+            spec = as_mapping(obj.get("spec"))
+            kind = as_text(as_mapping(spec.get("names")).get("kind"))
             if kind and spec.get("scope") == "Cluster":
                 kinds.add(kind)
     return frozenset(kinds)
@@ -692,7 +696,7 @@ def _locate_helm_object(res: Resource, sources: list[tuple[int, str]], templates
     res.inline_waivers = tuple(_template_waiver(w, template, templates, res.line) for w in res.inline_waivers)
     # `helm template` renders .Release.Namespace as "default"; an object without a namespace
     # (or with the release's) goes wherever `helm install -n` puts it.
-    if _mapping(res.attributes.get("metadata")).get("namespace") in (None, "", "default"):
+    if as_mapping(res.attributes.get("metadata")).get("namespace") in (None, "", "default"):
         res.attributes.pop("_namespace", None)
 
 
@@ -790,7 +794,7 @@ class _KustomizeOrigins:
 
 
 def _origin_path(attributes: dict[str, Any]) -> str | None:
-    annotations = _mapping(_mapping(attributes.get("metadata")).get("annotations"))
+    annotations = as_mapping(as_mapping(attributes.get("metadata")).get("annotations"))
     origin = annotations.get(_ORIGIN_ANNOTATION)
     if isinstance(origin, str):
         match = re.search(r"^path:\s*(\S+)", origin, re.MULTILINE)
@@ -824,7 +828,7 @@ def _kustomization_entries(directory: Path) -> list[str]:
         data = yaml.load(kustomization.read_text(encoding="utf-8-sig"), Loader=_Loader)  # noqa: S506
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
-    data = _mapping(data)
+    data = as_mapping(data)
     entries = [e for key in ("resources", "bases") if isinstance(data.get(key), list) for e in data[key]]
     return [e for e in entries if isinstance(e, str) and "://" not in e
             and not e.startswith(("github.com/", "git@"))]
