@@ -44,7 +44,7 @@ EXPECTATIONS = ("pass", "fail", "unknown", "skip")
 
 _RULE_KEYS = {
     "id", "title", "severity", "category", "controls", "targets", "when", "condition", "message",
-    "remediation", "description", "action", "examples", "references", "enabled",
+    "remediation", "description", "action", "examples", "references", "enabled", "catalog",
 }
 
 
@@ -93,6 +93,8 @@ class Rule:
     file: str = ""
     line: int = 0
     enabled: bool = True
+    #: ids of the SOC 2 catalog checks (docs/coverage.md) this rule implements, e.g. AWS-S3-ENCRYPTION
+    catalog: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -304,8 +306,16 @@ def compile_rule(fname: str, item: Any, controls: dict[str, Control]) -> Rule:
         controls=tuple(ctrl), targets=tuple(dict.fromkeys(expanded)), message=item["message"].strip(),
         remediation=item["remediation"].strip(), predicate=predicate, applies=applies, action=action,
         description=str(item.get("description", "")).strip(), examples=examples, file=fname,
-        line=line or 0, enabled=bool(item.get("enabled", True)),
+        line=line or 0, enabled=bool(item.get("enabled", True)), catalog=_catalog_ids(item, fail),
     )
+
+
+def _catalog_ids(item: dict[str, Any], fail: Any) -> tuple[str, ...]:
+    """The optional `catalog` field: a list of catalog check ids such as AWS-S3-ENCRYPTION."""
+    raw = item.get("catalog", [])
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x.strip() for x in raw):
+        raise fail("catalog", "must be a list of catalog check ids")
+    return tuple(x.strip() for x in raw)
 
 
 def _examples(raw: Any, fail: Any) -> list[Example]:

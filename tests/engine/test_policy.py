@@ -43,6 +43,7 @@ def test_good_rule_loads_and_indexes(tmp_path):
     ("targets: [aws_s3_bucket]", "targets: ['@nothing']", "targets"),
     ("title: t", "title: ''", "title"),
     ("remediation: r", "remediation: r\n    colour: red", "colour"),
+    ("remediation: r", "remediation: r\n    catalog: AWS-S3-ENCRYPTION", "catalog"),
 ])
 def test_schema_errors_name_file_rule_and_field(tmp_path, old, new, field):
     d = write(tmp_path, GOOD.replace(old, new))
@@ -51,6 +52,13 @@ def test_schema_errors_name_file_rule_and_field(tmp_path, old, new, field):
     err = exc.value
     assert err.file.endswith("x.yaml") and err.rule == "T-X-001" and err.field == field
     assert "x.yaml" in str(err) and "T-X-001" in str(err) and field in str(err)
+
+
+def test_catalog_ids_are_kept_on_the_rule(tmp_path):
+    text = GOOD.replace("remediation: r", "remediation: r\n    catalog: [AWS-S3-ENCRYPTION, AWS-S3-KMS]")
+    pack = load_pack([write(tmp_path, text)], builtin=False)
+    assert pack.rule("T-X-001").catalog == ("AWS-S3-ENCRYPTION", "AWS-S3-KMS")
+    assert load_pack([write(tmp_path, GOOD)], builtin=False).rule("T-X-001").catalog == ()
 
 
 def test_duplicate_ids_rejected(tmp_path):
