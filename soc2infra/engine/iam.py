@@ -200,7 +200,7 @@ def _json_statement(raw: Any, origin: str) -> Statement:
         principals=_json_principals(_lookup(raw, "Principal")),
         not_principals=_json_principals(_lookup(raw, "NotPrincipal")),
         conditions=_json_conditions(_lookup(raw, "Condition")),
-        sid=str(_lookup(raw, "Sid") or ""), origin=origin,
+        sid=_sid(_lookup(raw, "Sid")), origin=origin,
     )
 
 
@@ -271,8 +271,16 @@ def _block_statement(blk: dict[str, Any], origin: str) -> Statement:
         principals=_block_principals(blk.get("principals")),
         not_principals=_block_principals(blk.get("not_principals")),
         conditions=_block_conditions(blk.get("condition")),
-        sid=str(blk.get("sid") or ""), origin=origin,
+        sid=_sid(blk.get("sid")), origin=origin,
     )
+
+
+def _sid(raw: Any) -> str:
+    """A statement id as text; an absent, null or unknown id is "" (such a statement never
+    replaces another by ``sid``, which is the conservative reading: both are kept)."""
+    if raw is None or isinstance(raw, Unknown):
+        return ""
+    return str(raw)
 
 
 def _override_by_sid(base: list[Statement], overrides: list[Statement]) -> list[Statement]:

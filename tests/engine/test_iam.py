@@ -442,3 +442,37 @@ def test_first_of_type_anchors_one_resource():
 def test_bad_operator_arguments_are_rejected_at_compile_time(condition):
     with pytest.raises(ConditionError):
         compile_condition(condition)
+
+
+def test_dynamic_statement_with_an_optional_sid_left_out_does_not_crash(write_tree):
+    """terraform-aws-eks shape: `sid = statement.value.sid` where the caller left the optional
+    attribute out. The sid is null or unknown, never truth-tested (was exit 3)."""
+    resources, index = _load_hcl(write_tree, """
+variable "statements" {
+  type = list(object({
+    sid     = optional(string)
+    actions = list(string)
+  }))
+  default = [{ actions = ["iam:*"] }]
+}
+
+data "aws_iam_policy_document" "this" {
+  dynamic "statement" {
+    for_each = var.statements
+    content {
+      sid       = statement.value.sid
+      actions   = statement.value.actions
+      resources = ["*"]
+    }
+  }
+}
+
+resource "aws_iam_policy" "this" {
+  name   = "x"
+  policy = data.aws_iam_policy_document.this.json
+}
+""")
+    [st] = policies_at(index.by_address["aws_iam_policy.this"], "policy", index).statements
+    assert st.sid == "" and st.actions == ("iam:*",)
+    findings, _passes = evaluate(resources, PACK, index)  # every rule runs over the unknown sid
+    assert all(f.status in ("fail", "unknown") for f in findings)
