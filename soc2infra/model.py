@@ -54,6 +54,17 @@ class Unknown:
         return hash(Unknown)
 
 
+def contains_unknown(v: Any) -> bool:
+    """True when *v* is or contains an Unknown."""
+    if isinstance(v, Unknown):
+        return True
+    if isinstance(v, list):
+        return any(contains_unknown(x) for x in v)
+    if isinstance(v, dict):
+        return any(contains_unknown(x) for x in v.values())
+    return False
+
+
 def is_unknown(value: Any) -> bool:
     """True when *value* is an :class:`Unknown` placeholder."""
     return isinstance(value, Unknown)

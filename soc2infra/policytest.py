@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from soc2infra.engine.conditions import ResourceIndex
+from soc2infra.engine.core import ResourceIndex
 from soc2infra.engine.evaluate import evaluate
 from soc2infra.engine.policy import Example, PolicyPack, Rule
 from soc2infra.model import Resource

@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from soc2infra.engine.conditions import ResourceIndex
+from soc2infra.engine.core import ResourceIndex
 from soc2infra.engine.evaluate import evaluate
 from soc2infra.engine.policy import PolicyPack
 from soc2infra.model import Finding, Resource

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from soc2infra.engine.conditions import ResourceIndex
+from soc2infra.engine.core import ResourceIndex
 from soc2infra.engine.evaluate import evaluate
 from soc2infra.model import Resource
 from soc2infra.sources.kubernetes import object_to_resource

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from soc2infra.engine.conditions import EvalContext, ResourceIndex
+from soc2infra.engine.core import EvalContext, ResourceIndex
 from soc2infra.engine.policy import PolicyPack, Rule
 from soc2infra.model import Finding, Resource
 

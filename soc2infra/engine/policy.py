@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from soc2infra.engine.conditions import ConditionError, Predicate, compile_condition
+from soc2infra.engine.core import ConditionError, Predicate
+from soc2infra.engine.registry import compile_condition
 from soc2infra.errors import UserError
 from soc2infra.model import CATEGORIES, SEVERITIES
 

@@ -17,9 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from soc2infra.model import Resource, Unknown
+from soc2infra.model import Resource, Unknown, contains_unknown
 from soc2infra.sources.hcl_ast import Block, Body, Expr, _split_template
-from soc2infra.sources.terraform_functions import FUNCTIONS, contains_unknown, file_function, to_str
+from soc2infra.sources.terraform_functions import FUNCTIONS, file_function, to_str
 
 META_ARGS = frozenset({"count", "for_each", "depends_on", "provider", "providers"})
 META_BLOCKS = frozenset({"lifecycle", "provisioner", "connection"})

@@ -16,20 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from soc2infra.model import Unknown
+from soc2infra.model import Unknown, contains_unknown
 
 Func = Callable[..., Any]
-
-
-def contains_unknown(v: Any) -> bool:
-    """True when *v* is or contains an Unknown."""
-    if isinstance(v, Unknown):
-        return True
-    if isinstance(v, list):
-        return any(contains_unknown(x) for x in v)
-    if isinstance(v, dict):
-        return any(contains_unknown(x) for x in v.values())
-    return False
 
 
 def _strict(fn: Func, deep: bool = False) -> Func:

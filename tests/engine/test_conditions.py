@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from soc2infra.engine.conditions import ConditionError, EvalContext, ResourceIndex, compile_condition
+from soc2infra.engine.core import ConditionError, EvalContext, ResourceIndex
+from soc2infra.engine.registry import compile_condition
 from soc2infra.model import Resource, Unknown
 
 

@@ -8,24 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.engine.conditions import ConditionError, EvalContext, ResourceIndex, compile_condition
+from soc2infra.engine.core import ConditionError, EvalContext, ResourceIndex
 from soc2infra.engine.evaluate import evaluate
-from soc2infra.engine.iam import (
-    Statement,
+from soc2infra.engine.iam.attachments import effective_policies, managed_policy_statements, principal_of
+from soc2infra.engine.iam.patterns import (
     covers_action,
-    effective_policies,
     grants_write,
     is_read_only_pattern,
-    managed_policy_statements,
     matches_action,
-    parse_policy_json,
     pattern_covers,
     pattern_matches,
     patterns_overlap,
-    policies_at,
-    principal_of,
 )
+from soc2infra.engine.iam.statements import Statement, parse_policy_json, policies_at
 from soc2infra.engine.policy import PolicyPack, load_pack
+from soc2infra.engine.registry import compile_condition
 from soc2infra.model import Resource, Unknown
 from soc2infra.scan import scan
 from soc2infra.sources.terraform import load_terraform

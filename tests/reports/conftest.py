@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from soc2infra.engine.conditions import compile_condition
 from soc2infra.engine.policy import Control, PolicyPack, Rule
+from soc2infra.engine.registry import compile_condition
 from soc2infra.model import Error, Finding, Resource, ScanResult, Waiver
 from soc2infra.reports import ReportInput
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from soc2infra.engine.conditions import ResourceIndex
+from soc2infra.engine.core import ResourceIndex
 from soc2infra.engine.evaluate import evaluate
 from soc2infra.engine.policy import TARGET_GROUPS, PolicyPack, load_pack
 from soc2infra.model import Resource

@@ -1,0 +1,156 @@
+"""IAM wildcard matching: action and resource patterns (``*``, ``?``) against names and
+against each other, and the statement-level questions built on it (does a statement cover
+an action, grant a write, apply to every resource, carry a condition)."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from functools import cache, lru_cache
+
+from soc2infra.engine.core import Tri, t_and, t_not
+from soc2infra.engine.iam.statements import Condition, Statement, Value
+from soc2infra.model import Unknown
+
+
+def pattern_matches(pattern: str, name: str) -> bool:
+    """IAM wildcard match (``*`` and ``?``), case-insensitive, of a concrete *name*."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower())
+    return re.fullmatch(regex, name.lower(), re.S) is not None
+
+
+@lru_cache(maxsize=16384)
+def pattern_covers(general: str, specific: str) -> bool:
+    """True when every name matched by *specific* is matched by *general* (both may hold
+    ``*``/``?``), e.g. ``iam:*`` covers ``iam:Pass*``; ``iam:Get*`` does not cover ``iam:*``."""
+    g, s = general.lower(), specific.lower()
+
+    @cache
+    def go(i: int, j: int) -> bool:
+        if j == len(s):
+            return all(c == "*" for c in g[i:])
+        if i == len(g):
+            return False
+        if g[i] == "*":  # absorbs nothing, or the next token of s (whatever it is)
+            return go(i + 1, j) or go(i, j + 1)
+        if g[i] == "?":
+            return s[j] != "*" and go(i + 1, j + 1)
+        return s[j] not in "*?" and s[j] == g[i] and go(i + 1, j + 1)
+
+    return go(0, 0)
+
+
+@lru_cache(maxsize=16384)
+def patterns_overlap(a: str, b: str) -> bool:
+    """True when some name is matched by both wildcard patterns."""
+    a, b = a.lower(), b.lower()
+    seen: set[tuple[int, int]] = set()
+    todo = [(0, 0)]
+    while todo:
+        i, j = todo.pop()
+        if (i, j) in seen:
+            continue
+        seen.add((i, j))
+        if i == len(a) and j == len(b):
+            return True
+        if i < len(a) and a[i] == "*":
+            todo.append((i + 1, j))
+        if j < len(b) and b[j] == "*":
+            todo.append((i, j + 1))
+        if i < len(a) and j < len(b) and (a[i] in "*?" or b[j] in "*?" or a[i] == b[j]):
+            todo.append((i if a[i] == "*" else i + 1, j if b[j] == "*" else j + 1))
+    return False
+
+
+def _known(values: tuple[Value, ...]) -> tuple[list[str], bool]:
+    """The known strings, and whether an unknown element is present."""
+    return [v for v in values if isinstance(v, str)], any(isinstance(v, Unknown) for v in values)
+
+
+def _any_of(values: tuple[Value, ...], test: Callable[[str], bool]) -> Tri:
+    """True when a known element passes *test*; unknown when none does but one is unknown."""
+    known, unknown = _known(values)
+    if any(test(v) for v in known):
+        return True
+    return None if unknown else False
+
+
+def covers_action(st: Statement, query: str) -> Tri:
+    """The statement's Action/NotAction applies to every action matching *query*."""
+    if st.not_actions:
+        # NotAction grants everything except what it lists: all of *query* unless one overlaps.
+        return t_not(_any_of(st.not_actions, lambda p: patterns_overlap(p, query)))
+    return _any_of(st.actions, lambda p: pattern_covers(p, query))
+
+
+def matches_action(st: Statement, query: str) -> Tri:
+    """The statement's Action/NotAction applies to at least one action matching *query*."""
+    if st.not_actions:
+        return t_not(_any_of(st.not_actions, lambda p: pattern_covers(p, query)))
+    return _any_of(st.actions, lambda p: patterns_overlap(p, query))
+
+
+READ_PREFIXES = ("get", "list", "describe", "view", "read", "search", "lookup", "batchget", "head", "query",
+                 "scan")
+
+
+def is_read_only_pattern(pattern: str) -> bool:
+    """An action pattern that can only name read actions: its action part starts with a
+    literal read verb (``s3:Get*``, ``ec2:Describe*``); ``s3:*`` and ``*`` are not."""
+    _service, _, action = pattern.lower().partition(":")
+    literal = re.split(r"[*?]", action, maxsplit=1)[0]
+    return any(literal.startswith(p) for p in READ_PREFIXES)
+
+
+def grants_write(st: Statement) -> Tri:
+    """The statement's actions include at least one that is not read only."""
+    if st.not_actions:
+        # NotAction leaves (nearly) everything: write unless it excludes every action.
+        return t_not(_any_of(st.not_actions, lambda p: pattern_covers(p, "*")))
+    return _any_of(st.actions, lambda p: not is_read_only_pattern(p))
+
+
+def covers_all_actions(st: Statement, except_services: frozenset[str]) -> Tri:
+    """The statement applies to every action, or to every action of every service other
+    than *except_services* (the usual shape of an MFA-enforcing Deny with NotAction)."""
+    if st.not_actions:
+        if not except_services:
+            return False
+        known, unknown = _known(st.not_actions)
+        if any(p.lower().partition(":")[0] not in except_services for p in known):
+            return False
+        return None if unknown else True
+    return _any_of(st.actions, lambda p: pattern_covers(p, "*"))
+
+
+def resource_is_wildcard(st: Statement) -> Tri:
+    """The statement applies to every resource (``*``, ``arn:*``) or uses NotResource."""
+    if st.not_resources:
+        return True
+    return _any_of(st.resources, lambda r: pattern_covers(r, "*") or pattern_covers(r, "arn:*"))
+
+
+def _norm_text(v: str) -> str:
+    return v.strip().lower()
+
+
+def condition_matches(cond: Condition, operators: frozenset[str] | None, keys: frozenset[str] | None,
+                      values: frozenset[str] | None) -> Tri:
+    """Does one condition have one of *operators*, a key matching one of *keys* (shell
+    patterns) and one of *values*? Each filter is optional; comparisons ignore case, as IAM
+    does for keys and operators."""
+    parts: list[Tri] = []
+    if operators is not None:
+        op = cond.operator
+        parts.append(None if isinstance(op, Unknown) else _norm_text(op) in operators)
+    if keys is not None:
+        # Keys may be shell patterns ("*:sub" for any OIDC provider's subject claim).
+        key = cond.key
+        parts.append(None if isinstance(key, Unknown)
+                     else any(fnmatch.fnmatchcase(_norm_text(key), k) for k in keys))
+    if values is not None:
+        parts.append(_any_of(cond.values, lambda v: _norm_text(v) in values))
+    return t_and(parts)
+
+

@@ -1,0 +1,48 @@
+"""The operator registry: every operator of the condition language, listed by name, and the
+compiler that turns a condition mapping into a predicate.
+
+Operators come from their own modules (structural, IAM, secrets); they are assembled here
+explicitly rather than registering themselves on import. Each operator receives
+:func:`compile_condition` as its sub-compiler, so no operator module imports this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from soc2infra.engine.core import Compiler, ConditionError, Predicate
+from soc2infra.engine.iam.operators import IAM_OPERATORS
+from soc2infra.engine.secrets import SECRET_OPERATORS
+from soc2infra.engine.structural import STRUCTURAL_OPERATORS
+from soc2infra.engine.values import compile_path_test
+
+
+def _assemble(*tables: Mapping[str, Compiler]) -> dict[str, Compiler]:
+    out: dict[str, Compiler] = {}
+    for table in tables:
+        clash = set(table) & set(out)
+        if clash:
+            raise RuntimeError(f"operator name clash: {sorted(clash)}")
+        out.update(table)
+    return out
+
+
+OPERATORS: dict[str, Compiler] = _assemble(STRUCTURAL_OPERATORS, IAM_OPERATORS, SECRET_OPERATORS)
+"""Every operator by name; path tests (``{path: ...}``) are handled separately."""
+
+
+def compile_condition(spec: Any, where: str = "condition") -> Predicate:
+    """Compile a condition mapping into a predicate; raise :class:`ConditionError` on bad input."""
+    if not isinstance(spec, Mapping) or not spec:
+        raise ConditionError("a condition must be a non-empty mapping", where)
+    if "path" in spec:
+        return compile_path_test(spec, where)
+    keys = [k for k in spec if k in OPERATORS]
+    if len(keys) != 1:
+        raise ConditionError(
+            f"a condition needs exactly one of: path, {', '.join(sorted(OPERATORS))} (got {sorted(spec)})",
+            where,
+        )
+    key = keys[0]
+    return OPERATORS[key](spec[key], spec, f"{where}.{key}", compile_condition)
