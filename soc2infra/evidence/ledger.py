@@ -27,8 +27,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
+from soc2infra.evidence.backend import Backend, StoredRow
 from soc2infra.evidence.records import (
     EvidenceError,
     PreparedEntry,
@@ -39,31 +40,8 @@ from soc2infra.evidence.records import (
     now,
     parse_time,
     prepare_entry,
-    redact,
     seal,
 )
-
-
-class StoredRow(NamedTuple):
-    """One row of ``evidence_records`` as stored: the columns next to the canonical body."""
-
-    seq: int
-    time: str
-    source: str
-    subject: str
-    body: str
-    hash: str
-    prev_hash: str
-
-
-class HeadState(NamedTuple):
-    """What a writer sees under the lock: the head table and the last stored record."""
-
-    seq: int  # head table
-    hash: str
-    time: str
-    last_seq: int  # last record (0 when empty)
-    last_hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,43 +69,6 @@ class Anchor:
         except ValueError as exc:
             raise EvidenceError(f"not an anchor: bad sequence number {seq_text!r}") from exc
         return cls(seq, hash_text.lower())
-
-
-class Backend(Protocol):
-    """Storage for one ledger; used by one thread at a time (the :class:`Ledger` lock)."""
-
-    url: str
-    errors: tuple[type[Exception], ...]  # the driver's exceptions, reported as StorageError
-
-    def begin_exclusive(self) -> HeadState:
-        """Start a transaction that excludes every other writer, and read the head."""
-
-    def insert(self, rows: Sequence[StoredRow], head: tuple[int, str, str]) -> None:
-        """Insert *rows* and move the head table to *head* (seq, hash, time)."""
-
-    def commit(self) -> None:
-        """Commit durably (the record survives a crash once this returns)."""
-
-    def rollback(self) -> None:
-        """Abandon the transaction."""
-
-    def fetch(self, after_seq: int, limit: int, start: str | None = None,
-              end: str | None = None) -> list[StoredRow]:
-        """Up to *limit* rows with seq > *after_seq* (and start <= time < end), by seq."""
-
-    def get(self, seq: int) -> StoredRow | None:
-        """The row at *seq*."""
-
-    def stored_head(self) -> tuple[int, str, str]:
-        """The head table's (seq, hash, time); (0, genesis, "") for a new ledger."""
-
-    def close(self) -> None:
-        """Release the connection."""
-
-
-def display_url(url: str) -> str:
-    """*url* with any password masked, for messages."""
-    return redact({"url": url})["url"] if "://" in url else url
 
 
 PAGE = 1000

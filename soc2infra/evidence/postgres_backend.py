@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from soc2infra.evidence.ledger import HeadState, StoredRow, display_url
+from soc2infra.evidence.backend import HeadState, StoredRow, display_url
 from soc2infra.evidence.records import GENESIS_HASH, EvidenceError, StorageError
 
 # Arbitrary constant naming the schema-creation advisory lock.

@@ -29,7 +29,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
-from soc2infra.evidence.ledger import HeadState, StoredRow
+from soc2infra.evidence.backend import HeadState, StoredRow
 from soc2infra.evidence.records import GENESIS_HASH, EvidenceError, StorageError
 
 BUSY_TIMEOUT_MS = 60_000

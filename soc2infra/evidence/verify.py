@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from soc2infra.evidence.ledger import Anchor, Ledger, StoredRow, open_ledger
+from soc2infra.evidence.backend import StoredRow
+from soc2infra.evidence.ledger import Anchor, Ledger, open_ledger
 from soc2infra.evidence.records import (
     GENESIS_HASH,
     EvidenceError,
