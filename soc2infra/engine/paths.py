@@ -7,6 +7,7 @@ blocks (and plan JSON) are lists of dicts: ``versioning.enabled`` reaches every
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from typing import Any
@@ -53,9 +54,30 @@ def resolve(root: Any, path: tuple[str | int, ...]) -> list[Any]:
     return current
 
 
+#: A path step that decodes a JSON string (``container_definitions.@json.privileged``): some
+#: provider arguments hold JSON documents as strings, and rules need to look inside them.
+JSON_STEP = "@json"
+
+
+@lru_cache(maxsize=1024)
+def _decode_json(text: str) -> Any:
+    """The decoded document, or MISSING when *text* is not JSON (cached: rules revisit it)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return MISSING
+
+
 def _step(value: Any, key: str | int, out: list[Any]) -> None:
     if isinstance(value, Unknown):
         out.append(value)
+    elif key == JSON_STEP:
+        if isinstance(value, str):
+            decoded = _decode_json(value)
+            if decoded is not MISSING and decoded is not None:
+                out.append(decoded)
+        elif isinstance(value, (dict, list)):
+            out.append(value)  # already structured (plan JSON may carry the document decoded)
     elif isinstance(value, dict):
         got = value.get(key, MISSING) if not isinstance(key, int) else value.get(str(key), MISSING)
         if got is not MISSING and got is not None:

@@ -144,3 +144,14 @@ def test_subject_operand_inside_related_where():
     assert cond(EvalContext(workload.attributes, workload, idx)) is True
     other = Resource("kubernetes", "StatefulSet", "apps/v1/StatefulSet/billing/l", {"_namespace": "billing"})
     assert cond(EvalContext(other.attributes, other, ResourceIndex([other, schedule]))) is False
+
+
+def test_json_step_decodes_string_documents():
+    """`@json` steps into a JSON string (ECS container_definitions); non-JSON gives nothing."""
+    from soc2infra.engine.paths import parse_path, resolve
+
+    attrs = {"defs": '[{"name": "app", "privileged": true}, {"name": "log"}]', "bad": "not json"}
+    assert resolve(attrs, parse_path("defs.@json.privileged")) == [True]
+    assert resolve(attrs, parse_path("defs.@json.name")) == ["app", "log"]
+    assert resolve(attrs, parse_path("bad.@json")) == []
+    assert resolve({"defs": [{"x": 1}]}, parse_path("defs.@json.x")) == [1]
