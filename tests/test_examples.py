@@ -36,6 +36,18 @@ EXPECTED_TERRAFORM = {
     ("SOC2-AWS-S3-002", "module.tmp_exports.aws_s3_bucket.this[0]"),
     ("SOC2-AWS-S3-003", "module.tmp_exports.aws_s3_bucket.this[0]"),
     ("SOC2-AWS-S3-006", "module.tmp_exports.aws_s3_bucket.this[0]"),
+    # Catalog rules (issue 17): no enhanced monitoring; buckets other than `data` have no TLS-only
+    # bucket policy and no expiry; the log-target bucket is exempt from replication only.
+    ("SOC2-AWS-RDS-011", "aws_db_instance.orders"),
+    ("SOC2-AWS-RDS-011", "aws_db_instance.reporting"),
+    ("SOC2-AWS-S3-007", "aws_s3_bucket.scratch"),
+    ("SOC2-AWS-S3-007", "module.audit_logs.aws_s3_bucket.this[0]"),
+    ("SOC2-AWS-S3-007", "module.tmp_exports.aws_s3_bucket.this[0]"),
+    ("SOC2-AWS-S3-010", "aws_s3_bucket.scratch"),
+    ("SOC2-AWS-S3-010", "module.tmp_exports.aws_s3_bucket.this[0]"),
+    ("SOC2-AWS-S3-011", "aws_s3_bucket.scratch"),
+    ("SOC2-AWS-S3-011", "module.audit_logs.aws_s3_bucket.this[0]"),
+    ("SOC2-AWS-S3-011", "module.tmp_exports.aws_s3_bucket.this[0]"),
 }
 
 

@@ -62,6 +62,50 @@ resource "aws_s3_bucket_public_access_block" "data" {
   restrict_public_buckets = true
 }
 
+resource "aws_s3_bucket_policy" "data" {
+  bucket = aws_s3_bucket.data.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "DenyInsecureTransport"
+      Effect    = "Deny"
+      Principal = "*"
+      Action    = "s3:*"
+      Resource  = ["arn:aws:s3:::${local.prefix}-data", "arn:aws:s3:::${local.prefix}-data/*"]
+      Condition = { Bool = { "aws:SecureTransport" = "false" } }
+    }]
+  })
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "data" {
+  bucket = aws_s3_bucket.data.id
+  rule {
+    id     = "expire-after-retention"
+    status = "Enabled"
+    filter {}
+    expiration {
+      days = 730
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 90
+    }
+  }
+}
+
+# The replica lives in the disaster-recovery account, outside this tree.
+resource "aws_s3_bucket_replication_configuration" "data" {
+  bucket = aws_s3_bucket.data.id
+  role   = "arn:aws:iam::111122223333:role/s3-replication"
+  rule {
+    id     = "all"
+    status = "Enabled"
+    destination {
+      bucket = "arn:aws:s3:::${local.prefix}-data-replica"
+    }
+  }
+  depends_on = [aws_s3_bucket_versioning.data]
+}
+
 # A scratch bucket nobody configured: no encryption, versioning, logging or public access block.
 resource "aws_s3_bucket" "scratch" {
   bucket = "${local.prefix}-scratch"
