@@ -62,6 +62,9 @@ def _scan_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--kube-version", default="1.34.0", show_default=True,
                      help="Kubernetes version for helm."),
         click.option("--jobs", "-j", type=int, default=None, help="Parser processes (default: all cores)."),
+        click.option("--download-external-modules/--no-download-external-modules", default=None,
+                     help="Fetch registry, git and HTTP modules that `terraform init` has not fetched "
+                          "(into the user cache; needs network access)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -79,6 +82,8 @@ def _scan_options(func: Callable[..., Any]) -> Callable[..., Any]:
               help="Lowest severity that fails the scan (default: low).")
 @click.option("--fail-on-unknown/--no-fail-on-unknown", default=None,
               help="Treat undecidable results as failures.")
+@click.option("--fail-on-unscanned/--no-fail-on-unscanned", default=None,
+              help="Exit 1 when a module could not be scanned (remote source not fetched, …).")
 @click.option("--baseline", "baseline_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Only findings absent from this baseline fail (see `soc2infra baseline create`).")
 @click.option("--changed-only", is_flag=True,
@@ -92,8 +97,9 @@ def _scan_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def scan(paths: Sequence[str], config_file: Path | None, no_config: bool, policy_dir: Sequence[Path],
          no_builtin_policies: bool | None, enable: Sequence[str], disable: Sequence[str],
          waiver_file: Path | None, var_file: Sequence[Path], helm_values: Sequence[Path], kube_version: str,
-         jobs: int | None, fmt: str | None, output_file: Path | None, severity_threshold: str | None,
-         fail_on_unknown: bool | None, baseline_file: Path | None, changed_only: bool,
+         jobs: int | None, download_external_modules: bool | None, fmt: str | None,
+         output_file: Path | None, severity_threshold: str | None, fail_on_unknown: bool | None,
+         fail_on_unscanned: bool | None, baseline_file: Path | None, changed_only: bool,
          evidence_ledger: str | None, evidence_key: Path | None, no_color: bool) -> None:
     """Scan Terraform (HCL or plan JSON) and Kubernetes manifests. Use - for standard input."""
     from soc2infra.exitcodes import OK, exit_code
@@ -103,6 +109,7 @@ def scan(paths: Sequence[str], config_file: Path | None, no_config: bool, policy
         "severity_threshold": severity_threshold, "format": fmt, "fail_on_unknown": fail_on_unknown,
         "enable": enable, "disable": disable, "policy_dirs": policy_dir, "waiver_file": waiver_file,
         "baseline": baseline_file, "builtin_policies": False if no_builtin_policies else None,
+        "fail_on_unscanned": fail_on_unscanned, "download_external_modules": download_external_modules,
     })
     if changed_only:
         targets = scan_units(paths, find_repo_root(Path.cwd()) or Path.cwd())
@@ -113,7 +120,8 @@ def scan(paths: Sequence[str], config_file: Path | None, no_config: bool, policy
     else:
         targets = list(paths)
     pack, warnings = _load_pack(settings)
-    result = _run(targets, pack, var_file, helm_values, kube_version, jobs)
+    result = _run(targets, pack, var_file, helm_values, kube_version, jobs,
+                  settings.download_external_modules)
     result.warnings = warnings + result.warnings
     # Changed files are not scan roots: their waiver file is the repository's.
     _apply_accepted_risks(result, settings, _waiver_dirs([] if changed_only else paths, settings))
@@ -127,7 +135,8 @@ def scan(paths: Sequence[str], config_file: Path | None, no_config: bool, policy
             click.echo(render("text", data), nl=False)
     else:
         click.echo(render(settings.format, data), nl=False)
-    code = exit_code(result, settings.severity_threshold, settings.fail_on_unknown)
+    code = exit_code(result, settings.severity_threshold, settings.fail_on_unknown,
+                     settings.fail_on_unscanned)
     if evidence_ledger:
         _record_evidence(evidence_ledger, evidence_key, result, pack, targets, code)
     sys.exit(code)
@@ -166,7 +175,7 @@ def baseline_create(paths: Sequence[str], config_file: Path | None, no_config: b
                     policy_dir: Sequence[Path], no_builtin_policies: bool | None, enable: Sequence[str],
                     disable: Sequence[str], waiver_file: Path | None, var_file: Sequence[Path],
                     helm_values: Sequence[Path], kube_version: str, jobs: int | None,
-                    output: Path | None) -> None:
+                    download_external_modules: bool | None, output: Path | None) -> None:
     """Scan PATHS and record every unwaived finding in a baseline file.
 
     Later scans with `--baseline FILE` (or `baseline:` in the config) fail only on findings
@@ -179,11 +188,13 @@ def baseline_create(paths: Sequence[str], config_file: Path | None, no_config: b
     settings = _settings(config_file, no_config, {
         "enable": enable, "disable": disable, "policy_dirs": policy_dir, "waiver_file": waiver_file,
         "builtin_policies": False if no_builtin_policies else None,
+        "download_external_modules": download_external_modules,
     })
     # A new baseline never applies the old one: it records everything that is not waived.
     settings = replace(settings, waivers=replace(settings.waivers, baseline=None))
     pack, warnings = _load_pack(settings)
-    result = _run(list(paths), pack, var_file, helm_values, kube_version, jobs)
+    result = _run(list(paths), pack, var_file, helm_values, kube_version, jobs,
+                  settings.download_external_modules)
     _apply_accepted_risks(result, settings, _waiver_dirs(paths, settings))
     target = output or Path(DEFAULT_BASELINE_FILE)
     count = write_baseline(target, result.findings, __version__)
@@ -214,13 +225,13 @@ def _load_pack(settings: Settings) -> tuple[PolicyPack, list[str]]:
 
 
 def _run(targets: Sequence[str], pack: PolicyPack, var_file: Sequence[Path], helm_values: Sequence[Path],
-         kube_version: str, jobs: int | None) -> ScanResult:
+         kube_version: str, jobs: int | None, download: bool = False) -> ScanResult:
     from soc2infra.progress import long_task_status
     from soc2infra.scan import ScanOptions
     from soc2infra.scan import scan as run_scan
 
     options = ScanOptions(var_files=tuple(var_file), helm_values=tuple(helm_values),
-                          kube_version=kube_version, jobs=jobs)
+                          kube_version=kube_version, jobs=jobs, download_external_modules=download)
     with long_task_status("scanning…"):
         return run_scan(targets, pack, options)
 

@@ -66,6 +66,8 @@ class Settings:
 
     severity_threshold: str = "low"
     fail_on_unknown: bool = False
+    fail_on_unscanned: bool = False
+    download_external_modules: bool = False
     format: str = "text"
     rules: RuleSelection = field(default_factory=RuleSelection)
     waivers: WaiverSettings = field(default_factory=WaiverSettings)
@@ -77,6 +79,8 @@ _KEYS: dict[str, str] = {
     "severity_threshold": "lowest severity that fails the scan",
     "format": "output format",
     "fail_on_unknown": "treat undecidable results as failures",
+    "fail_on_unscanned": "treat modules that could not be scanned as failures",
+    "download_external_modules": "fetch registry/git/HTTP modules terraform init has not fetched",
     "enable": "only these rules or categories (globs)",
     "disable": "never these rules or categories (globs)",
     "policy_dirs": "extra rule directories",
@@ -200,7 +204,7 @@ def _clean(key: str, value: Any, base: Path) -> Any:
         if value not in FORMATS:
             raise ValueError(f"must be one of {', '.join(FORMATS)}, got {value!r}")
         return value
-    if key in ("fail_on_unknown", "builtin_policies"):
+    if key in ("fail_on_unknown", "builtin_policies", "fail_on_unscanned", "download_external_modules"):
         if not isinstance(value, bool):
             raise ValueError(f"must be true or false, got {value!r}")
         return value
@@ -240,6 +244,8 @@ def resolve_settings(file_values: Mapping[str, Any], flags: Mapping[str, Any],
     return Settings(
         severity_threshold=pick("severity_threshold", "low"),
         fail_on_unknown=bool(pick("fail_on_unknown", False)),
+        fail_on_unscanned=bool(pick("fail_on_unscanned", False)),
+        download_external_modules=bool(pick("download_external_modules", False)),
         format=pick("format", "text"),
         rules=RuleSelection(enable=extend("enable"), disable=extend("disable"),
                             policy_dirs=extend("policy_dirs"), builtin=bool(pick("builtin_policies", True))),

@@ -22,8 +22,11 @@ def blocking(result: ScanResult, threshold: str, fail_on_unknown: bool = False) 
             and (f.status == "fail" or fail_on_unknown)]
 
 
-def exit_code(result: ScanResult, threshold: str, fail_on_unknown: bool = False) -> int:
-    """0 clean, 1 blocking findings, 2 errors (errors win)."""
+def exit_code(result: ScanResult, threshold: str, fail_on_unknown: bool = False,
+              fail_on_unscanned: bool = False) -> int:
+    """0 clean, 1 blocking findings (or unscanned modules when asked), 2 errors (errors win)."""
     if result.errors:
         return ERROR
+    if fail_on_unscanned and result.coverage.unscanned_modules:
+        return FINDINGS
     return FINDINGS if blocking(result, threshold, fail_on_unknown) else OK

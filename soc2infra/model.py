@@ -177,11 +177,91 @@ class Finding:
                 "line": res.line,
             },
         }
+        call = res.meta.get("module_call")
+        if isinstance(call, dict):
+            out["resource"]["module_call"] = {"file": str(call.get("file", "")),
+                                              "line": int(call.get("line", 0))}
         if self.waiver is not None:
             out["waiver"] = self.waiver.to_dict()
         if self.details:
             out["details"] = self.details
         return out
+
+
+@dataclass(slots=True)
+class ModuleRecord:
+    """One module call of the configuration and what became of it."""
+
+    address: str  # module.vpc, module.vpc.module.subnets (instance keys left out)
+    source: str
+    version: str | None  # the constraint written in the configuration
+    scanned: bool
+    reason: str = ""  # why it was not scanned
+    resolved_version: str | None = None  # the version evaluated (registry modules)
+    origin: str = ""  # "terraform init", "download", or "local"
+    location: str = ""  # where it was read from (a directory) or fetched from (a URL, no credentials)
+    digest: str = ""  # sha256 of the module's .tf files, for the lock record
+    file: str = ""  # the calling module block
+    line: int = 0
+    root: str = ""  # the root module it was called from
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the ``coverage.modules[]`` item of the result contract)."""
+        out: dict[str, Any] = {"address": self.address, "source": self.source, "scanned": self.scanned}
+        for key in ("version", "resolved_version", "reason", "origin", "location", "digest", "root", "file"):
+            value = getattr(self, key)
+            if value:
+                out[key] = value
+        if self.line:
+            out["line"] = self.line
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedFile:
+    """An input file discovery saw and did not read, with the reason."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the ``coverage.skipped_files[]`` item)."""
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass(slots=True)
+class Coverage:
+    """What the scan covered: every module call and its fate, and the files it skipped.
+
+    Nothing is left out in silence: a module that could not be read is listed here with the
+    reason, and values coming out of it are unknown.
+    """
+
+    modules: list[ModuleRecord] = field(default_factory=list)
+    skipped_files: list[SkippedFile] = field(default_factory=list)
+
+    @property
+    def unscanned_modules(self) -> list[ModuleRecord]:
+        """Module calls whose resources were not evaluated."""
+        return [m for m in self.modules if not m.scanned]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the ``coverage`` section of the result contract)."""
+        return {
+            "modules": [m.to_dict() for m in self.modules],
+            "modules_not_scanned": len(self.unscanned_modules),
+            "skipped_files": [f.to_dict() for f in self.skipped_files],
+        }
+
+    def summary(self) -> str:
+        """One line for every format's summary, empty when everything was scanned."""
+        missing = self.unscanned_modules
+        if not missing:
+            return ""
+        noun = "module" if len(missing) == 1 else "modules"
+        shown = "; ".join(f"{m.address} ({m.reason})" for m in missing[:5])
+        more = f"; and {len(missing) - 5} more" if len(missing) > 5 else ""
+        return f"{len(missing)} {noun} not scanned: {shown}{more}"
 
 
 @dataclass(slots=True)
@@ -196,6 +276,7 @@ class ScanResult:
     pack_digest: str = ""
     # (rule_id, address) pairs that passed; kept for JUnit/evidence populations.
     passes: list[tuple[str, str]] = field(default_factory=list)
+    coverage: Coverage = field(default_factory=Coverage)
 
     @property
     def failures(self) -> list[Finding]:

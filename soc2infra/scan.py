@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from soc2infra.engine.evaluate import evaluate
 from soc2infra.engine.policy import PolicyPack
-from soc2infra.model import Error, Resource, ScanResult
+from soc2infra.model import Coverage, Error, Resource, ScanResult, SkippedFile
 
 SKIP_DIRS = frozenset({".git", ".terraform", "node_modules", ".venv", "venv", "__pycache__", ".tox",
                        ".mypy_cache", ".pytest_cache", ".ruff_cache"})
@@ -32,6 +32,8 @@ class ScanOptions:
     kube_version: str = "1.34.0"
     jobs: int | None = None
     base_dir: Path | None = None  # paths in results are relative to this (default: cwd)
+    # Fetch registry/git/HTTP modules that `terraform init` has not fetched (network access).
+    download_external_modules: bool = False
 
 
 @dataclass(slots=True)
@@ -45,6 +47,7 @@ class Inputs:
     kustomizations: list[Path] = field(default_factory=list)
     stdin: bool = False
     errors: list[Error] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)  # seen, not read, and why
 
 
 def discover(paths: Sequence[str]) -> Inputs:
@@ -111,14 +114,17 @@ def _is_plan_file(path: Path) -> bool:
         or path.name.endswith((".tfplan.json", "plan.json"))
 
 
-def load_resources(inputs: Inputs, options: ScanOptions) -> tuple[list[Resource], list[Error]]:
-    """Run every source over the discovered inputs."""
+def load_resources(inputs: Inputs, options: ScanOptions,
+                   coverage: Coverage | None = None) -> tuple[list[Resource], list[Error]]:
+    """Run every source over the discovered inputs (module calls are recorded in *coverage*)."""
     resources: list[Resource] = []
     errors: list[Error] = list(inputs.errors)
     if inputs.tf_files:
         from soc2infra.sources.terraform import load_terraform
 
-        rs, errs = load_terraform(inputs.tf_files, options.var_files, jobs=options.jobs)
+        rs, errs = load_terraform(inputs.tf_files, options.var_files, jobs=options.jobs,
+                                  download=options.download_external_modules,
+                                  coverage=coverage.modules if coverage is not None else None)
         resources += rs
         errors += errs
     if inputs.plan_files or inputs.stdin:
@@ -229,28 +235,50 @@ def _load_kubernetes(inputs: Inputs, options: ScanOptions) -> tuple[list[Resourc
     return resources, errors
 
 
-def _relativize(resources: Iterable[Resource], errors: list[Error], base: Path) -> list[Error]:
+def _relative_to(base: Path) -> Callable[[str], str]:
     base_s = str(base.resolve()) + os.sep
 
     def rel(p: str) -> str:
+        if p == base_s[:-1]:
+            return "."
         return p[len(base_s):] if p.startswith(base_s) else p
 
+    return rel
+
+
+def _relativize(resources: Iterable[Resource], errors: list[Error], base: Path) -> list[Error]:
+    rel = _relative_to(base)
     for r in resources:
         r.file = rel(r.file)
+        call = r.meta.get("module_call")
+        if isinstance(call, dict):
+            r.meta["module_call"] = {**call, "file": rel(str(call.get("file", "")))}
     return [Error(rel(e.file), e.line, e.message) for e in errors]
+
+
+def _relativize_coverage(coverage: Coverage, base: Path) -> None:
+    rel = _relative_to(base)
+    for m in coverage.modules:
+        m.file, m.root = rel(m.file), rel(m.root)
+    coverage.skipped_files = [SkippedFile(rel(f.path), f.reason) for f in coverage.skipped_files]
 
 
 def scan(paths: Sequence[str], pack: PolicyPack, options: ScanOptions | None = None) -> ScanResult:
     """Scan *paths* with *pack*: the function behind ``soc2infra scan``."""
     options = options or ScanOptions()
     inputs = discover(paths)
-    resources, errors = load_resources(inputs, options)
+    coverage = Coverage(skipped_files=list(inputs.skipped))
+    resources, errors = load_resources(inputs, options, coverage)
     if any(r.kind == "kubernetes" for r in resources):
         from soc2infra.sources import kubernetes
 
         resources += kubernetes.namespace_resources(resources)
-    errors = _relativize(resources, errors, options.base_dir or Path.cwd())
-    return evaluate_resources(resources, pack, errors)
+    base = options.base_dir or Path.cwd()
+    errors = _relativize(resources, errors, base)
+    _relativize_coverage(coverage, base)
+    result = evaluate_resources(resources, pack, errors)
+    result.coverage = coverage
+    return result
 
 
 def evaluate_resources(resources: list[Resource], pack: PolicyPack,

@@ -19,7 +19,7 @@ from soc2infra.reports import TOOL_NAME, ReportInput, control_sort_key, sorted_f
 if TYPE_CHECKING:
     from soc2infra.model import Finding
 
-JSON_SCHEMA_VERSION = "1.0"
+JSON_SCHEMA_VERSION = "1.1"
 SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
 
 
@@ -27,6 +27,8 @@ def finding_dict(data: ReportInput, finding: Finding) -> dict[str, Any]:
     """``Finding.to_dict()`` with the resource file made relative to ``base_dir``."""
     out = finding.to_dict()
     out["resource"]["file"] = data.rel(finding.resource.file)
+    if "module_call" in out["resource"]:
+        out["resource"]["module_call"]["file"] = data.rel(out["resource"]["module_call"]["file"])
     return out
 
 
@@ -56,6 +58,7 @@ def summary(data: ReportInput) -> dict[str, Any]:
         "by_category": by_category,
         "by_control": {c: control[c] for c in sorted(control, key=control_sort_key)},
         "errors": len(result.errors),
+        "modules_not_scanned": len(result.coverage.unscanned_modules),
         "threshold": data.threshold,
         "blocking": len(data.blocking),
     }
@@ -75,7 +78,18 @@ def document(data: ReportInput) -> dict[str, Any]:
         "errors": [{"file": data.rel(e.file), "line": e.line, "message": e.message}
                    for e in result.errors],
         "warnings": [str(w) for w in result.warnings],
+        "coverage": _coverage(data),
     }
+
+
+def _coverage(data: ReportInput) -> dict[str, Any]:
+    out = data.result.coverage.to_dict()
+    for m in out["modules"]:
+        if "file" in m:
+            m["file"] = data.rel(m["file"])
+    for f in out["skipped_files"]:
+        f["path"] = data.rel(f["path"])
+    return out
 
 
 def render(data: ReportInput) -> str:

@@ -11,7 +11,9 @@ Shape (documented in ``docs/json-contract.md``):
   result that could not be decided and ``<skipped type="suppressed">`` with the waiver
   reason for a suppressed one;
 - input errors in their own ``<testsuite name="soc2infra.errors">``, one ``<error>`` test
-  case each (the suite is present only when there are errors).
+  case each (the suite is present only when there are errors);
+- module calls that could not be scanned in ``<testsuite name="soc2infra.not-scanned">``, one
+  ``<skipped type="not-scanned">`` test case each, with the reason.
 
 Attributes stay within the common Ant/Jenkins JUnit schema (no ``file`` or ``line`` on
 test cases: the location is in the failure body). Warnings are not part of this format.
@@ -33,6 +35,9 @@ SUITE_PREFIX = f"{TOOL_NAME}."
 ERRORS_SUITE = f"{TOOL_NAME}.errors"
 # Characters XML 1.0 cannot carry at all (escaping does not help).
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+COVERAGE_SUITE = "soc2infra.not-scanned"
 
 
 def _clean(text: str) -> str:
@@ -142,6 +147,17 @@ def render(data: ReportInput) -> str:
         _suite(root, ERRORS_SUITE, cases, {"error": len(cases)}, properties)
         totals["tests"] += len(cases)
         totals["error"] += len(cases)
+
+    missing = result.coverage.unscanned_modules
+    if missing:
+        cases = []
+        for m in missing:
+            case = ET.Element("testcase", classname=COVERAGE_SUITE, name=_clean(m.address), time="0")
+            ET.SubElement(case, "skipped", type="not-scanned", message=_clean(f"{m.source}: {m.reason}"))
+            cases.append(case)
+        _suite(root, COVERAGE_SUITE, cases, {"skipped": len(cases)}, properties)
+        totals["tests"] += len(cases)
+        totals["skipped"] += len(cases)
 
     root.set("tests", str(totals["tests"]))
     root.set("failures", str(totals["failure"]))

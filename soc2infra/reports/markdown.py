@@ -75,6 +75,8 @@ def render(data: ReportInput) -> str:
         counts[0] += " (" + ", ".join(f"{by_sev[s]} {s}" for s in SEVERITIES if by_sev[s]) + ")"
     counts += [f"{len(suppressed)} suppressed", f"{len(unknown)} unknown",
                _plural(len(result.errors), "error")]
+    if result.coverage.unscanned_modules:
+        counts.append(_plural(len(result.coverage.unscanned_modules), "module") + " not scanned")
     if result.errors:
         verdict = "input errors"
     elif data.blocking:
@@ -128,4 +130,8 @@ def render(data: ReportInput) -> str:
         body = [f"- {_code(data.rel(e.file) + (f':{e.line}' if e.line else ''))}: {_esc(e.message)}"
                 for e in result.errors]
         out += _details(f"Errors ({len(result.errors)})", _capped(body, MAX_OTHER, "errors"))
+    missing = result.coverage.unscanned_modules
+    if missing:
+        body = [f"- {_code(m.address)} ({_code(m.source)}): {_esc(m.reason)}" for m in missing]
+        out += _details(f"Modules not scanned ({len(missing)})", _capped(body, MAX_OTHER, "modules"))
     return "\n".join(out).rstrip("\n") + "\n"

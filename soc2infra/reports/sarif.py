@@ -108,6 +108,19 @@ def _location(data: ReportInput, f: Finding) -> dict[str, Any]:
     return loc
 
 
+def _related(data: ReportInput, f: Finding) -> dict[str, Any]:
+    """The calling ``module`` block in the root module: the place the user can change."""
+    call = f.resource.meta.get("module_call")
+    if not isinstance(call, dict) or not _is_real_file(str(call.get("file", ""))):
+        return {}
+    return {"relatedLocations": [{
+        "id": 1,
+        "physicalLocation": {"artifactLocation": artifact_location(data, str(call["file"])),
+                             "region": {"startLine": max(int(call.get("line", 1)), 1)}},
+        "message": {"text": "module call in the root module"},
+    }]}
+
+
 def _suppression(f: Finding) -> dict[str, Any]:
     waiver = f.waiver
     if waiver is None:
@@ -128,6 +141,7 @@ def _result(data: ReportInput, f: Finding, index: int) -> dict[str, Any]:
         "level": "note" if f.status == "unknown" else LEVEL.get(f.severity, "warning"),
         "message": {"text": f"{f.message}\nRemediation: {f.remediation}"},
         "locations": [_location(data, f)],
+        **_related(data, f),
         "partialFingerprints": {FINGERPRINT_KEY: hashlib.sha256(f.fingerprint.encode()).hexdigest()},
         "properties": {
             "status": f.status,
@@ -169,6 +183,8 @@ def document(data: ReportInput) -> dict[str, Any]:
             descriptors.append(_finding_descriptor(data, f))
     notifications = [_notification(data, "error", e.message, e.file, e.line) for e in result.errors]
     notifications += [_notification(data, "warning", str(w)) for w in result.warnings]
+    notifications += [_notification(data, "warning", f"{m.address} not scanned ({m.source}): {m.reason}",
+                                    m.file, m.line) for m in result.coverage.unscanned_modules]
     invocation: dict[str, Any] = {"executionSuccessful": not result.errors}
     if notifications:
         invocation["toolExecutionNotifications"] = notifications

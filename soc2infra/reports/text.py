@@ -109,7 +109,9 @@ def summary_line(data: ReportInput) -> str:
     verdict = "ERROR" if result.errors else ("FAIL" if data.blocking else "PASS")
     scope = f"{_plural(len(result.resources), 'resource')}, {_plural(result.rules_evaluated, 'rule')}"
     gate = f"{len(data.blocking)} at or above {data.threshold}"
-    return f"{verdict}: {', '.join(parts)} in {scope}; {gate}"
+    unscanned = len(result.coverage.unscanned_modules)
+    notice = f"; {_plural(unscanned, 'module')} not scanned" if unscanned else ""
+    return f"{verdict}: {', '.join(parts)} in {scope}; {gate}{notice}"
 
 
 def render(data: ReportInput) -> str:
@@ -159,6 +161,18 @@ def render(data: ReportInput) -> str:
         for e in result.errors:
             where = data.rel(e.file) + (f":{e.line}" if e.line else "")
             lines.add("  ", (where, "bold red"), f": {e.message}")
+
+    coverage = result.coverage
+    if coverage.unscanned_modules or coverage.skipped_files:
+        _section(lines, "Not scanned")
+        for m in coverage.unscanned_modules:
+            where = data.rel(m.file) + (f":{m.line}" if m.line else "")
+            lines.add("  ", (m.address, "bold yellow"), f" ({m.source}) at {where}: {m.reason}")
+        for sf in coverage.skipped_files:
+            lines.add("  ", (data.rel(sf.path), "bold yellow"), f": {sf.reason}")
+        if coverage.unscanned_modules:
+            lines.add(("  Values coming out of these modules are unknown; pass --fail-on-unscanned "
+                       "to block on them.", "dim"))
 
     lines.blank()
     lines.add((summary_line(data), "bold red" if result.errors or data.blocking else "bold green"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from soc2infra.model import Error, Resource
+from soc2infra.model import Error, ModuleRecord, Resource
 from soc2infra.sources import cache
 from soc2infra.sources.hcl_ast import Body, HclSyntaxError, parse_hcl
 from soc2infra.sources.hcl_fast import available as fast_parser_available
@@ -29,6 +29,7 @@ from soc2infra.sources.terraform_eval import (
     evaluate,
     variable_default,
 )
+from soc2infra.sources.terraform_modules import ModuleFetcher, ModuleResolver, default_module_cache
 
 PARSER_VERSION = "hcl-ast-2"
 _IGNORE_RE = re.compile(r"(?:#|//)\s*soc2infra:ignore\s+([A-Za-z0-9_.*-]+)\s*(.*)$")
@@ -222,12 +223,16 @@ def root_inputs(mdef: ModuleDef, loader: TerraformLoader, var_files: Iterable[Pa
 
 
 def load_terraform(tf_files: list[Path], var_files: Iterable[Path] = (), base: Path | None = None,
-                   jobs: int | None = None) -> tuple[list[Resource], list[Error]]:
+                   jobs: int | None = None, download: bool = False,
+                   coverage: list[ModuleRecord] | None = None) -> tuple[list[Resource], list[Error]]:
     """Resources of every root module among the directories holding *tf_files*.
 
     A directory that another scanned directory calls as a local module is not a root:
     its resources appear once, under the caller's module address, with real inputs.
+    Non-local modules are read from where ``terraform init`` put them, or fetched when
+    *download* is set; every module call's fate is appended to *coverage*.
     """
+    fetcher = ModuleFetcher(default_module_cache()) if download else None
     errors: list[Error] = []
     paths = sorted({str(p.resolve()) for p in tf_files})
     parsed = parse_files(paths, jobs)
@@ -244,12 +249,19 @@ def load_terraform(tf_files: list[Path], var_files: Iterable[Path] = (), base: P
     for d, mdef in mdefs.items():
         if mdef is None or d in children:
             continue
-        root = ModuleInstance(mdef, "", root_inputs(mdef, loader, var_files), loader.module, d)
+        resolver = ModuleResolver(d, fetcher)
+        root = ModuleInstance(mdef, "", root_inputs(mdef, loader, var_files), loader.module, d,
+                              resolver=resolver)
         try:
             found = collect_resources(root)
         except RecursionError:
             errors.append(Error(str(d), None, "module evaluation recursed too deeply"))
             continue
+        finally:
+            if coverage is not None:
+                for rec in resolver.records:
+                    rec.root = str(d)
+                coverage.extend(resolver.records)
         for res in found:
             res.meta["root"] = str(d)
             res.meta["scope"] = f"terraform:{d}"

@@ -17,12 +17,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from soc2infra.model import Resource, Unknown, contains_unknown
+from soc2infra.model import ModuleRecord, Resource, Unknown, contains_unknown
 from soc2infra.sources.hcl_ast import Block, Body, Expr, _split_template
 from soc2infra.sources.terraform_functions import FUNCTIONS, file_function, to_str
+from soc2infra.sources.terraform_modules import ModuleResolver
 
 META_ARGS = frozenset({"count", "for_each", "depends_on", "provider", "providers"})
 META_BLOCKS = frozenset({"lifecycle", "provisioner", "connection"})
+MAX_MODULE_DEPTH = 20
 IDENTITY_ATTRS = ("bucket", "name", "arn", "id", "function_name", "cluster_identifier", "identifier")
 
 
@@ -102,9 +104,15 @@ class ModuleInstance:
     """One instance of a module (the root, or ``module.x`` / ``module.x[0]``)."""
 
     def __init__(self, mdef: ModuleDef, prefix: str, inputs: dict[str, _Tracked], loader: ModuleLoader,
-                 root_dir: Path, depth: int = 0) -> None:
+                 root_dir: Path, depth: int = 0, resolver: ModuleResolver | None = None,
+                 call_path: tuple[str, ...] = (), call_site: tuple[str, int] | None = None) -> None:
         self.mdef, self.prefix, self.inputs, self.loader = mdef, prefix, inputs, loader
         self.root_dir, self.depth = root_dir, depth
+        # Non-local module sources (modules.json, downloads) and the record of every call.
+        self.resolver = resolver
+        # Module call names from the root (modules.json keys: "vpc.subnets") and the root-level
+        # module block this instance sits under (what the user can change).
+        self.call_path, self.call_site = call_path, call_site
         self._locals: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
         self.blocks: dict[tuple[str, str, str], BlockRef] = {}
@@ -297,11 +305,11 @@ class ModuleCall:
         attrs = self.block.body.attrs
         base = Env(self.parent)
         source = evaluate(attrs["source"][0], base) if "source" in attrs else None
-        if not isinstance(source, str) or not source.startswith(("./", "../")) or self.parent.depth > 20:
-            self.external = True
-            return self._instances
-        child_def = self.parent.loader(_resolve_dir(self.parent.mdef.dir, source))
+        directory = self._directory(source, base)
+        child_def = self.parent.loader(directory) if directory is not None else None
         if child_def is None:
+            if directory is not None:
+                self._not_scanned(source, "the module directory holds no .tf files")
             self.external = True
             return self._instances
         meta: tuple[str, Any] | None = None
@@ -317,14 +325,49 @@ class ModuleCall:
             local = f"module.{self.name}" + ("" if key is None else _instance_key(key))
             prefix = f"{self.parent.prefix}.{local}" if self.parent.prefix else local
             inputs = module_inputs(child_def, self.block.body, Env(self.parent, binding))
-            self._instances[key] = ModuleInstance(child_def, prefix, inputs, self.parent.loader,
-                                                  self.parent.root_dir, self.parent.depth + 1)
+            self._instances[key] = ModuleInstance(
+                child_def, prefix, inputs, self.parent.loader, self.parent.root_dir, self.parent.depth + 1,
+                resolver=self.parent.resolver, call_path=(*self.parent.call_path, self.name),
+                call_site=self.parent.call_site or (self.file, self.block.line))
         return self._instances
+
+    @property
+    def address(self) -> str:
+        """``module.a.module.b``: the call's address without instance keys."""
+        return ".".join(f"module.{n}" for n in (*self.parent.call_path, self.name))
+
+    def _directory(self, source: Any, env: Env) -> Path | None:
+        """Where the called module's files are, or None (recorded as not scanned)."""
+        if self.parent.depth > MAX_MODULE_DEPTH:
+            self._not_scanned(source, f"modules nested deeper than {MAX_MODULE_DEPTH} levels")
+            return None
+        if isinstance(source, str) and source.startswith(("./", "../")):
+            directory = _resolve_dir(self.parent.mdef.dir, source)
+            if not directory.is_dir():
+                self._not_scanned(source, "local module directory does not exist")
+                return None
+            if self.parent.resolver is not None:
+                self.parent.resolver.record(ModuleRecord(
+                    self.address, source, None, True, origin="local", file=self.file, line=self.block.line))
+            return directory
+        resolver = self.parent.resolver
+        if resolver is None:
+            return None
+        version_expr = self.block.body.attrs.get("version")
+        version = evaluate(version_expr[0], env) if version_expr else None
+        return resolver.resolve(".".join((*self.parent.call_path, self.name)), self.address, source,
+                                version, self.file, self.block.line)
+
+    def _not_scanned(self, source: Any, reason: str) -> None:
+        if self.parent.resolver is not None:
+            self.parent.resolver.record(ModuleRecord(
+                self.address, source if isinstance(source, str) else "<unknown>", None, False, reason,
+                file=self.file, line=self.block.line))
 
     def value(self, env: Env) -> Any:
         insts = self.instances()
         if self.external:
-            return Unknown(f"module.{self.name} is not a local module")
+            return Unknown(f"{self.address} was not scanned")
         if list(insts) == [None]:
             return _ModuleOutputs(insts[None])
         return {k: _ModuleOutputs(v) for k, v in insts.items()} if "for_each" in self.block.body.attrs \
@@ -808,6 +851,8 @@ def _collect(inst: ModuleInstance, out: list[Resource]) -> None:
             attrs = instance.attributes()
             idents = frozenset(v for k in IDENTITY_ATTRS if isinstance(v := attrs.get(k), str) and v)
             meta: dict[str, Any] = {"module": inst.prefix, "mode": ref.mode}
+            if inst.call_site is not None:
+                meta["module_call"] = {"file": inst.call_site[0], "line": inst.call_site[1]}
             if ref.existence_unknown:
                 meta["existence"] = "unknown"
             out.append(Resource(

@@ -38,7 +38,7 @@ def test_sample_and_empty_documents_follow_the_schema(sample, empty, validator):
 
 def test_header(sample):
     doc = doc_of(sample)
-    assert doc["version"] == JSON_SCHEMA_VERSION == "1.0"
+    assert doc["version"] == JSON_SCHEMA_VERSION == "1.1"
     assert doc["tool"] == {"name": "soc2infra", "version": "9.9.9"}
     assert doc["pack"] == {"digest": "sha256:" + "ab" * 32, "rules": 4}
     assert doc["warnings"] == ["waiver for T-K8S-001 on apps/v1/Deployment/payments/api expires in 5 days"]
