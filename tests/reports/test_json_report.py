@@ -57,6 +57,7 @@ def test_summary_counts(sample):
         # open failures per criterion; the network finding counts under both of its criteria
         "by_control": {"C1.1": 2, "CC6.1": 3, "CC6.6": 1, "CC7.2": 1},
         "errors": 3,
+        "modules_not_scanned": 0,
         "threshold": "low",
         "blocking": 4,
     }
