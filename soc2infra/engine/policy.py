@@ -40,12 +40,18 @@ TARGET_GROUPS: dict[str, tuple[str, ...]] = {
 }
 ACTIONS = ("deny", "warn", "audit")
 DEFAULT_ACTION = {"critical": "deny", "high": "deny", "medium": "warn", "low": "audit"}
+# Enforcement levels, after Pod Security's "enforce baseline, warn restricted": a level names why
+# a rule denies or not at admission, and sets its default action. baseline: no legitimate default
+# in a chart (privileged pods, host namespaces, cluster-admin bindings …), denied; restricted:
+# hardening many charts do not meet yet, warned; hygiene: good practice, recorded only.
+ENFORCEMENT_ACTION = {"baseline": "deny", "restricted": "warn", "hygiene": "audit"}
 EXAMPLE_SOURCES = ("terraform", "kubernetes", "plan")
 EXPECTATIONS = ("pass", "fail", "unknown", "skip")
 
 _RULE_KEYS = {
     "id", "title", "severity", "category", "controls", "targets", "when", "condition", "message",
     "remediation", "description", "action", "examples", "references", "enabled", "catalog",
+    "enforcement",
 }
 
 
@@ -96,6 +102,8 @@ class Rule:
     enabled: bool = True
     #: ids of the SOC 2 catalog checks (docs/coverage.md) this rule implements, e.g. AWS-S3-ENCRYPTION
     catalog: tuple[str, ...] = ()
+    #: admission enforcement level (baseline | restricted | hygiene), None when the rule has none
+    enforcement: str | None = None
 
 
 @dataclass(slots=True)
@@ -293,7 +301,13 @@ def compile_rule(fname: str, item: Any, controls: dict[str, Control]) -> Rule:
         else:
             expanded.append(t)
     severity = item["severity"]
-    action = item.get("action", DEFAULT_ACTION[severity])
+    enforcement = item.get("enforcement")
+    if enforcement is not None and enforcement not in ENFORCEMENT_ACTION:
+        raise fail("enforcement", f"must be one of {', '.join(ENFORCEMENT_ACTION)}")
+    if enforcement is not None and "action" in item:
+        raise fail("action", "set either enforcement (which implies the action) or action, not both")
+    default = ENFORCEMENT_ACTION[enforcement] if enforcement is not None else DEFAULT_ACTION[severity]
+    action = item.get("action", default)
     if action not in ACTIONS:
         raise fail("action", f"must be one of {', '.join(ACTIONS)}")
     try:
@@ -308,6 +322,7 @@ def compile_rule(fname: str, item: Any, controls: dict[str, Control]) -> Rule:
         remediation=item["remediation"].strip(), predicate=predicate, applies=applies, action=action,
         description=str(item.get("description", "")).strip(), examples=examples, file=fname,
         line=line or 0, enabled=bool(item.get("enabled", True)), catalog=_catalog_ids(item, fail),
+        enforcement=enforcement,
     )
 
 

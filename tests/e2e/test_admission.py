@@ -41,9 +41,10 @@ def _name(prefix: str) -> str:
 
 
 def deployment(name: str, namespace: str, *, privileged: bool = False, image: str | None = None,
-               labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+               labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
+               escalate: bool = False) -> dict[str, Any]:
     """A Deployment that passes every rule unless told otherwise."""
-    security: dict[str, Any] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+    security: dict[str, Any] = {"allowPrivilegeEscalation": escalate, "readOnlyRootFilesystem": True,
                                 "capabilities": {"drop": ["ALL"]}}
     if privileged:  # the API server refuses privileged with allowPrivilegeEscalation: false
         security = {"privileged": True, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
@@ -235,15 +236,17 @@ def test_compliant_deployment_is_admitted_silently(operator, kubectl, ns):
 
 
 def test_warn_rule_reaches_kubectl_as_a_warning(operator, kubectl, ns):
-    result = apply(kubectl, deployment("latest", ns, image="nginx:latest"))
+    result = apply(kubectl, deployment("latest", ns, image="nginx:latest", escalate=True))
     assert result.returncode == 0, result.stderr
-    assert "Warning: SOC2-K8S-IMAGE-001 [CC8.1, CC6.8, PI1.5]" in result.stderr
+    # POD-002 is a restricted-level rule: a warning, although its severity is high.
+    assert "Warning: SOC2-K8S-POD-002 [CC6.1, CC6.8]" in result.stderr
     assert exists(kubectl, "deployment", "latest", ns)
-    # IMAGE-002 (no digest) is an audit rule: recorded, never shown.
-    assert "SOC2-K8S-IMAGE-002" not in result.stderr
+    # IMAGE-001/002 (latest tag, no digest) are hygiene rules: recorded, never shown.
+    assert "SOC2-K8S-IMAGE-00" not in result.stderr
     [record] = operator.records(f"apps/v1/Deployment/{ns}/latest")
     statuses = {r["rule_id"]: r["status"] for r in record["results"]}
-    assert statuses["SOC2-K8S-IMAGE-002"] == "fail" and record["decision"] == "warn"
+    assert statuses["SOC2-K8S-IMAGE-002"] == statuses["SOC2-K8S-IMAGE-001"] == "fail"
+    assert record["decision"] == "warn"
 
 
 def test_excluded_namespace_is_not_checked(operator, kubectl):

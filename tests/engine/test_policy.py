@@ -44,6 +44,8 @@ def test_good_rule_loads_and_indexes(tmp_path):
     ("title: t", "title: ''", "title"),
     ("remediation: r", "remediation: r\n    colour: red", "colour"),
     ("remediation: r", "remediation: r\n    catalog: AWS-S3-ENCRYPTION", "catalog"),
+    ("remediation: r", "remediation: r\n    enforcement: strict", "enforcement"),
+    ("remediation: r", "remediation: r\n    enforcement: baseline\n    action: warn", "action"),
 ])
 def test_schema_errors_name_file_rule_and_field(tmp_path, old, new, field):
     d = write(tmp_path, GOOD.replace(old, new))
@@ -52,6 +54,13 @@ def test_schema_errors_name_file_rule_and_field(tmp_path, old, new, field):
     err = exc.value
     assert err.file.endswith("x.yaml") and err.rule == "T-X-001" and err.field == field
     assert "x.yaml" in str(err) and "T-X-001" in str(err) and field in str(err)
+
+
+@pytest.mark.parametrize("level, action", [("baseline", "deny"), ("restricted", "warn"), ("hygiene", "audit")])
+def test_enforcement_level_sets_the_default_action_whatever_the_severity(tmp_path, level, action):
+    text = GOOD.replace("remediation: r", f"remediation: r\n    enforcement: {level}")
+    rule = load_pack([write(tmp_path, text)], builtin=False).rule("T-X-001")
+    assert (rule.enforcement, rule.action, rule.severity) == (level, action, "high")
 
 
 def test_catalog_ids_are_kept_on_the_rule(tmp_path):

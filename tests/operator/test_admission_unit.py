@@ -151,14 +151,19 @@ def test_privileged_deployment_is_denied_naming_rule_criteria_and_fix(policy):
     assert "Deployment shop/api" in response.message
 
 
+ESCALATING = {"image": "nginx:latest", "securityContext": {
+    "allowPrivilegeEscalation": True, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}}
+
+
 def test_warn_rule_admits_with_a_warning_and_audit_rule_only_records(policy):
-    # :latest is SOC2-K8S-IMAGE-001 (medium → warn); no digest is IMAGE-002 (low → audit).
-    d = run(deployment(container={"image": "nginx:latest"}), policy)
+    # allowPrivilegeEscalation is SOC2-K8S-POD-002 (restricted → warn, although its severity is
+    # high); :latest and no digest are IMAGE-001/002 (hygiene → audit).
+    d = run(deployment(container=ESCALATING), policy)
     assert d.allowed and d.verdict == "warn"
     actions = {o.rule_id: o.action for o in d.outcomes}
-    assert actions == {"SOC2-K8S-IMAGE-001": "warn", "SOC2-K8S-IMAGE-002": "audit"}
+    assert actions == {"SOC2-K8S-POD-002": "warn", "SOC2-K8S-IMAGE-001": "audit", "SOC2-K8S-IMAGE-002": "audit"}
     warnings = build_response(d).warnings
-    assert len(warnings) == 1 and warnings[0].startswith("SOC2-K8S-IMAGE-001 [")
+    assert len(warnings) == 1 and warnings[0].startswith("SOC2-K8S-POD-002 [")
     assert all(len(w) <= MAX_WARNING_CHARS for w in warnings)
 
 
@@ -378,10 +383,11 @@ def test_ignore_annotation_is_an_opt_out_too(policy):
     grant = store(waiver(rule="SOC2-K8S-POD-*", optOut=True))
     assert run(annotated, policy, waivers=grant).allowed
     # The grant covers only the rules the annotation names.
-    both = deployment(container={**PRIVILEGED, "securityContext": {"privileged": True}}, metadata={
+    both = deployment(container={"securityContext": {**PRIVILEGED["securityContext"], "capabilities": {
+        "drop": ["ALL"], "add": ["SYS_ADMIN"]}}}, metadata={
         "annotations": {"soc2infra.io/ignore": "SOC2-K8S-POD-001 vendor image"}})
     d = run(both, policy, waivers=grant)
-    assert not d.allowed and [o.rule_id for o in d.denials] == ["SOC2-K8S-POD-002"]
+    assert not d.allowed and [o.rule_id for o in d.denials] == ["SOC2-K8S-POD-007"]
 
 
 def test_cluster_scoped_objects_use_waivers_of_the_own_namespace(pack, relations):
@@ -477,7 +483,7 @@ def test_review_response_shape(policy):
     assert out["apiVersion"] == "admission.k8s.io/v1" and out["kind"] == "AdmissionReview"
     assert out["response"]["uid"] == "d7f1" and out["response"]["allowed"] is False
     assert out["response"]["status"]["code"] == 403
-    ok = review_response(rev, build_response(run(deployment(container={"image": "nginx:latest"}), policy)))
+    ok = review_response(rev, build_response(run(deployment(container=ESCALATING), policy)))
     assert ok["response"]["allowed"] is True and "status" not in ok["response"] and ok["response"]["warnings"]
 
 

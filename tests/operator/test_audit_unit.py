@@ -46,11 +46,11 @@ def by(entries, rule_id: str, address: str):
 
 def test_one_index_over_the_cluster_decides_cross_object_rules(policy):
     result = evaluate_cluster([ns("a"), ns("b"), netpol("b"), pod("p", "a", privileged=True)], policy, today=TODAY)
-    assert by(result.entries, "SOC2-K8S-NET-004", "v1/Namespace/a").result == "fail"  # deny rule: fail
+    assert by(result.entries, "SOC2-K8S-NET-004", "v1/Namespace/a").result == "warn"  # restricted: warn
     assert by(result.entries, "SOC2-K8S-NET-004", "v1/Namespace/b").result == "pass"
     p = by(result.entries, "SOC2-K8S-POD-001", "v1/Pod/a/p")
     assert (p.result, p.namespace, p.ref["uid"]) == ("fail", "a", "u1")
-    assert by(result.entries, "SOC2-K8S-POD-005", "v1/Pod/a/p").result == "warn"  # a warn rule failing
+    assert by(result.entries, "SOC2-K8S-POD-003", "v1/Pod/a/p").result == "warn"  # a warn rule failing
     # The admission context keeps the objects cross-object rules look up.
     assert [r.type for r in result.context] == ["NetworkPolicy"]
     assert result.summary()["objects"] == 4
