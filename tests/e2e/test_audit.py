@@ -70,8 +70,7 @@ def single(name: str, namespace: str, pod_labels: dict[str, str] | None = None) 
 @pytest.fixture(scope="module")
 def scene(audit_operator: RunningOperator, kubectl: Kubectl) -> Scene:
     bad, good, role = _name("audit-bad"), _name("audit-good"), _name("audit-wild")
-    created = datetime.now(UTC)
-    expires = (created.date() + timedelta(days=30)).isoformat()
+    expires = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
     objects = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": bad}},
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": good}},

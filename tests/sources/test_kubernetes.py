@@ -259,6 +259,7 @@ def test_looks_like_kubernetes():
 
 BAD_POD_SPEC: dict[str, Any] = {
     "hostNetwork": True,
+    "securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "65536"}]},
     "volumes": [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}},
                 {"name": "data", "persistentVolumeClaim": {"claimName": "d"}}],
     "initContainers": [{"name": "init", "image": "busybox", "securityContext": {"privileged": True}}],
@@ -266,7 +267,7 @@ BAD_POD_SPEC: dict[str, Any] = {
         "name": "app", "image": "ghcr.io/acme/app:latest",
         "ports": [{"containerPort": 80, "hostPort": 80}],
         "env": [{"name": "DB_PASSWORD", "value": "hunter2"}],
-        "securityContext": {"runAsUser": 0, "capabilities": {"add": ["SYS_ADMIN"]}},
+        "securityContext": {"runAsUser": 0, "capabilities": {"add": ["SYS_ADMIN"]}, "procMount": "Unmasked"},
     }],
 }
 POD_LABELS = {"app": "demo"}
@@ -319,7 +320,8 @@ def workload_rules() -> set[str]:
 EXPECTED_ON_BAD_POD = {
     "SOC2-K8S-POD-001", "SOC2-K8S-POD-002", "SOC2-K8S-POD-003", "SOC2-K8S-POD-004", "SOC2-K8S-POD-005",
     "SOC2-K8S-POD-006", "SOC2-K8S-POD-007", "SOC2-K8S-POD-008", "SOC2-K8S-POD-009", "SOC2-K8S-POD-010",
-    "SOC2-K8S-POD-011", "SOC2-K8S-POD-012", "SOC2-K8S-POD-013", "SOC2-K8S-POD-014", "SOC2-K8S-AVAIL-001",
+    "SOC2-K8S-POD-011", "SOC2-K8S-POD-012", "SOC2-K8S-POD-013", "SOC2-K8S-POD-014", "SOC2-K8S-POD-015",
+    "SOC2-K8S-POD-016", "SOC2-K8S-AVAIL-001",
     "SOC2-K8S-AVAIL-002", "SOC2-K8S-IMAGE-001", "SOC2-K8S-IMAGE-002", "SOC2-K8S-SECRET-001",
     "SOC2-K8S-BACKUP-001",
 }
