@@ -3,10 +3,13 @@
 Lookup order:
 
 1. ``$SOC2INFRA_BIN_DIR`` - a directory that must already hold all binaries (never built into).
-2. The build cache filled by ``tools/build-binaries.sh``:
+2. The build cache filled by ``build-binaries.sh``:
    ``${SOC2INFRA_CACHE:-~/.cache/soc2infra}/bin/<key>/``, where ``<key>`` hashes the pinned Go
    module and versions. The script owns the key computation; we ask it (``--check``) rather than
    re-implementing the hash here, so the two can never disagree.
+
+The recipe and single-binary lookups live in :mod:`soc2infra.binaries` (shipped in the wheel, so
+this works from an installed package too); this module only needs a directory holding the set.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from soc2infra import binaries
+
 __all__ = [
     "BINARIES", "BUILD_SCRIPT", "BinariesMissing", "binary", "build_command", "ensure_binaries",
 ]
@@ -23,8 +28,8 @@ __all__ = [
 #: Binaries every bin dir must contain.
 BINARIES: tuple[str, ...] = ("kube-apiserver", "etcd", "helm")
 
-#: The build script; only present in a source checkout (it is not shipped in the wheel).
-BUILD_SCRIPT: Path = Path(__file__).resolve().parents[2] / "tools" / "build-binaries.sh"
+#: The build script (package data in a wheel, tools/k8sbin/ in a checkout).
+BUILD_SCRIPT: Path = binaries.BUILD_SCRIPT
 
 # Exit code of `build-binaries.sh --check` meaning "not built yet" (anything else is an error).
 _CHECK_MISSING = 3
@@ -86,7 +91,7 @@ def ensure_binaries(build: bool = False) -> Path:
     if not BUILD_SCRIPT.is_file():
         raise BinariesMissing(
             f"no control-plane binaries: set SOC2INFRA_BIN_DIR to a directory holding {', '.join(BINARIES)} "
-            f"(the build script {BUILD_SCRIPT} only exists in a source checkout)"
+            f"(the build script {BUILD_SCRIPT} is missing from this installation)"
         )
 
     check = subprocess.run(

@@ -13,9 +13,7 @@ the API server sent: it never raises, whatever the shape of the object.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from soc2infra import binaries
 from soc2infra.model import Error, Resource
 
 # ----------------------------------------------------------------------------- kinds
@@ -532,8 +531,6 @@ def _synthetic_namespace(name: str, user: Resource) -> Resource:
 
 HELM_TIMEOUT_SECONDS = 180
 KUSTOMIZE_TIMEOUT_SECONDS = 180
-# Where `go install helm.sh/helm/v3/cmd/helm@…` with the documented GOBIN puts it.
-HELM_CACHE_BINARY = Path.home() / ".cache" / "soc2infra" / "gobin" / "helm"
 
 
 def is_helm_chart(directory: Path) -> bool:
@@ -550,20 +547,16 @@ def is_kustomization(directory: Path) -> bool:
 
 
 def find_helm(helm: str | None = None) -> str | None:
-    """The helm binary: *helm*, ``$SOC2INFRA_HELM``, ``helm`` on PATH, then the Go-install
-    cache (``~/.cache/soc2infra/gobin/helm``)."""
-    for candidate in (helm, os.environ.get("SOC2INFRA_HELM")):
-        if candidate:
-            return candidate
-    on_path = shutil.which("helm")
-    if on_path:
-        return on_path
-    return str(HELM_CACHE_BINARY) if HELM_CACHE_BINARY.is_file() else None
+    """The helm binary: *helm*, ``$SOC2INFRA_HELM``, ``helm`` on PATH, then the build cache
+    (see :mod:`soc2infra.binaries`)."""
+    found = binaries.find("helm", helm)
+    return str(found) if found is not None else None
 
 
 def find_kubectl(kubectl: str | None = None) -> str | None:
-    """The kubectl binary: *kubectl*, ``$SOC2INFRA_KUBECTL``, then ``kubectl`` on PATH."""
-    return kubectl or os.environ.get("SOC2INFRA_KUBECTL") or shutil.which("kubectl")
+    """The kubectl binary: *kubectl*, ``$SOC2INFRA_KUBECTL``, ``kubectl`` on PATH, then the build cache."""
+    found = binaries.find("kubectl", kubectl)
+    return str(found) if found is not None else None
 
 
 def _run(command: list[str], timeout: int) -> tuple[str, str | None]:
@@ -606,8 +599,9 @@ def render_helm_chart(chart_dir: Path, values_files: list[Path], kube_version: s
     chart_file = str(chart_dir / "Chart.yaml")
     binary = find_helm(helm)
     if binary is None:
-        return [], [Error(chart_file, None, "helm is needed to render this chart: install helm or set "
-                                            "SOC2INFRA_HELM to its path")]
+        return [], [Error(chart_file, None, "helm is needed to render this chart: install helm, set "
+                                            "SOC2INFRA_HELM to its path, or build it once with "
+                                            "`python -m soc2infra.binaries build --helm-only`")]
     command = [binary, "template", str(chart_dir), "--kube-version", kube_version]
     for values in values_files:
         command += ["--values", str(values)]

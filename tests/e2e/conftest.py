@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from soc2infra import binaries
 from soc2infra.lab import BinariesMissing, ControlPlane, ensure_binaries
 
 _HERE = Path(__file__).resolve().parent
@@ -112,7 +112,8 @@ def control_plane(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def _kubectl_path() -> str:
-    return os.environ.get("SOC2INFRA_KUBECTL") or shutil.which("kubectl") or "/usr/bin/kubectl"
+    found = binaries.find("kubectl")  # SOC2INFRA_KUBECTL, PATH, then the build cache
+    return str(found) if found is not None else "kubectl"
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,32 +33,9 @@ def _strict() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-def _find_helm() -> str | None:
-    candidates = [os.environ.get("SOC2INFRA_HELM"), shutil.which("helm"),
-                  str(Path.home() / ".cache" / "soc2infra" / "gobin" / "helm")]
-    for c in candidates:
-        if c and os.access(c, os.X_OK):
-            return c
-    try:  # the lab's binaries directory (built by tools/build-binaries.sh)
-        from soc2infra.lab import ensure_binaries
-
-        lab = ensure_binaries(build=False) / "helm"
-        if os.access(lab, os.X_OK):
-            return str(lab)
-    except Exception:  # noqa: BLE001 - absent binaries: handled below
-        pass
-    return None
-
-
 @pytest.fixture(scope="module")
-def helm() -> str:
-    found = _find_helm()
-    if found is None:
-        if _strict():
-            pytest.fail("helm not found (SOC2INFRA_HELM, PATH, ~/.cache/soc2infra/gobin/helm, lab binaries)",
-                        pytrace=False)
-        pytest.skip("helm not found")
-    return found
+def helm(require_binary: Callable[[str], str]) -> str:
+    return require_binary("helm")
 
 
 def render(helm: str, *sets: str, namespace: str = "soc2infra", release: str = "soc2infra",

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
-import shutil
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -525,26 +524,14 @@ def test_network_policy_rule_sees_synthetic_namespaces():
 
 # --------------------------------------------------------------------------- Helm
 
-def _find_binary(env: str, name: str, cache: Path | None) -> str:
-    found = os.environ.get(env) or shutil.which(name)
-    if not found and cache is not None and cache.is_file():
-        found = str(cache)
-    if found:
-        return found
-    message = f"{name} not found (set {env}, put it on PATH" + (f", or build it into {cache})" if cache else ")")
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)  # never a silent skip in CI
-    pytest.skip(message)
+@pytest.fixture(scope="module")
+def helm(require_binary: Callable[[str], str]) -> str:
+    return require_binary("helm")
 
 
 @pytest.fixture(scope="module")
-def helm() -> str:
-    return _find_binary("SOC2INFRA_HELM", "helm", Path.home() / ".cache" / "soc2infra" / "gobin" / "helm")
-
-
-@pytest.fixture(scope="module")
-def kubectl() -> str:
-    return _find_binary("SOC2INFRA_KUBECTL", "kubectl", Path("/usr/bin/kubectl"))
+def kubectl(require_binary: Callable[[str], str]) -> str:
+    return require_binary("kubectl")
 
 
 CHART = {
