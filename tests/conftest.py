@@ -35,6 +35,13 @@ def _require_binary(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
+def session_env() -> dict[str, str]:
+    """The environment the test session started with (before per-test isolation such as the temp
+    SOC2INFRA_CACHE), for subprocesses that must find the real binary cache."""
+    return dict(_SESSION_ENV)
+
+
+@pytest.fixture(scope="session")
 def require_binary() -> Callable[[str], str]:
     """``require_binary("helm")``: the path of kube-apiserver, etcd, helm or kubectl as
     :mod:`soc2infra.binaries` resolves it; fails under CI (never a silent skip), skips otherwise."""
