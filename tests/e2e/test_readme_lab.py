@@ -60,3 +60,12 @@ def test_readme_lab_walkthrough_runs_as_written(bin_dir: Path, tmp_path: Path,
         else:
             assert codes[i] == 0, f"{command!r} failed ({codes[i]})\n{out[-4000:]}"
     assert "SOC2-K8S-" in done.stderr  # the denial names the rules
+
+    # The lab's CA and admin keys stay private and out of git.
+    lab = clone / ".soc2infra-lab"
+    keys = [p for p in lab.rglob("*") if p.is_file() and ("key" in p.name or p.name == "kubeconfig")]
+    assert keys, sorted(p.name for p in lab.rglob("*"))
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in keys} == {p.name: "0o600" for p in keys}
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored=no"], cwd=clone, capture_output=True,
+                            text=True, check=True).stdout
+    assert ".soc2infra-lab" not in status
