@@ -27,8 +27,9 @@ def _path_without(name: str) -> str:
 
 
 def _clean_env(home: Path) -> dict[str, str]:
+    # The machine's own settings (proxy, CA bundle, pip's find-links) stay; nothing of ours does.
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SOC2INFRA_", "PIP_", "VIRTUAL_ENV", "PYTHON"))}
+           if not k.startswith(("SOC2INFRA_", "VIRTUAL_ENV", "PYTHONPATH", "PIP_CACHE_DIR", "KUBECONFIG"))}
     real_pip_cache = Path.home() / ".cache" / "pip"
     env.update(HOME=str(home), PATH=_path_without("helm"), PIP_DISABLE_PIP_VERSION_CHECK="1")
     if real_pip_cache.is_dir():  # only speeds up the install; the packages are the same
