@@ -207,6 +207,7 @@ async def audit_loop(runtime: Runtime) -> None:
             outcome = await asyncio.shield(runtime.audit_inflight)
             runtime.audit_leader = outcome.leader
             runtime.last_audit = outcome
+            runtime.metrics.observe_audit(outcome)
             logger.info("audit: %s (leader=%s, %d reports, %.2fs)", outcome.summary, outcome.leader,
                         outcome.reports_written, outcome.seconds)
         except asyncio.CancelledError:

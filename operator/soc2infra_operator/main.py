@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="extra policy directory (repeatable)")
     run.add_argument("--install-crds", action="store_true", help="apply the CRDs before starting")
     run.add_argument("--liveness", help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    run.add_argument("--metrics-addr", help="listening address for /metrics (default 0.0.0.0)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub.add_parser("install-crds", parents=[common], help="apply the CRDs and exit")
     sub.add_parser("config", parents=[common], help="print the resolved settings as JSON and exit")
@@ -73,7 +75,7 @@ def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
         "timeout_seconds": "webhook.timeout_seconds", "registration": "webhook.registration",
         "exclude_namespace": "scope.excluded_namespaces", "namespace": "scope.own_namespace",
         "ledger": "evidence.ledger", "audit_interval": "audit.interval_seconds", "policy_dir": "policy_dirs",
-        "liveness": "liveness",
+        "liveness": "liveness", "metrics_port": "metrics_port", "metrics_addr": "metrics_addr",
     }
     out: list[tuple[str, Any]] = []
     for key, value in (kv.split("=", 1) if "=" in kv else (kv, "") for kv in args.overrides):
@@ -157,6 +159,12 @@ async def run(settings: OperatorSettings, ready_flag: asyncio.Event | threading.
         from soc2infra_operator.install import apply_crds
 
         await asyncio.to_thread(apply_crds, runtime.kube)
+    metrics_server = None
+    if settings.metrics_port is not None:
+        from soc2infra_operator.metrics import serve
+
+        metrics_server = serve(runtime.metrics, settings.metrics_port, settings.metrics_addr)
+        logger.info("metrics on http://%s:%d/metrics", settings.metrics_addr, settings.metrics_port)
     registry = kopf.OperatorRegistry()
     ids = register(registry, runtime)
     logger.info("checking %d kinds at admission: %s", len(ids), ", ".join(runtime.kinds))
@@ -167,6 +175,8 @@ async def run(settings: OperatorSettings, ready_flag: asyncio.Event | threading.
             liveness_endpoint=settings.liveness, ready_flag=ready_flag, stop_flag=stop_flag,
         )
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         runtime.writer.close()
         runtime.kube.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from soc2infra_operator.evidence import (
     instance_id,
     waiver_record,
 )
+from soc2infra_operator.metrics import OperatorMetrics
 from soc2infra_operator.settings import OperatorSettings
 from soc2infra_operator.waivers import WaiverStore
 
@@ -70,6 +72,10 @@ class Runtime:
     audit_inflight: asyncio.Future[Any] | None = None  # the audit run executing in a thread
     last_audit: Any = None  # AuditOutcome of the last run (tests, liveness)
     rule_meta: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+
+    def __post_init__(self) -> None:
+        self.metrics.watch_waivers(self.waivers.snapshot, self.policy.waiver_warning_days)
 
     @classmethod
     def build(cls, settings: OperatorSettings, writer: EvidenceWriter | None = None) -> Runtime:
@@ -103,8 +109,10 @@ class Runtime:
 
     async def admit(self, req: ReviewRequest) -> AdmissionResponse:
         """Decide, commit the evidence durably, then answer (the order is the guarantee)."""
+        started = time.perf_counter()
         decision = self.decide(req)
         decision = await self.record(decision)
+        self.metrics.observe_decision(decision, time.perf_counter() - started)
         return build_response(decision)
 
     async def record(self, decision: Decision) -> Decision:
@@ -113,9 +121,12 @@ class Runtime:
             return decision
         if decision.dry_run and not self.settings.evidence.record_dry_run:
             return decision
+        started = time.perf_counter()
         try:
             await self.writer.commit(admission_record(decision, self.pack.digest, self.rule_meta))
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
         except EvidenceError as exc:
+            self.metrics.commit_failures.inc()
             logger.error("admission evidence not recorded for %s: %s", decision.address, exc)
             if not decision.allowed:
                 return decision  # denied anyway: the safe answer stands

@@ -168,6 +168,8 @@ class OperatorSettings:
     context: str | None = None
     install_crds: bool = False  # apply the CRDs in soc2infra_operator/crds before starting
     liveness: str | None = None  # e.g. "http://0.0.0.0:8080/healthz" (Kopf's probe endpoint)
+    metrics_port: int | None = None  # serve Prometheus /metrics on this port (None: off)
+    metrics_addr: str = "0.0.0.0"
     # Kopf peering name, or "standalone". Peering is not leader election: it pauses watchers of a
     # lower-priority operator, which would freeze this replica's view of the waivers.
     peering: str = "standalone"
@@ -187,6 +189,8 @@ class OperatorSettings:
             raise SettingsError(f"webhook.timeout_seconds must be 1..30 (got {w.timeout_seconds})")
         if not 0 < w.port < 65536:
             raise SettingsError(f"webhook.port must be a TCP port (got {w.port})")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise SettingsError(f"metrics_port must be a TCP port (got {self.metrics_port})")
         if w.failure_policy not in ("Fail", "Ignore"):
             raise SettingsError(f"webhook.failure_policy must be Fail or Ignore (got {w.failure_policy!r})")
         if w.registration not in ("self", "kopf", "none"):
