@@ -56,6 +56,10 @@ def scan_entry(result: ScanResult, pack: PolicyPack, paths: Sequence[str], exit_
         "resources": len(result.resources),
         "errors": len(result.errors),
         "exit_code": exit_code,
+        # Which modules (and versions) were evaluated and which were not, so an auditor sees
+        # whether the population really was the whole configuration.
+        "modules": [m.to_dict() for m in result.coverage.modules] or None,
+        "modules_not_scanned": len(result.coverage.unscanned_modules) or None,
     }
     return {
         "source": scan_source(env),

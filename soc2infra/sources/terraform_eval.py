@@ -21,6 +21,14 @@ from soc2infra.model import ModuleRecord, Resource, Unknown, contains_unknown
 from soc2infra.sources.hcl_ast import Block, Body, Expr, _split_template
 from soc2infra.sources.terraform_functions import FUNCTIONS, file_function, to_str
 from soc2infra.sources.terraform_modules import ModuleResolver
+from soc2infra.sources.terraform_providers import (
+    ProviderConfigs,
+    child_configs,
+    config_key,
+    default_tags,
+    effective_tags,
+    resource_provider,
+)
 
 META_ARGS = frozenset({"count", "for_each", "depends_on", "provider", "providers"})
 META_BLOCKS = frozenset({"lifecycle", "provisioner", "connection"})
@@ -105,8 +113,13 @@ class ModuleInstance:
 
     def __init__(self, mdef: ModuleDef, prefix: str, inputs: dict[str, _Tracked], loader: ModuleLoader,
                  root_dir: Path, depth: int = 0, resolver: ModuleResolver | None = None,
-                 call_path: tuple[str, ...] = (), call_site: tuple[str, int] | None = None) -> None:
+                 call_path: tuple[str, ...] = (), call_site: tuple[str, int] | None = None,
+                 providers: ProviderConfigs | None = None) -> None:
         self.mdef, self.prefix, self.inputs, self.loader = mdef, prefix, inputs, loader
+        # Provider configurations passed down by the caller; this module's own blocks are added
+        # on first use (provider_configs).
+        self._inherited_providers = providers or {}
+        self._providers: ProviderConfigs | None = None
         self.root_dir, self.depth = root_dir, depth
         # Non-local module sources (modules.json, downloads) and the record of every call.
         self.resolver = resolver
@@ -127,6 +140,17 @@ class ModuleInstance:
             self.path_module = "." if str(rel) == "." else str(rel)
         except ValueError:
             self.path_module = str(mdef.dir)
+
+    def provider_configs(self) -> ProviderConfigs:
+        """Provider configurations in scope here, by local name (``aws``, ``aws.eu``)."""
+        if self._providers is None:
+            own: ProviderConfigs = {}
+            for blk, _file in self.mdef.config_blocks:
+                if blk.type == "provider" and blk.labels:
+                    attrs = evaluate_body(blk.body, Env(self), "", {}, top=True)
+                    own[config_key(blk.labels[0], attrs)] = attrs
+            self._providers = {**self._inherited_providers, **own}
+        return self._providers
 
     def address(self, local: str) -> str:
         """Full address of a resource address *local* inside this module instance."""
@@ -328,7 +352,9 @@ class ModuleCall:
             self._instances[key] = ModuleInstance(
                 child_def, prefix, inputs, self.parent.loader, self.parent.root_dir, self.parent.depth + 1,
                 resolver=self.parent.resolver, call_path=(*self.parent.call_path, self.name),
-                call_site=self.parent.call_site or (self.file, self.block.line))
+                call_site=self.parent.call_site or (self.file, self.block.line),
+                providers=child_configs(self.parent.provider_configs(),
+                                        attrs["providers"][0] if "providers" in attrs else None))
         return self._instances
 
     @property
@@ -849,6 +875,8 @@ def _collect(inst: ModuleInstance, out: list[Resource]) -> None:
         waivers = inst.mdef.waivers.get((ref.file, ref.block.line), ())
         for instance in ref.instances():
             attrs = instance.attributes()
+            if ref.mode == "resource" and ref.type.startswith("aws_") and "tags_all" not in attrs:
+                _add_effective_tags(inst, ref, attrs)
             idents = frozenset(v for k in IDENTITY_ATTRS if isinstance(v := attrs.get(k), str) and v)
             meta: dict[str, Any] = {"module": inst.prefix, "mode": ref.mode}
             if inst.call_site is not None:
@@ -864,6 +892,15 @@ def _collect(inst: ModuleInstance, out: list[Resource]) -> None:
     for call in inst.module_calls.values():
         for child in call.instances().values():
             _collect(child, out)
+
+
+def _add_effective_tags(inst: ModuleInstance, ref: BlockRef, attrs: dict[str, Any]) -> None:
+    """``tags_all``: the resource's tags over its provider's default_tags, as in a plan."""
+    provider = ref.block.body.attrs.get("provider")
+    config = inst.provider_configs().get(resource_provider(ref.type, provider[0] if provider else None))
+    defaults = default_tags(config)
+    if defaults is not None or "tags" in attrs:
+        attrs["tags_all"] = effective_tags(attrs.get("tags"), defaults)
 
 
 def _config_resource(inst: ModuleInstance, blk: Block, file: str) -> Resource:

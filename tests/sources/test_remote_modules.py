@@ -467,3 +467,20 @@ def test_no_network_still_scans_and_reports(tmp_path: Path, pack, isolated_cache
     assert any(f.resource.address == "aws_s3_bucket.own" for f in result.findings)
     [rec] = result.coverage.unscanned_modules
     assert rec.reason.startswith("download failed")
+
+
+def test_scan_evidence_names_the_modules_and_versions_evaluated(tmp_path: Path, capsys):
+    root = root_module(tmp_path / "init", "acme/bucket/aws", "~> 1.0")
+    init_like(root, "data", "registry.terraform.io/acme/bucket/aws", BUCKET_MODULE, "1.2.0")
+    (root / "other.tf").write_text('module "vpc" {\n  source = "git::https://example.com/vpc.git?ref=v1"\n}\n')
+    db = tmp_path / "ledger.db"
+    assert main(["scan", str(root), "--no-config", "--format", "json", "--evidence", str(db)]) == 1
+    capsys.readouterr()
+    assert main(["evidence", "export", str(db), "--format", "jsonl"]) == 0
+    [record] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    modules = {m["address"]: m for m in record["context"]["modules"]}
+    assert modules["module.data"]["scanned"] is True and modules["module.data"]["resolved_version"] == "1.2.0"
+    assert modules["module.data"]["digest"].startswith("sha256:")
+    assert modules["module.data.module.logs"]["origin"] == "local"
+    assert modules["module.vpc"]["scanned"] is False
+    assert record["context"]["modules_not_scanned"] == 1
