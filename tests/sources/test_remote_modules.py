@@ -484,3 +484,61 @@ def test_scan_evidence_names_the_modules_and_versions_evaluated(tmp_path: Path, 
     assert modules["module.data.module.logs"]["origin"] == "local"
     assert modules["module.vpc"]["scanned"] is False
     assert record["context"]["modules_not_scanned"] == 1
+
+
+TWO_CALLS = """module "reg" {{
+  source = "{reg}"{reg_version}
+  bucket = "acme-reg"
+}}
+
+module "git" {{
+  source     = "{git}"
+  bucket     = "acme-git"
+  versioning = true
+}}
+"""
+
+
+def full_outcome(result) -> set[tuple]:
+    """Findings with the root-level location of their module call."""
+    out = set()
+    for f in result.findings:
+        call = f.resource.meta.get("module_call") or {}
+        out.add((f.rule_id, f.resource.address, f.status, call.get("file"), call.get("line")))
+    return out
+
+
+def test_git_and_registry_modules_match_vendored_after_init_and_after_download(
+        tmp_path: Path, pack, git_repo, registry, isolated_cache):
+    def root_with(name: str, reg: str, reg_version: str, git_source: str) -> Path:
+        root = tmp_path / name
+        root.mkdir()
+        (root / "main.tf").write_text(TWO_CALLS.format(reg=reg, reg_version=reg_version, git=git_source))
+        return root
+
+    # A comment where the others have `version`, so the module blocks sit on the same lines.
+    vendored_root = root_with("vendored", "./vendor/reg", "\n  # local", "./vendor/git")
+    write_tree(vendored_root / "vendor" / "reg", BUCKET_MODULE)
+    write_tree(vendored_root / "vendor" / "git", BUCKET_MODULE)
+    expected = full_outcome(run(vendored_root, pack))
+    assert {a for _, a, *_ in expected} >= {"module.reg.aws_s3_bucket.this", "module.git.aws_s3_bucket.this"}
+    assert {(f, line) for *_, f, line in expected} == {("main.tf", 1), ("main.tf", 7)}
+
+    reg_source = f"{registry.host}/acme/bucket/aws"
+    git_source = f"git::file://{git_repo}//modules/bucket?ref=v1.0.0"
+    downloaded = root_with("downloaded", reg_source, '\n  version = "~> 1.0"', git_source)
+    result = run(downloaded, pack, download=True)
+    assert not result.coverage.unscanned_modules and not result.errors
+    assert full_outcome(result) == expected
+
+    fetched = root_with("fetched", reg_source, '\n  version = "~> 1.0"', git_source)
+    write_tree(fetched / ".terraform" / "modules" / "reg", BUCKET_MODULE)
+    write_tree(fetched / ".terraform" / "modules" / "git" / "modules" / "bucket", BUCKET_MODULE)
+    (fetched / ".terraform" / "modules" / "modules.json").write_text(json.dumps({"Modules": [
+        {"Key": "", "Source": "", "Dir": "."},
+        {"Key": "reg", "Source": reg_source, "Version": "1.2.0", "Dir": ".terraform/modules/reg"},
+        {"Key": "git", "Source": git_source, "Dir": ".terraform/modules/git/modules/bucket"},
+    ]}))
+    result = run(fetched, pack)  # no download: modules.json alone
+    assert not result.coverage.unscanned_modules
+    assert full_outcome(result) == expected
