@@ -17,17 +17,34 @@ CATEGORIES: tuple[str, ...] = (
 )
 
 
+UNKNOWN_KINDS: dict[str, str] = {
+    "apply_time": "known only after apply",
+    "unset_variable": "a variable without a value",
+    "external_module": "a module that was not scanned",
+    "not_scanned": "defined outside the scanned files",
+    "evaluator_limit": "beyond what soc2infra evaluates statically",
+    "error": "an expression Terraform would reject",
+}
+"""Why a value is unknown (``Unknown.kind``) and how reports word it. The first four are
+values the scanned files do not determine; the last two are gaps in soc2infra's evaluator."""
+
+
 class Unknown:
     """A value that cannot be decided statically (a computed attribute, an unset input).
 
     Unknowns propagate through expressions; a rule that depends on one yields an
-    explicit "unknown" result instead of a silent pass.
+    explicit "unknown" result instead of a silent pass. ``kind`` (a key of
+    :data:`UNKNOWN_KINDS`) and ``reason`` say why; ``rtype``/``attr`` name the resource type
+    and attribute an apply-time value comes from; ``parts`` keeps the fixed text of a
+    template around its unknown pieces (``None`` marks an unknown piece).
     """
 
-    __slots__ = ("reason", "nonnull", "candidates")
+    __slots__ = ("reason", "nonnull", "candidates", "kind", "rtype", "attr", "parts")
 
     def __init__(self, reason: str = "", nonnull: bool = False,
-                 candidates: tuple[Any, ...] | None = None) -> None:
+                 candidates: tuple[Any, ...] | None = None, kind: str = "evaluator_limit",
+                 rtype: str | None = None, attr: str | None = None,
+                 parts: tuple[str | None, ...] | None = None) -> None:
         self.reason = reason
         # Set when the value is certainly present (a reference to another resource's ARN, a
         # required variable): `exists` holds even though the value itself is not known.
@@ -35,13 +52,28 @@ class Unknown:
         # The only values it can take, when known (both branches of `var.x ? "a" : "b"`):
         # a rule holds if it holds for every candidate (catalog pitfall PF-02).
         self.candidates = candidates
+        self.kind = kind
+        self.rtype, self.attr, self.parts = rtype, attr, parts
+
+    def derive(self, reason: str | None = None, nonnull: bool | None = None,
+               parts: tuple[str | None, ...] | None = None) -> Unknown:
+        """A new unknown computed from this one: same kind and origin, new wording."""
+        return Unknown(self.reason if reason is None else reason,
+                       self.nonnull if nonnull is None else nonnull, None, self.kind,
+                       self.rtype, self.attr, parts)
+
+    @property
+    def is_gap(self) -> bool:
+        """True when the cause is soc2infra's evaluator, not a value Terraform lacks too."""
+        return self.kind in ("evaluator_limit", "error")
 
     def __repr__(self) -> str:
         extra = f", candidates={self.candidates!r}" if self.candidates is not None else ""
-        return f"Unknown({self.reason!r}{extra})"
+        return f"Unknown({self.reason!r}, kind={self.kind!r}{extra})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Unknown, (self.reason, self.nonnull, self.candidates))
+        return (Unknown, (self.reason, self.nonnull, self.candidates, self.kind, self.rtype,
+                          self.attr, self.parts))
 
     def __bool__(self) -> bool:
         # A stray truth test on an unknown is a bug in the caller; make it loud.
@@ -133,6 +165,26 @@ class Waiver:
 Status = Literal["fail", "unknown"]
 
 
+@dataclass(frozen=True, slots=True)
+class UnknownReason:
+    """Why a finding is undecided: the kind (a key of :data:`UNKNOWN_KINDS`), the reason
+    naming the expression, and for apply-time values the resource type and attribute."""
+
+    kind: str
+    reason: str
+    rtype: str | None = None
+    attr: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``unknown[].reasons[]`` in the contract)."""
+        out: dict[str, Any] = {"kind": self.kind, "reason": self.reason}
+        if self.rtype is not None:
+            out["resource_type"] = self.rtype
+        if self.attr is not None:
+            out["attribute"] = self.attr
+        return out
+
+
 @dataclass(slots=True)
 class Finding:
     """A rule that did not pass on a resource (failed, or could not be decided)."""
@@ -150,6 +202,8 @@ class Finding:
     waiver: Waiver | None = None
     # Masked evidence of what was found (never a secret value), e.g. {"value": "ab****"}.
     details: dict[str, Any] = field(default_factory=dict)
+    # Why an "unknown" finding could not be decided (empty for failures).
+    reasons: tuple[UnknownReason, ...] = ()
 
     @property
     def fingerprint(self) -> str:
@@ -181,6 +235,11 @@ class Finding:
         if isinstance(call, dict):
             out["resource"]["module_call"] = {"file": str(call.get("file", "")),
                                               "line": int(call.get("line", 0))}
+        root = res.meta.get("root")
+        if isinstance(root, str):
+            out["resource"]["root"] = root
+        if self.reasons:
+            out["reasons"] = [r.to_dict() for r in self.reasons]
         if self.waiver is not None:
             out["waiver"] = self.waiver.to_dict()
         if self.details:

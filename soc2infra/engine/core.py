@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from soc2infra.engine.paths import parse_path, resolve
+from soc2infra.engine.paths import collecting_unknowns, parse_path, resolve
 from soc2infra.model import Resource
 
 Tri = bool | None
@@ -93,10 +93,11 @@ class ResourceIndex:
         if table is None:
             table = {}
             vpath = parse_path(via)
-            for res in self.by_type.get(rtype, ()):
-                for v in resolve(res.attributes, vpath):
-                    if isinstance(v, str):
-                        table.setdefault(v, []).append(res)
+            with collecting_unknowns(active=False):  # other resources' unknowns explain nothing here
+                for res in self.by_type.get(rtype, ()):
+                    for v in resolve(res.attributes, vpath):
+                        if isinstance(v, str):
+                            table.setdefault(v, []).append(res)
             self._value_tables[key] = table
         return table
 

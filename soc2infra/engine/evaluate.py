@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from soc2infra.engine.core import EvalContext, ResourceIndex
+from soc2infra.engine.paths import collecting_unknowns
 from soc2infra.engine.policy import PolicyPack, Rule
-from soc2infra.model import Finding, Resource
+from soc2infra.model import Finding, Resource, Unknown, UnknownReason
+
+MAX_REASONS = 5
 
 
 def render_message(rule: Rule, resource: Resource) -> str:
@@ -16,6 +19,20 @@ def render_message(rule: Rule, resource: Resource) -> str:
         msg = (msg.replace("{address}", resource.address).replace("{type}", resource.type)
                .replace("{name}", resource.name))
     return msg
+
+
+def unknown_reasons(seen: list[Unknown]) -> tuple[UnknownReason, ...]:
+    """Why a rule could not be decided: the distinct unknowns it met, decisive kinds first
+    (a value only known at apply outranks an evaluator gap met on the way)."""
+    out: dict[tuple[str, str], UnknownReason] = {}
+    for u in seen:
+        key = (u.kind, u.reason)
+        if key not in out:
+            out[key] = UnknownReason(u.kind, u.reason or "a value is not known statically",
+                                     u.rtype, u.attr)
+    if not out:
+        return (UnknownReason("evaluator_limit", "the rule met no recorded unknown value"),)
+    return tuple(list(out.values())[:MAX_REASONS])
 
 
 def scope_of(resource: Resource) -> str:
@@ -60,7 +77,8 @@ def evaluate(resources: list[Resource], pack: PolicyPack, index: ResourceIndex |
             if rule.applies is not None and rule.applies(ctx) is False:
                 continue
             ctx.notes.clear()
-            result = rule.predicate(ctx)
+            with collecting_unknowns() as seen:
+                result = rule.predicate(ctx)
             if result is True:
                 passes.append((rule.id, res.address))
                 continue
@@ -69,5 +87,6 @@ def evaluate(resources: list[Resource], pack: PolicyPack, index: ResourceIndex |
                 rule_id=rule.id, title=rule.title, severity=rule.severity, category=rule.category,
                 controls=rule.controls, message=render_message(rule, res), remediation=rule.remediation,
                 resource=res, status="fail" if result is False else "unknown", details=details,
+                reasons=unknown_reasons(seen) if result is None else (),
             ))
     return findings, passes

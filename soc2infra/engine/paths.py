@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
@@ -17,6 +20,29 @@ from soc2infra.model import Unknown
 _TOKEN = re.compile(r"""\[\s*'([^']*)'\s*\]|\[\s*"([^"]*)"\s*\]|\[(\d+)\]|\[\*\]|([^.\[\]]+)""")
 
 MISSING = object()
+
+# The unknowns a rule met while it was being decided: they explain an "unknown" result.
+_SEEN: ContextVar[list[Unknown] | None] = ContextVar("soc2infra_unknowns_seen", default=None)
+_MAX_SEEN = 64
+
+
+def note_unknown(value: Unknown) -> None:
+    """Record that the predicate being evaluated met *value* (see :func:`collecting_unknowns`)."""
+    seen = _SEEN.get()
+    if seen is not None and len(seen) < _MAX_SEEN:
+        seen.append(value)
+
+
+@contextmanager
+def collecting_unknowns(active: bool = True) -> Iterator[list[Unknown]]:
+    """Collect the unknowns met by :func:`resolve` (and noted explicitly) inside the block;
+    ``active=False`` stops collection (index building reads other resources' attributes)."""
+    seen: list[Unknown] | None = [] if active else None
+    token = _SEEN.set(seen)
+    try:
+        yield seen if seen is not None else []
+    finally:
+        _SEEN.reset(token)
 
 
 @lru_cache(maxsize=4096)
@@ -44,6 +70,8 @@ def resolve(root: Any, path: tuple[str | int, ...]) -> list[Any]:
     turn it into an unknown result rather than a missing attribute.
     """
     current: list[Any] = [root]
+    if isinstance(root, Unknown):
+        note_unknown(root)
     for key in path:
         nxt: list[Any] = []
         for value in current:
@@ -51,6 +79,13 @@ def resolve(root: Any, path: tuple[str | int, ...]) -> list[Any]:
         current = nxt
         if not current:
             break
+    for value in current:
+        if isinstance(value, Unknown):
+            note_unknown(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, Unknown):
+                    note_unknown(item)
     return current
 
 
@@ -70,6 +105,7 @@ def _decode_json(text: str) -> Any:
 
 def _step(value: Any, key: str | int, out: list[Any]) -> None:
     if isinstance(value, Unknown):
+        note_unknown(value)
         out.append(value)
     elif key == JSON_STEP:
         if isinstance(value, str):

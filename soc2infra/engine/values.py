@@ -187,7 +187,7 @@ def compile_path_test(spec: Mapping[str, Any], where: str) -> Predicate:
     def test_one(v: Any, test: Callable[[Any], bool]) -> Tri:
         if isinstance(v, Unknown):
             if v.candidates is None:
-                return None
+                return _decide_by_type(v, test)
             # Every value the expression can take: all comply → pass, none → fail.
             outcomes = [(test(default) if has_default else False) if c is None else test(c)
                         for c in v.candidates]
@@ -198,6 +198,15 @@ def compile_path_test(spec: Mapping[str, Any], where: str) -> Predicate:
             inner = [test_one(x, test) for x in v]
             return t_and(inner) if quant == "all" else t_or(inner)
         if op in ("equals", "not_equals", "in", "not_in") and contains_unknown(v):
+            return None
+        if op in ("contains", "not_contains") and contains_unknown(v):
+            # Only a known element can decide: found → decided, otherwise an unknown may be it.
+            if isinstance(v, dict):
+                return test(v)  # a map's keys are known even when values are not
+            if isinstance(v, list):
+                r = test([x for x in v if not isinstance(x, Unknown)])
+                if r is (op == "contains"):
+                    return r
             return None
         return test(v)
 
@@ -231,3 +240,19 @@ def compile_path_test(spec: Mapping[str, Any], where: str) -> Predicate:
 
     return pred
 
+
+_PARTITIONS = ("aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b", "aws-iso-e", "aws-iso-f", "aws-eusc")
+_CUSTOMER_POLICY_ARNS = tuple(
+    f"arn:{p}:iam::123456789012:policy/{name}" for p in _PARTITIONS
+    for name in ("p", "AdministratorAccess", "IAMFullAccess", "team/ReadOnlyAccess"))
+
+
+def _decide_by_type(v: Unknown, test: Callable[[Any], bool]) -> Tri:
+    """Decide a test on an apply-time value from what its resource type guarantees. The ARN of
+    an ``aws_iam_policy`` always holds the creating account's 12-digit id (never ``aws``),
+    so it is never an AWS-managed policy ARN nor a wildcard: the test is decided when it
+    agrees on such ARNs in every partition, under managed-looking names too."""
+    if v.kind != "apply_time" or v.rtype != "aws_iam_policy" or v.attr != "arn":
+        return None
+    outcomes = {test(arn) for arn in _CUSTOMER_POLICY_ARNS}
+    return outcomes.pop() if len(outcomes) == 1 else None

@@ -15,7 +15,7 @@ from collections import Counter
 from io import StringIO
 from typing import TYPE_CHECKING, Any
 
-from soc2infra.model import SEVERITIES
+from soc2infra.model import SEVERITIES, UNKNOWN_KINDS
 from soc2infra.reports import TOOL_NAME, ReportInput, sorted_findings
 
 if TYPE_CHECKING:
@@ -88,6 +88,19 @@ def _finding(lines: _Lines, data: ReportInput, f: Finding, indent: str = "  ") -
     lines.add(body, ("fix: ", "green"), _indented(f.remediation, body + "     "))
 
 
+_ADVICE = {
+    "apply_time": "scan a plan (terraform show -json) to decide these",
+    "unset_variable": "give the variables a value with --var-file",
+    "external_module": "run terraform init so the modules are downloaded, or scan a plan",
+    "evaluator_limit": "a gap in soc2infra: please report it",
+}
+
+
+def _advice(kind: str) -> str:
+    advice = _ADVICE.get(kind)
+    return f": {advice}" if advice else ""
+
+
 def _section(lines: _Lines, title: str) -> None:
     lines.blank()
     lines.add((title, "bold underline"))
@@ -145,11 +158,23 @@ def render(data: ReportInput) -> str:
     unknown = [f for f in result.unknowns if not f.suppressed]
     if unknown:
         _section(lines, f"Could not be decided ({len(unknown)})")
-        lines.add(("  These depend on values only known at apply time or at run time; scan a plan "
-                   "or pass --fail-on-unknown to block on them.", "dim"))
+        lines.add(("  Grouped by why; pass --fail-on-unknown to block on them.", "dim"))
+        groups: dict[str, list[Finding]] = {}
         for f in sorted_findings(data, unknown):
+            kind = f.reasons[0].kind if f.reasons else "evaluator_limit"
+            groups.setdefault(kind, []).append(f)
+        for kind in sorted(groups, key=lambda k: list(UNKNOWN_KINDS).index(k) if k in UNKNOWN_KINDS else 99):
             lines.blank()
-            _finding(lines, data, f)
+            lines.add((f"  {UNKNOWN_KINDS.get(kind, kind).capitalize()} ({len(groups[kind])}){_advice(kind)}",
+                       "bold"))
+            for f in groups[kind]:
+                lines.blank()
+                _finding(lines, data, f, "    ")
+                root = f.resource.meta.get("root")
+                if isinstance(root, str):
+                    lines.add((f"      root module: {data.rel(root) or root}", "dim"))
+                for r in f.reasons:
+                    lines.add((f"      because: {r.reason}", "dim"))
 
     if result.warnings:
         _section(lines, f"Warnings ({len(result.warnings)})")

@@ -28,6 +28,7 @@ from soc2infra.sources.terraform_eval import (
     collect_resources,
     evaluate,
     variable_default,
+    variable_value,
 )
 from soc2infra.sources.terraform_modules import ModuleFetcher, ModuleResolver, default_module_cache
 
@@ -214,7 +215,7 @@ def root_inputs(mdef: ModuleDef, loader: TerraformLoader, var_files: Iterable[Pa
     inputs: dict[str, _Tracked] = {}
     for name, block in mdef.variables.items():
         if name in values:
-            inputs[name] = _Tracked(values[name], frozenset())
+            inputs[name] = variable_value(block, _Tracked(values[name], frozenset()))
         else:
             default = variable_default(block)
             if default is not None:

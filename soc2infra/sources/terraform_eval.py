@@ -19,7 +19,14 @@ from typing import Any
 
 from soc2infra.model import ModuleRecord, Resource, Unknown, contains_unknown
 from soc2infra.sources.hcl_ast import Block, Body, Expr, _split_template
-from soc2infra.sources.terraform_functions import FUNCTIONS, file_function, to_str
+from soc2infra.sources.terraform_functions import (
+    FUNCTIONS,
+    PATH_FUNCTIONS,
+    file_function,
+    first_unknown,
+    is_error,
+    to_str,
+)
 from soc2infra.sources.terraform_modules import ModuleResolver
 from soc2infra.sources.terraform_providers import (
     ProviderConfigs,
@@ -29,6 +36,7 @@ from soc2infra.sources.terraform_providers import (
     effective_tags,
     resource_provider,
 )
+from soc2infra.sources.terraform_types import convert, parse_type
 
 META_ARGS = frozenset({"count", "for_each", "depends_on", "provider", "providers"})
 META_BLOCKS = frozenset({"lifecycle", "provisioner", "connection"})
@@ -160,7 +168,7 @@ class ModuleInstance:
         got = self.inputs.get(name)
         if got is None:
             # A required input may still be passed as null: nothing is certain about it.
-            return Unknown(f"var.{name} has no value")
+            return Unknown(f"var.{name} has no value", kind="unset_variable")
         env.track(got.refs)
         return got.value
 
@@ -176,10 +184,10 @@ class ModuleInstance:
         every later use records them too; a cycle evaluates to Unknown instead of recursing."""
         got = memo.get(label)
         if got is _IN_PROGRESS:
-            return Unknown(f"{label} refers to itself")
+            return Unknown(f"{label} refers to itself", kind="error")
         if got is None:
             if expr is None:
-                return Unknown(f"{label} is not defined")
+                return Unknown(f"{label} is not defined", kind="error")
             memo[label] = _IN_PROGRESS
             refs: set[str] = set()
             got = _Tracked(evaluate(expr, Env(self, {}, refs)), frozenset(refs))
@@ -260,7 +268,7 @@ class BlockRef:
         insts = self.instances()
         if not self.has_index and len(insts) == 1:
             return insts[0].attr(name, env)
-        return Unknown(f"{self.local_address} has count/for_each: index it")
+        return Unknown(f"{self.local_address} has count/for_each: index it", kind="error")
 
     def index(self, key: Any, env: Env) -> Any:
         insts = self.instances()
@@ -272,7 +280,7 @@ class BlockRef:
         for i in insts:
             if i.address == wanted:
                 return i
-        return Unknown(f"{wanted} does not exist")
+        return Unknown(f"{wanted} does not exist", kind="error")
 
     def as_collection(self, env: Env) -> Any:
         insts = self.instances()
@@ -310,7 +318,24 @@ class InstanceRef:
         attrs = self.attributes()
         if name in attrs and attrs[name] is not None:
             return attrs[name]
-        return Unknown(f"{self.address}.{name} is known only after apply", nonnull=True)
+        return _apply_time(self, name)
+
+
+def _apply_time(inst: InstanceRef, name: str) -> Unknown:
+    """The value of an attribute the configuration does not set: computed by the provider,
+    so known only after apply (or after the data source is read). It remembers the resource
+    type and attribute, so rules can tell that an ``aws_iam_policy`` ARN is never ``"*"``."""
+    rtype = inst.block.type
+    return Unknown(f"{inst.address}.{name} is known only after apply", nonnull=True, kind="apply_time",
+                   rtype=rtype, attr=name, candidates=KNOWN_DOMAINS.get((rtype, name)))
+
+
+KNOWN_DOMAINS: dict[tuple[str, str], tuple[str, ...]] = {
+    # Every value the provider can return, so a rule can be decided over all of them.
+    ("data.aws_partition", "partition"): ("aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b",
+                                          "aws-iso-e", "aws-iso-f", "aws-eusc"),
+}
+"""Apply-time attributes whose possible values are a short, fixed list."""
 
 
 class ModuleCall:
@@ -393,7 +418,7 @@ class ModuleCall:
     def value(self, env: Env) -> Any:
         insts = self.instances()
         if self.external:
-            return Unknown(f"{self.address} was not scanned")
+            return Unknown(f"{self.address} was not scanned", kind="external_module")
         if list(insts) == [None]:
             return _ModuleOutputs(insts[None])
         return {k: _ModuleOutputs(v) for k, v in insts.items()} if "for_each" in self.block.body.attrs \
@@ -413,11 +438,34 @@ class _ModuleOutputs:
         self.inst = inst
 
 
+def _constant(expr: Expr) -> Any:
+    """A constant expression (a default value) evaluated outside any module."""
+    return evaluate(expr, Env(_EMPTY_INSTANCE))
+
+
 def variable_default(block: Block) -> _Tracked | None:
-    """A variable block's default value, or None when it has none."""
+    """A variable block's default value converted to its type, or None when it has none."""
     if "default" not in block.body.attrs:
         return None
-    return _Tracked(evaluate(block.body.attrs["default"][0], Env(_EMPTY_INSTANCE)), frozenset())
+    value = convert(_constant(block.body.attrs["default"][0]), _type_of(block), _constant)
+    return _Tracked(value, frozenset())
+
+
+def _type_of(block: Block) -> Any:
+    spec = block.body.attrs.get("type")
+    return parse_type(spec[0] if spec else None)
+
+
+def variable_value(block: Block, given: _Tracked) -> _Tracked:
+    """What the module sees for a variable given *given*: converted to the declared type
+    (``optional()`` defaults filled in at every level); with ``nullable = false`` a null
+    becomes the default. ``validation`` blocks are not evaluated (they only reject)."""
+    value = given.value
+    nullable = block.body.attrs.get("nullable")
+    if value is None and nullable is not None and _constant(nullable[0]) is False:
+        default = variable_default(block)
+        return default if default is not None else given
+    return _Tracked(convert(value, _type_of(block), _constant), given.refs)
 
 
 def module_inputs(child: ModuleDef, call_body: Body, env: Env) -> dict[str, _Tracked]:
@@ -426,8 +474,9 @@ def module_inputs(child: ModuleDef, call_body: Body, env: Env) -> dict[str, _Tra
     for name, block in child.variables.items():
         if name in call_body.attrs:
             refs: set[str] = set()
-            value = evaluate(call_body.attrs[name][0], Env(env.inst, env.bindings, refs))
-            inputs[name] = _Tracked(value, frozenset(refs))
+            value = _materialize(evaluate(call_body.attrs[name][0], Env(env.inst, env.bindings, refs)),
+                                 Env(env.inst, env.bindings, refs))
+            inputs[name] = variable_value(block, _Tracked(value, frozenset(refs)))
         else:
             default = variable_default(block)
             if default is not None:
@@ -443,15 +492,7 @@ def evaluate(expr: Expr, env: Env) -> Any:  # noqa: C901 - one dispatch over nod
     if kind == "lit":
         return expr[1]
     if kind == "tmpl":
-        out = []
-        for part in expr[1]:
-            v = part if isinstance(part, str) else _materialize(evaluate(part, env), env)
-            if isinstance(v, Unknown):
-                return Unknown(v.reason, nonnull=True)  # a template always yields a string
-            if isinstance(v, (list, dict)):
-                return Unknown("interpolation of a collection", nonnull=True)
-            out.append(to_str(v))
-        return "".join(out)
+        return _template(expr[1], env)
     if kind == "var":
         return _root(expr[1], env)
     if kind == "get":
@@ -467,7 +508,7 @@ def evaluate(expr: Expr, env: Env) -> Any:  # noqa: C901 - one dispatch over nod
         if isinstance(c, Unknown):
             a = _materialize(evaluate(expr[2], env), env)
             b = _materialize(evaluate(expr[3], env), env)
-            return _either(a, b)
+            return _either(a, b, c)
         return evaluate(expr[2] if _truth(c) else expr[3], env)
     if kind == "bin":
         return _binary(expr[1], expr[2], expr[3], env)
@@ -495,25 +536,83 @@ def evaluate(expr: Expr, env: Env) -> Any:  # noqa: C901 - one dispatch over nod
     return Unknown(f"cannot evaluate {kind}")
 
 
+def _template(pieces: list[Any], env: Env) -> Any:
+    """A string template. With unknown pieces the result is an unknown string that keeps its
+    fixed text (``arn:${partition}:iam::aws:policy/X`` → parts ``("arn:", None, ":iam::…")``),
+    so a pattern can still be decided when the fixed text alone settles it."""
+    out: list[str | None] = []
+    first: Unknown | None = None
+    n_unknown = 0
+    for part in pieces:
+        v = part if isinstance(part, str) else _materialize(evaluate(part, env), env)
+        if isinstance(v, Unknown):
+            if len(pieces) == 1:
+                return v.derive(nonnull=True)  # "${x}" is x as a string
+            first = v if first is None else first
+            n_unknown += 1
+            out.extend(v.parts if v.parts is not None else (None,))
+            continue
+        if isinstance(v, (list, dict)):
+            return Unknown("interpolation of a collection", nonnull=True, kind="error")
+        out.append(to_str(v))
+    if first is None:
+        return "".join(s for s in out if s is not None)
+    cands = _template_candidates(pieces, env) if n_unknown <= 2 else None
+    merged: list[str | None] = []
+    for piece in out:  # join adjacent fixed text, collapse adjacent unknowns
+        if piece is not None and merged and merged[-1] is not None:
+            merged[-1] = merged[-1] + piece
+        elif piece is not None or not merged or merged[-1] is not None:
+            merged.append(piece)
+    return Unknown(first.reason, nonnull=True, kind=first.kind, parts=tuple(merged), candidates=cands)
+
+
+def _template_candidates(pieces: list[Any], env: Env) -> tuple[str, ...] | None:
+    """Every string a template can yield when each unknown piece has a short list of
+    candidates (``arn:${partition}:…``); None otherwise."""
+    out = [""]
+    for part in pieces:
+        v = part if isinstance(part, str) else _materialize(evaluate(part, env), env)
+        if isinstance(v, Unknown):
+            if v.candidates is None or len(out) * len(v.candidates) > 64 \
+                    or not all(isinstance(c, (str, int, float, bool)) for c in v.candidates):
+                return None
+            out = [o + to_str(c) for o in out for c in v.candidates]
+        else:
+            out = [o + to_str(v) for o in out]
+    return tuple(out)
+
+
 def _candidates(v: Any) -> list[Any] | None:
     if isinstance(v, Unknown):
         return list(v.candidates) if v.candidates is not None else None
     return None if contains_unknown(v) else [v]
 
 
-def _either(a: Any, b: Any) -> Any:
+def _either(a: Any, b: Any, cond: Unknown) -> Any:
     """The value of a conditional whose condition is unknown: the common value, or an
     Unknown that remembers both candidates (so a rule can pass when both comply)."""
     ca, cb = _candidates(a), _candidates(b)
     if ca is None or cb is None:
-        return Unknown("condition is unknown", nonnull=_nonnull(a) and _nonnull(b))
+        src = _first_of(a, b, cond)
+        return src.derive(f"condition is unknown ({cond.reason})", nonnull=_nonnull(a) and _nonnull(b))
     merged: list[Any] = []
     for v in ca + cb:
         if v not in merged:
             merged.append(v)
     if len(merged) == 1:
         return merged[0]
-    return Unknown("condition is unknown", nonnull=None not in merged, candidates=tuple(merged))
+    return Unknown(f"condition is unknown ({cond.reason})", nonnull=None not in merged,
+                   candidates=tuple(merged), kind=cond.kind)
+
+
+def _first_of(*values: Any) -> Unknown:
+    """The first Unknown found in *values* (the caller knows there is one)."""
+    for v in values:
+        u = first_unknown(v)
+        if u is not None:
+            return u
+    return Unknown("unknown")
 
 
 def _nonnull(v: Any) -> bool:
@@ -546,11 +645,12 @@ def _root(name: str, env: Env) -> Any:
     if name in ("var", "local", "module", "data"):
         return _Namespace(name)
     if name == "path":
-        return {"module": env.inst.path_module, "root": ".", "cwd": "."}
+        # Terraform runs in the root module: path.cwd is its absolute directory.
+        return {"module": env.inst.path_module, "root": ".", "cwd": str(env.inst.root_dir)}
     if name == "terraform":
         return {"workspace": "default"}
     if name in ("count", "each", "self"):
-        return Unknown(f"{name} is not available here")
+        return Unknown(f"{name} is not available here", kind="error")
     return _TypeNamespace("resource", name)
 
 
@@ -563,11 +663,11 @@ def _get(obj: Any, name: str, env: Env) -> Any:
         if obj.name == "data":
             return _TypeNamespace("data", name)
         call = env.inst.module_calls.get(name)
-        return call.value(env) if call is not None else Unknown(f"module.{name} is not defined")
+        return call.value(env) if call is not None else Unknown(f"module.{name} is not defined", kind="error")
     if isinstance(obj, _TypeNamespace):
         ref = env.inst.blocks.get((obj.mode, obj.type, name))
         if ref is None:
-            return Unknown(f"{obj.type}.{name} is not defined in this module")
+            return Unknown(f"{obj.type}.{name} is not defined in this module", kind="error")
         if ref.has_index:
             return ref
         insts = ref.instances()
@@ -584,7 +684,7 @@ def _get(obj: Any, name: str, env: Env) -> Any:
     if isinstance(obj, Unknown):
         return obj
     if isinstance(obj, dict):
-        return obj[name] if name in obj else Unknown(f"no attribute {name}")
+        return obj[name] if name in obj else Unknown(f"no attribute {name}", kind="error")
     if isinstance(obj, list):
         # Nested blocks are lists of one map; `block.attr` is how modules commonly reach into them.
         if len(obj) == 1 and isinstance(obj[0], (dict, InstanceRef)):
@@ -606,10 +706,10 @@ def _index(obj: Any, key: Any, env: Env) -> Any:
     if isinstance(obj, list):
         if isinstance(key, (int, float)) and not isinstance(key, bool) and -len(obj) <= int(key) < len(obj):
             return obj[int(key)]
-        return Unknown("index out of range")
+        return Unknown("index out of range", kind="error")
     if isinstance(obj, dict):
         k = to_str(key)
-        return obj[k] if k in obj else Unknown(f"no key {k}")
+        return obj[k] if k in obj else Unknown(f"no key {k}", kind="error")
     return Unknown("index of a non-collection")
 
 
@@ -640,7 +740,8 @@ def _materialize(v: Any, env: Env) -> Any:
         env.track({v.address})
         attrs = dict(v.attributes())
         for key in ("id", "arn"):
-            attrs.setdefault(key, Unknown(f"{v.address}.{key} is known only after apply", nonnull=True))
+            if key not in attrs:
+                attrs[key] = _apply_time(v, key)
         return attrs
     if isinstance(v, BlockRef):
         return _materialize(v.as_collection(env), env)
@@ -655,24 +756,56 @@ def _materialize(v: Any, env: Env) -> Any:
     return v
 
 
+def _try(arg_exprs: list[Expr], env: Env) -> Any:
+    """Terraform's ``try``: the first argument that evaluates without an error. An unknown is
+    not an error: an argument that depends on one makes the result unknown, it does not fall
+    through to the next argument."""
+    last: Any = Unknown("try() without arguments", kind="error")
+    for a in arg_exprs:
+        v = _materialize(evaluate(a, env), env)
+        if is_error(v):
+            last = v
+            continue
+        return v
+    if isinstance(last, Unknown):
+        return last.derive(f"no argument of try() succeeded ({last.reason})")
+    return last
+
+
+def _can(arg_exprs: list[Expr], env: Env) -> Any:
+    """Terraform's ``can``: false on an error, unknown while the value is unknown."""
+    if len(arg_exprs) != 1:
+        return Unknown("can() takes one argument", kind="error")
+    v = _materialize(evaluate(arg_exprs[0], env), env)
+    if is_error(v):
+        return False
+    return v.derive(f"can() of an unknown ({v.reason})") if isinstance(v, Unknown) else True
+
+
 def _call(name: str, arg_exprs: list[Expr], expand: bool, env: Env) -> Any:
+    if name == "try" and not expand:
+        return _try(arg_exprs, env)
+    if name == "can" and not expand:
+        return _can(arg_exprs, env)
     args = [_materialize(evaluate(a, env), env) for a in arg_exprs]
     if expand and args:
         last = args.pop()
         if not isinstance(last, list):
-            return Unknown(f"{name}(...) expansion of a non-list")
+            return Unknown(f"{name}(...) expansion of a non-list", kind="error")
         args.extend(last)
     if name == "file":
         return env.inst.file_func()(*args[:1])
     if name == "templatefile":
         return _templatefile(args, env)
+    if name in PATH_FUNCTIONS:
+        return PATH_FUNCTIONS[name](env.inst.root_dir, *args)
     fn = FUNCTIONS.get(name)
     if fn is None:
         return Unknown(f"function {name}() is not evaluated statically")
     try:
         return fn(*args)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError, OverflowError):
-        return Unknown(f"{name}() could not be evaluated")
+        return Unknown(f"{name}() could not be evaluated", kind="error")
 
 
 def _templatefile(args: list[Any], env: Env) -> Any:
@@ -715,11 +848,20 @@ def _binary(op: str, le: Expr, re_: Expr, env: Env) -> Any:
             return left
         return rt
     right = _materialize(evaluate(re_, env), env)
+    if op in ("==", "!=") and (left is None or right is None):
+        # Comparing with null needs only nullness: a collection literal is never null, even
+        # when some of its elements are unknown, and so is a value known to be set.
+        other = right if left is None else left
+        if other is None or not isinstance(other, Unknown) or other.nonnull:
+            eq = other is None
+            return eq if op == "==" else not eq
+        return other.derive(f"{other.reason} (compared with null)")
     if isinstance(left, Unknown) or isinstance(right, Unknown):
         return left if isinstance(left, Unknown) else right
     if op in ("==", "!="):
         if contains_unknown(left) or contains_unknown(right):
-            return Unknown("comparison with unknown")
+            src = _first_of(left, right)
+            return src.derive(f"comparison with an unknown ({src.reason})")
         eq = _loose_eq(left, right)
         return eq if op == "==" else not eq
     try:

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,36 @@ from soc2infra.model import Unknown, contains_unknown
 Func = Callable[..., Any]
 
 
+def first_unknown(v: Any) -> Unknown | None:
+    """The first Unknown in *v* (itself, or nested in lists and maps), else None."""
+    if isinstance(v, Unknown):
+        return v
+    if isinstance(v, list):
+        return next((u for x in v if (u := first_unknown(x)) is not None), None)
+    if isinstance(v, dict):
+        return next((u for x in v.values() if (u := first_unknown(x)) is not None), None)
+    return None
+
+
+def is_error(v: Any) -> bool:
+    """True when *v* holds an evaluation error (an Unknown of kind ``error``) anywhere:
+    what Terraform's ``try``/``can`` catch. Other unknowns are not errors."""
+    if isinstance(v, Unknown):
+        return v.kind == "error"
+    if isinstance(v, list):
+        return any(is_error(x) for x in v)
+    if isinstance(v, dict):
+        return any(is_error(x) for x in v.values())
+    return False
+
+
 def _strict(fn: Func, deep: bool = False) -> Func:
     def wrapper(*args: Any) -> Any:
         for a in args:
-            if isinstance(a, Unknown) or (deep and contains_unknown(a)):
-                return Unknown(f"argument of {fn.__name__.strip('_')} is unknown")
+            u = a if isinstance(a, Unknown) else (first_unknown(a) if deep else None)
+            if u is not None:
+                # The result is unknown for the same reason as its argument.
+                return u.derive(f"{fn.__name__.strip('_')}() of an unknown ({u.reason})", nonnull=False)
         return fn(*args)
 
     wrapper.__name__ = fn.__name__
@@ -177,13 +203,6 @@ def _coalesce(*args: Any) -> Any:
     return Unknown("coalesce found no value")
 
 
-def _try(*args: Any) -> Any:
-    for a in args:
-        if not contains_unknown(a):
-            return a
-    return args[-1] if args else Unknown("try without arguments")
-
-
 def _keys(m: Any) -> Any:
     return sorted(m) if isinstance(m, dict) else Unknown("keys of a non-map")
 
@@ -302,10 +321,6 @@ def _max(*a: Any) -> Any:
     return max(a)
 
 
-def _can(v: Any) -> bool:
-    return not contains_unknown(v)
-
-
 def _yamlencode(v: Any) -> str:
     import yaml
 
@@ -347,8 +362,6 @@ FUNCTIONS: dict[str, Func] = {
     "trimsuffix": _strict(lambda s, p: s[:-len(p)] if p and s.endswith(p) else s),
     "coalesce": _coalesce,
     "coalescelist": _strict(lambda *ls: next((x for x in ls if x), [])),
-    "try": _try,
-    "can": _can,
     "keys": _strict(_keys),
     "values": _strict(_values),
     "zipmap": _strict(_zipmap),
@@ -377,7 +390,86 @@ FUNCTIONS: dict[str, Func] = {
     "sensitive": lambda v: v,
     "nonsensitive": lambda v: v,
     "type": lambda v: Unknown("type()"),
+    "regex": _strict(lambda p, s: _regex(p, s, False)),
+    "regexall": _strict(lambda p, s: _regex(p, s, True)),
+    "strcontains": _strict(lambda s, sub: sub in s),
+    "trim": _strict(lambda s, cs: s.strip(cs)),
+    "chomp": _strict(lambda s: s.rstrip("\r\n")),
+    "reverse": _strict(lambda lst: list(reversed(lst))),
+    "sort": _strict(lambda lst: sorted(to_str(x) for x in lst), deep=True),
+    "sum": _strict(lambda lst: sum(lst), deep=True),
+    "alltrue": _strict(lambda lst: all(x is True or x == "true" for x in lst), deep=True),
+    "anytrue": _strict(lambda lst: any(x is True or x == "true" for x in lst), deep=True),
+    "setunion": _strict(lambda *ls: _distinct([x for lst in ls for x in lst]), deep=True),
+    "setintersection": _strict(lambda a, *ls: [x for x in _distinct(a) if all(x in lst for lst in ls)],
+                               deep=True),
+    "setsubtract": _strict(lambda a, b: [x for x in _distinct(a) if x not in b], deep=True),
+    "formatlist": _strict(lambda fmt, *ls: _formatlist(fmt, *ls), deep=True),
+    "index": _strict(lambda lst, v: lst.index(v), deep=True),
+    "chunklist": _strict(lambda lst, n: [lst[i:i + n] for i in range(0, len(lst), n)]),
+    "transpose": _strict(lambda m: _transpose(m), deep=True),
+    "matchkeys": _strict(lambda vals, keys, search: [v for v, k in zip(vals, keys, strict=True)
+                                                       if k in search], deep=True),
+    "timestamp": lambda: Unknown("timestamp() is known only at apply", kind="apply_time"),
+    "uuid": lambda: Unknown("uuid() is known only at apply", kind="apply_time"),
 }
+
+
+def _regex(pattern: str, s: str, every: bool) -> Any:
+    import re
+
+    # Terraform uses RE2; Python's syntax agrees for the patterns modules write.
+    rx = re.compile(pattern)
+    if every:
+        return [_regex_groups(m, rx) for m in rx.finditer(s)]
+    m = rx.search(s)
+    if m is None:
+        return Unknown("regex() found no match", kind="error")
+    return _regex_groups(m, rx)
+
+
+def _regex_groups(m: Any, rx: Any) -> Any:
+    if rx.groupindex:
+        return {k: m.group(k) for k in rx.groupindex}
+    if rx.groups:
+        return list(m.groups())
+    return m.group(0)
+
+
+def _formatlist(fmt: str, *lists: Any) -> list[str]:
+    n = max((len(x) for x in lists if isinstance(x, list)), default=1)
+    return [_format(fmt, *[x[i] if isinstance(x, list) else x for x in lists]) for i in range(n)]
+
+
+def _transpose(m: dict[str, list[str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, vals in m.items():
+        for v in vals:
+            out.setdefault(v, []).append(k)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _path_fn(fn: Callable[[Path, str], str]) -> Callable[..., Any]:
+    def wrapper(module_dir: Path, *args: Any) -> Any:
+        if len(args) != 1:
+            return Unknown("a path function takes one argument", kind="error")
+        u = first_unknown(args[0])
+        if u is not None:
+            return u.derive(f"path of an unknown ({u.reason})")
+        return fn(module_dir, to_str(args[0]))
+
+    return wrapper
+
+
+PATH_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    # Terraform resolves relative paths against the working directory, the root module.
+    "basename": _path_fn(lambda _d, p: os.path.basename(p.rstrip("/")) or p),
+    "dirname": _path_fn(lambda _d, p: os.path.dirname(p.rstrip("/")) or "."),
+    "abspath": _path_fn(lambda d, p: os.path.normpath(d / p)),
+    "pathexpand": _path_fn(lambda _d, p: p),  # the home directory is the runner's: keep as written
+    "fileexists": _path_fn(lambda d, p: (d / p).is_file()),  # type: ignore[arg-type,return-value]
+}
+"""Path functions; they receive the root module's directory (Terraform's working directory)."""
 
 
 def file_function(base: Path, root: Path) -> Func:

@@ -16,6 +16,7 @@ from soc2infra.engine.iam.statements import (
     _statements_or_gap,
     document_policies,
     policies_at,
+    unknown_shape,
 )
 from soc2infra.engine.paths import flatten, parse_path, resolve
 from soc2infra.model import Resource, Unknown
@@ -120,6 +121,27 @@ def policy_arn_policies(arn: str, index: ResourceIndex) -> PolicySet:
     return out
 
 
+_MANAGED_SHAPE = re.compile(r"arn:\*:iam::aws:policy/([^*?]+)")
+
+
+def _arns_of(value: Unknown) -> list[str]:
+    """The ARNs an unknown can be, when that is decided: its candidates (every partition),
+    or the one AWS-managed policy a template names around an unknown partition."""
+    if value.candidates is not None and all(isinstance(c, str) for c in value.candidates):
+        return sorted(set(value.candidates))
+    managed = _managed_arn_of(value)
+    return [managed] if managed is not None else []
+
+
+def _managed_arn_of(value: Unknown) -> str | None:
+    """The AWS-managed policy an unknown ARN names when only its partition is unknown
+    (``arn:${data.aws_partition.current.partition}:iam::aws:policy/AdministratorAccess``).
+    The managed-policy table is the same in every partition."""
+    shape = unknown_shape(value)
+    m = _MANAGED_SHAPE.fullmatch(shape[0]) if shape is not None and value.parts is not None else None
+    return f"arn:aws:iam::aws:policy/{m.group(1)}" if m else None
+
+
 def arn_policies_at(res: Resource, path: str, index: ResourceIndex) -> PolicySet:
     """Policies named by ARN at *path* of *res* (``policy_arn``, ``managed_policy_arns``):
     literal ARNs, or references to ``aws_iam_policy`` / ``data.aws_iam_policy`` resources."""
@@ -129,7 +151,10 @@ def arn_policies_at(res: Resource, path: str, index: ResourceIndex) -> PolicySet
         if isinstance(value, str):
             out.add(policy_arn_policies(value, index))
         elif isinstance(value, Unknown):
-            unresolved = True
+            names = _arns_of(value)
+            for arn in names:
+                out.add(policy_arn_policies(arn, index))
+            unresolved = unresolved or not names
     if not unresolved:
         return out
     targets = sorted(_refs_under(res, path))

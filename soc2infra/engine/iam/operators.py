@@ -27,6 +27,7 @@ from soc2infra.engine.iam.patterns import (
     covers_all_actions,
     grants_write,
     matches_action,
+    overlap_by_shape,
     pattern_covers,
     patterns_overlap,
     resource_is_wildcard,
@@ -41,6 +42,7 @@ from soc2infra.engine.iam.statements import (
     document_policies,
     policies_at,
 )
+from soc2infra.engine.paths import note_unknown
 from soc2infra.model import Unknown
 
 
@@ -137,7 +139,8 @@ def _c_resource_matches(arg: Any, _spec: Mapping[str, Any], where: str, sub: Sub
     def test(st: Statement) -> Tri:
         if st.not_resources:
             return t_not(_any_of(st.not_resources, lambda r: any(pattern_covers(r, q) for q in queries)))
-        return _any_of(st.resources, lambda r: any(patterns_overlap(r, q) for q in queries))
+        return _any_of(st.resources, lambda r: any(patterns_overlap(r, q) for q in queries),
+                       overlap_by_shape(queries))
 
     return _statement_test(test)
 
@@ -222,6 +225,8 @@ def quantify(policies: PolicySet, inner: Predicate | None, quantifier: str, ctx:
         if view is None:
             view = views[st] = st.view()  # built once per scan: many rules ask about the same statements
         r = True if inner is None else inner(EvalContext(view, ctx.resource, ctx.index, ctx.notes))
+        if r is None:
+            _note_statement_unknown(st)
         if r is True and hit is None and certain:
             hit = _describe(st, position)
         if r is False and miss is None and certain:
@@ -240,10 +245,30 @@ def quantify(policies: PolicySet, inner: Predicate | None, quantifier: str, ctx:
     return outcome
 
 
+def _note_statement_unknown(st: Statement) -> None:
+    """Record the first unknown field of an undecided statement as the reason."""
+    fields: list[Any] = [st.effect, *st.actions, *st.not_actions, *st.resources, *st.not_resources]
+    fields += [v for pair in (*st.principals, *st.not_principals) for v in pair]
+    fields += [v for c in st.conditions for v in (c.operator, c.key, *c.values)]
+    for v in fields:
+        if isinstance(v, Unknown):
+            note_unknown(v)
+            return
+
+
+def _gap_unknown(gap: str) -> Unknown:
+    """A policy gap as an unknown with its kind (for the reason shown in reports)."""
+    if "outside the scanned tree" in gap or "not defined in the scanned tree" in gap:
+        return Unknown(gap, kind="not_scanned")
+    return Unknown(gap)
+
+
 def _note(ctx: EvalContext, outcome: Tri, quantifier: str, hit: dict[str, str] | None,
           miss: dict[str, str] | None, gaps: list[str]) -> None:
     if outcome is None and gaps:
         ctx.notes["unresolved"] = sorted(set(gaps))
+        for gap in sorted(set(gaps)):
+            note_unknown(_gap_unknown(gap))
     if outcome is False and quantifier == "none" and hit is not None:
         ctx.notes["matching_statement"] = hit
     if outcome is False and quantifier == "all" and miss is not None:

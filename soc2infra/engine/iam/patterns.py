@@ -9,8 +9,8 @@ import re
 from collections.abc import Callable
 from functools import cache, lru_cache
 
-from soc2infra.engine.core import Tri, t_and, t_not
-from soc2infra.engine.iam.statements import Condition, Statement, Value
+from soc2infra.engine.core import Tri, t_and, t_not, t_or
+from soc2infra.engine.iam.statements import Condition, Statement, Value, unknown_shape
 from soc2infra.model import Unknown
 
 
@@ -68,12 +68,43 @@ def _known(values: tuple[Value, ...]) -> tuple[list[str], bool]:
     return [v for v in values if isinstance(v, str)], any(isinstance(v, Unknown) for v in values)
 
 
-def _any_of(values: tuple[Value, ...], test: Callable[[str], bool]) -> Tri:
-    """True when a known element passes *test*; unknown when none does but one is unknown."""
+ShapeTest = Callable[[str, bool], Tri]
+
+
+def _any_of(values: tuple[Value, ...], test: Callable[[str], bool],
+            shape_test: ShapeTest | None = None) -> Tri:
+    """True when a known element passes *test*; unknown when none does but one is unknown,
+    unless *shape_test* decides every unknown element from its shape (:func:`unknown_shape`)."""
     known, unknown = _known(values)
     if any(test(v) for v in known):
         return True
-    return None if unknown else False
+    if not unknown:
+        return False
+    if shape_test is None:
+        return None
+    verdicts: list[Tri] = []
+    for v in values:
+        if isinstance(v, Unknown):
+            shape = unknown_shape(v)
+            verdicts.append(None if shape is None else shape_test(*shape))
+    return t_or(verdicts)
+
+
+def _never_wildcard(shape: str, concrete: bool) -> Tri:
+    """Can a value of this shape be the pattern ``*`` or ``arn:*``? A concrete value never is."""
+    if concrete:
+        return False
+    return None if pattern_matches(shape, "*") or pattern_matches(shape, "arn:*") else False
+
+
+def overlap_by_shape(queries: frozenset[str]) -> ShapeTest:
+    """A shape test: does a value of this shape overlap one of *queries*?"""
+    def test(shape: str, concrete: bool) -> Tri:
+        if concrete and any(pattern_covers(q, shape) for q in queries):
+            return True  # every value of the shape is matched by a query
+        return None if any(patterns_overlap(shape, q) for q in queries) else False
+
+    return test
 
 
 def covers_action(st: Statement, query: str) -> Tri:
@@ -128,7 +159,8 @@ def resource_is_wildcard(st: Statement) -> Tri:
     """The statement applies to every resource (``*``, ``arn:*``) or uses NotResource."""
     if st.not_resources:
         return True
-    return _any_of(st.resources, lambda r: pattern_covers(r, "*") or pattern_covers(r, "arn:*"))
+    return _any_of(st.resources, lambda r: pattern_covers(r, "*") or pattern_covers(r, "arn:*"),
+                   _never_wildcard)
 
 
 def _norm_text(v: str) -> str:

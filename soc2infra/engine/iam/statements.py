@@ -377,3 +377,18 @@ def document_policies(res: Resource, index: ResourceIndex) -> PolicySet:
     return policies_at(res, "policy", index)
 
 
+def unknown_shape(value: Unknown) -> tuple[str, bool] | None:
+    """What an unknown string can be, as an IAM pattern, and whether it is *concrete* (an
+    apply-time value computed by a provider holds no ``*``/``?`` wildcard). A template keeps its
+    fixed text (``arn:*:iam::aws:policy/X``); a resource's ARN is at least ``arn:*``. None
+    when the fixed text itself holds wildcard characters (the shape would be ambiguous)."""
+    if value.parts is not None:
+        fixed = [p for p in value.parts if p is not None]
+        if any("*" in p or "?" in p for p in fixed):
+            return None
+        shape = "".join("*" if p is None else p for p in value.parts)
+    elif value.attr == "arn" and value.rtype is not None:
+        shape = "arn:*"
+    else:
+        shape = "*"
+    return shape, value.kind == "apply_time"

@@ -1,0 +1,329 @@
+"""Terraform evaluation as Terraform defines it, on the constructs module-heavy code uses
+(issue 18): variable type conversion with optional() defaults, nullable, comparisons with
+null, try/can over unknowns, typed unknowns and templates, path functions, and the reason
+every unknown carries. Each tree is our own minimal reproduction of a construct."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from soc2infra.engine.core import ResourceIndex
+from soc2infra.engine.evaluate import evaluate
+from soc2infra.engine.policy import PolicyPack, load_pack
+from soc2infra.model import Resource, Unknown
+from soc2infra.sources.terraform import load_terraform
+
+PACK = load_pack()
+
+
+def load(root: Path, var_files: tuple[Path, ...] = ()) -> dict[str, Resource]:
+    resources, errors = load_terraform(sorted(root.rglob("*.tf")), var_files, jobs=1)
+    assert errors == []
+    return {r.address: r for r in resources}
+
+
+def outcomes(rule_id: str, resources: list[Resource]) -> dict[str, str]:
+    findings, passes = evaluate(resources, PolicyPack([PACK.rule(rule_id)], {}, ""), ResourceIndex(resources))
+    out = {addr: "pass" for _rid, addr in passes}
+    out.update({f.resource.address: f.status for f in findings})
+    return out
+
+
+CLUSTER_MODULE = '''
+variable "encryption_config" {
+  type = object({
+    provider_key_arn = optional(string)
+    resources        = optional(list(string), ["secrets"])
+  })
+  default = {}
+}
+
+variable "node_groups" {
+  type = map(object({
+    name      = optional(string)
+    disk_size = optional(number, 50)
+    labels    = optional(map(string), {})
+    taints = optional(map(object({
+      key    = string
+      effect = optional(string, "NO_SCHEDULE")
+    })), {})
+  }))
+  default = null
+}
+
+resource "aws_kms_key" "this" {}
+
+resource "aws_eks_cluster" "this" {
+  name     = "c"
+  role_arn = "arn:aws:iam::123456789012:role/c"
+  dynamic "encryption_config" {
+    for_each = var.encryption_config != null ? [var.encryption_config] : []
+    content {
+      resources = encryption_config.value.resources
+      provider {
+        key_arn = coalesce(encryption_config.value.provider_key_arn, aws_kms_key.this.arn)
+      }
+    }
+  }
+}
+
+resource "aws_eks_node_group" "this" {
+  for_each        = var.node_groups != null ? var.node_groups : {}
+  cluster_name    = aws_eks_cluster.this.name
+  node_group_name = coalesce(each.value.name, each.key)
+  disk_size       = each.value.disk_size
+  labels          = each.value.labels
+  taint_effects   = [for t in values(each.value.taints) : t.effect]
+}
+'''
+
+
+def test_optional_defaults_apply_at_every_level_and_the_secrets_rule_passes(write_tree):
+    """`encryption_config = {}` means resources = ["secrets"]; nested optional defaults fill
+    in inside map(object(... map(object)))."""
+    root = write_tree({"modules/cluster/main.tf": CLUSTER_MODULE, "main.tf": '''
+data "aws_eks_cluster_auth" "x" { name = "c" }
+module "cluster" {
+  source = "./modules/cluster"
+  node_groups = {
+    default = {}
+    gpu     = { name = "gpu", taints = { t = { key = "gpu" } } }
+  }
+}
+'''})
+    res = load(root)
+    cluster = res["module.cluster.aws_eks_cluster.this"]
+    assert cluster.attributes["encryption_config"][0]["resources"] == ["secrets"]
+    assert outcomes("SOC2-AWS-EKS-002", list(res.values()))["module.cluster.aws_eks_cluster.this"] == "pass"
+    default = res['module.cluster.aws_eks_node_group.this["default"]'].attributes
+    assert default["node_group_name"] == "default" and default["disk_size"] == 50 and default["labels"] == {}
+    gpu = res['module.cluster.aws_eks_node_group.this["gpu"]'].attributes
+    assert gpu["node_group_name"] == "gpu" and gpu["taint_effects"] == ["NO_SCHEDULE"]
+
+
+def test_nullable_false_turns_null_into_the_default_and_tfvars_are_converted(write_tree):
+    root = write_tree({
+        "main.tf": '''
+variable "retention" {
+  type     = number
+  default  = 30
+  nullable = false
+}
+variable "port" { type = string }
+variable "flags" {
+  type = object({ enabled = optional(bool, true), level = optional(string, "info") })
+  validation {
+    condition     = contains(["info", "debug"], var.flags.level)
+    error_message = "bad level"
+  }
+}
+resource "x_thing" "t" {
+  retention = var.retention
+  port      = var.port
+  enabled   = var.flags.enabled
+  level     = var.flags.level
+}
+''',
+        "terraform.tfvars": 'retention = null\nport = 443\nflags = { level = "debug" }\n',
+    })
+    attrs = load(root)["x_thing.t"].attributes
+    assert attrs == {"retention": 30, "port": "443", "enabled": True, "level": "debug"}
+
+
+def test_comparison_with_null_and_for_each_over_known_keys_with_unknown_values(write_tree):
+    """A collection literal is never null, even with unknown elements; for_each over it has
+    known keys, so each instance exists under its own address."""
+    root = write_tree({"main.tf": '''
+resource "aws_kms_key" "k" {}
+locals {
+  groups = { a = { key = aws_kms_key.k.arn }, b = { key = aws_kms_key.k.arn } }
+}
+resource "aws_sns_topic" "t" {
+  for_each          = local.groups != null ? local.groups : {}
+  name              = each.key
+  kms_master_key_id = each.value.key
+  has_groups        = length(keys(local.groups)) == 2
+  not_null          = aws_kms_key.k.arn != null
+}
+'''})
+    res = load(root)
+    assert {a for a in res if a.startswith("aws_sns_topic")} == {'aws_sns_topic.t["a"]', 'aws_sns_topic.t["b"]'}
+    attrs = res['aws_sns_topic.t["a"]'].attributes
+    assert attrs["name"] == "a" and attrs["has_groups"] is True and attrs["not_null"] is True
+    assert isinstance(attrs["kms_master_key_id"], Unknown)
+    assert res['aws_sns_topic.t["a"]'].meta.get("existence") is None
+
+
+def test_try_and_can_treat_unknowns_as_values_not_errors(write_tree):
+    root = write_tree({"main.tf": '''
+data "aws_caller_identity" "me" {}
+locals {
+  cfg = { a = 1 }
+}
+resource "x_thing" "t" {
+  fallback_on_error = try(local.cfg.missing, "fallback")
+  first_ok          = try(local.cfg.a, "fallback")
+  unknown_stays     = try(data.aws_caller_identity.me.account_id, "")
+  can_error         = can(local.cfg.missing)
+  can_ok            = can(local.cfg.a)
+  can_unknown       = can(data.aws_caller_identity.me.account_id)
+}
+'''})
+    attrs = load(root)["x_thing.t"].attributes
+    assert attrs["fallback_on_error"] == "fallback" and attrs["first_ok"] == 1
+    assert isinstance(attrs["unknown_stays"], Unknown) and attrs["unknown_stays"].kind == "apply_time"
+    assert attrs["can_error"] is False and attrs["can_ok"] is True
+    assert isinstance(attrs["can_unknown"], Unknown)
+
+
+PARTITION_ADMIN = '''
+data "aws_partition" "current" {}
+locals {
+  partition = try(data.aws_partition.current.partition, "")
+}
+resource "aws_iam_role" "r" {
+  name               = "r"
+  assume_role_policy = "{}"
+}
+resource "aws_iam_role_policy_attachment" "admin" {
+  role       = aws_iam_role.r.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/AdministratorAccess"
+}
+resource "aws_iam_role_policy_attachment" "readonly" {
+  role       = aws_iam_role.r.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/ReadOnlyAccess"
+}
+'''
+
+
+def test_partition_template_administrator_access_attachment_is_found(write_tree):
+    """The template's fixed text decides the pattern whatever the partition is."""
+    res = load(write_tree({"main.tf": PARTITION_ADMIN}))
+    arn = res["aws_iam_role_policy_attachment.admin"].attributes["policy_arn"]
+    assert isinstance(arn, Unknown) and arn.parts == ("arn:", None, ":iam::aws:policy/AdministratorAccess")
+    assert outcomes("SOC2-AWS-IAM-005", list(res.values())) == {
+        "aws_iam_role_policy_attachment.admin": "fail", "aws_iam_role_policy_attachment.readonly": "pass",
+        "aws_iam_role.r": "pass"}
+
+
+def test_typed_unknown_remembers_the_resource_type_and_a_resource_arn_is_never_a_wildcard(write_tree):
+    res = load(write_tree({"main.tf": '''
+resource "aws_s3_bucket" "b" { bucket = "b" }
+resource "aws_iam_policy" "p" {
+  name = "p"
+  policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Action = ["s3:GetObject"], Resource = [aws_s3_bucket.b.arn] }]
+  })
+}
+resource "x_thing" "t" {
+  arn = aws_iam_policy.p.arn
+}
+'''}))
+    arn = res["x_thing.t"].attributes["arn"]
+    assert (arn.kind, arn.rtype, arn.attr) == ("apply_time", "aws_iam_policy", "arn")
+    from soc2infra.engine.iam.patterns import resource_is_wildcard
+    from soc2infra.engine.iam.statements import policies_at
+
+    index = ResourceIndex(list(res.values()))
+    [st] = policies_at(res["aws_iam_policy.p"], "policy", index).statements
+    assert isinstance(st.resources[0], Unknown)
+    assert resource_is_wildcard(st) is False
+
+
+def test_path_values_and_functions(write_tree):
+    root = write_tree({"stack/main.tf": '''
+module "m" { source = "./mod" }
+resource "x_thing" "t" {
+  name   = basename(path.cwd)
+  parent = basename(dirname(abspath(path.module)))
+  root   = path.root
+}
+''', "stack/mod/main.tf": '''
+resource "x_thing" "inner" {
+  module_dir = path.module
+  exists     = fileexists("${path.module}/main.tf")
+}
+'''})
+    res = load(root)
+    t = res["x_thing.t"].attributes
+    assert t == {"name": "stack", "parent": root.name, "root": "."}
+    assert res["module.m.x_thing.inner"].attributes == {"module_dir": "mod", "exists": True}
+
+
+def test_every_unknown_finding_carries_its_reason_and_root(write_tree):
+    root = write_tree({"main.tf": '''
+variable "who" { type = string }
+module "ext" { source = "terraform-aws-modules/kms/aws" }
+resource "aws_eks_cluster" "unset" {
+  name     = "a"
+  role_arn = "r"
+  encryption_config {
+    resources = [var.who]
+    provider { key_arn = "k" }
+  }
+}
+resource "aws_eks_cluster" "ext" {
+  name     = "b"
+  role_arn = "r"
+  encryption_config {
+    resources = module.ext.resources
+    provider { key_arn = "k" }
+  }
+}
+'''})
+    resources = list(load(root).values())
+    findings, _ = evaluate(resources, PolicyPack([PACK.rule("SOC2-AWS-EKS-002")], {}, ""),
+                           ResourceIndex(resources))
+    by_addr = {f.resource.address: f for f in findings}
+    assert [r.kind for r in by_addr["aws_eks_cluster.unset"].reasons] == ["unset_variable"]
+    assert "var.who" in by_addr["aws_eks_cluster.unset"].reasons[0].reason
+    assert [r.kind for r in by_addr["aws_eks_cluster.ext"].reasons] == ["external_module"]
+    doc = by_addr["aws_eks_cluster.ext"].to_dict()
+    assert doc["reasons"][0]["kind"] == "external_module"
+    assert doc["resource"]["root"] == str(root)
+
+
+def test_an_attachment_of_a_customer_policy_is_never_an_aws_managed_policy(write_tree):
+    res = load(write_tree({"main.tf": '''
+resource "aws_iam_policy" "p" {
+  name   = "AdministratorAccess"
+  policy = "{}"
+}
+resource "aws_iam_role_policy_attachment" "custom" {
+  role       = "r"
+  policy_arn = aws_iam_policy.p.arn
+}
+'''}))
+    assert outcomes("SOC2-AWS-IAM-005", list(res.values())) == {"aws_iam_role_policy_attachment.custom": "pass"}
+
+
+def test_json_report_with_reasons_and_root_follows_the_schema(write_tree):
+    import json
+    import subprocess
+    import sys
+
+    import jsonschema
+
+    from soc2infra.reports.json_report import JSON_SCHEMA_VERSION
+
+    root = write_tree({"main.tf": PARTITION_ADMIN + '''
+variable "keys" { type = list(string) }
+resource "aws_eks_cluster" "c" {
+  name     = "c"
+  role_arn = "r"
+  encryption_config {
+    resources = var.keys
+    provider { key_arn = "k" }
+  }
+}
+'''})
+    out = subprocess.run([sys.executable, "-m", "soc2infra.cli", "scan", "--no-config", "-f", "json", str(root)],
+                         capture_output=True, text=True, check=False)
+    doc = json.loads(out.stdout)
+    schema = json.loads((Path(__file__).resolve().parents[2] / "soc2infra" / "reports" / "result.schema.json")
+                        .read_text(encoding="utf-8"))
+    jsonschema.validate(doc, schema)
+    assert doc["version"] == JSON_SCHEMA_VERSION
+    [eks] = [u for u in doc["unknown"] if u["resource"]["address"] == "aws_eks_cluster.c"]
+    assert eks["reasons"][0]["kind"] == "unset_variable" and eks["resource"]["root"]
