@@ -212,7 +212,8 @@ def _expand(count_or_each: tuple[str, Any] | None) -> list[tuple[Any, dict[str, 
         return [(None, {})]
     kind, value = count_or_each
     if isinstance(value, Unknown) or contains_unknown(value) and kind == "count":
-        return Unknown(f"{kind} is unknown")
+        src = _first_of(value)
+        return src.derive(f"{kind} is unknown ({src.reason})")
     if kind == "count":
         try:
             n = int(value)
@@ -223,9 +224,18 @@ def _expand(count_or_each: tuple[str, Any] | None) -> list[tuple[Any, dict[str, 
         return [(k, {"each": {"key": k, "value": v}}) for k, v in value.items()]
     if isinstance(value, list):
         if any(isinstance(v, Unknown) for v in value):
-            return Unknown("for_each set has unknown elements")
+            src = _first_of(value)
+            return src.derive(f"for_each set has unknown elements ({src.reason})")
         return [(to_str(v), {"each": {"key": to_str(v), "value": v}}) for v in value]
     return Unknown("for_each is not a map or set")
+
+
+def _unknown_bindings(why: Unknown) -> dict[str, Any]:
+    """count.index / each.key / each.value of the one representative instance evaluated when
+    count or for_each is unknown: unknown for the same reason."""
+    return {"count": {"index": why.derive(f"count.index ({why.reason})")},
+            "each": {"key": why.derive(f"each.key ({why.reason})"),
+                     "value": why.derive(f"each.value ({why.reason})")}}
 
 
 class BlockRef:
@@ -255,8 +265,7 @@ class BlockRef:
             if isinstance(expanded, Unknown):
                 # Cannot know how many exist: evaluate one representative, flagged.
                 self.existence_unknown = True
-                binding = {"count": {"index": Unknown("count.index")},
-                           "each": {"key": Unknown("each.key"), "value": Unknown("each.value")}}
+                binding = _unknown_bindings(expanded)
                 self._instances.append(InstanceRef(self, self.inst.address(self.local_address), binding))
             else:
                 for key, binding in expanded:
@@ -368,8 +377,7 @@ class ModuleCall:
             meta = ("for_each", evaluate(attrs["for_each"][0], base))
         expanded = _expand(meta)
         if isinstance(expanded, Unknown):
-            expanded = [(None, {"count": {"index": Unknown("count.index")},
-                                "each": {"key": Unknown("each.key"), "value": Unknown("each.value")}})]
+            expanded = [(None, _unknown_bindings(expanded))]
         for key, binding in expanded:
             local = f"module.{self.name}" + ("" if key is None else _instance_key(key))
             prefix = f"{self.parent.prefix}.{local}" if self.parent.prefix else local
@@ -689,8 +697,8 @@ def _get(obj: Any, name: str, env: Env) -> Any:
         # Nested blocks are lists of one map; `block.attr` is how modules commonly reach into them.
         if len(obj) == 1 and isinstance(obj[0], (dict, InstanceRef)):
             return _get(obj[0], name, env)
-        return Unknown(f"attribute {name} of a list")
-    return Unknown(f"attribute {name} of a {type(obj).__name__}")
+        return Unknown(f"attribute {name} of a list", kind="error")
+    return Unknown(f"attribute {name} of a {type(obj).__name__}", kind="error")
 
 
 def _index(obj: Any, key: Any, env: Env) -> Any:
@@ -710,7 +718,7 @@ def _index(obj: Any, key: Any, env: Env) -> Any:
     if isinstance(obj, dict):
         k = to_str(key)
         return obj[k] if k in obj else Unknown(f"no key {k}", kind="error")
-    return Unknown("index of a non-collection")
+    return Unknown("index of a non-collection", kind="error")
 
 
 def _splat(obj: Any, ops: list[tuple[str, Any]], env: Env) -> Any:
@@ -987,7 +995,7 @@ def _dynamic(blk: Block, env: Env, prefix: str, refs: dict[str, set[str]], out: 
     if tracker:
         refs.setdefault(prefix + label, set()).update(tracker)
     if isinstance(coll, Unknown):
-        out[label] = Unknown(f"dynamic {label} for_each is unknown")
+        out[label] = coll.derive(f"dynamic {label} for_each is unknown ({coll.reason})")
         return
     items = list(coll.items()) if isinstance(coll, dict) else list(enumerate(coll or []))
     blocks = out.setdefault(label, [])

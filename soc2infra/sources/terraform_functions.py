@@ -101,10 +101,12 @@ def _jsonencode_keeping_structure(v: Any) -> Any:
 
 
 def _jsondecode(s: str) -> Any:
+    if not isinstance(s, str):
+        return Unknown("jsondecode() of a non-string", kind="error")  # a type error in Terraform
     try:
         return json.loads(s)
     except (TypeError, ValueError):
-        return Unknown("jsondecode of invalid JSON")
+        return Unknown("jsondecode of invalid JSON", kind="error")
 
 
 def _merge(*maps: Any) -> Any:
@@ -148,10 +150,19 @@ def _element(lst: Any, idx: Any) -> Any:
 
 
 def _flatten(lst: Any) -> Any:
+    """Terraform's flatten: only the list structure must be known (an unknown element could
+    itself be a list); maps with unknown values inside are plain elements."""
+    if not isinstance(lst, list):
+        return Unknown("flatten() of a non-list", kind="error")
     out: list[Any] = []
     for item in lst:
+        if isinstance(item, Unknown):
+            return item.derive(f"flatten() of an unknown element ({item.reason})", nonnull=False)
         if isinstance(item, list):
-            out.extend(_flatten(item))
+            inner = _flatten(item)
+            if isinstance(inner, Unknown):
+                return inner
+            out.extend(inner)
         else:
             out.append(item)
     return out
@@ -346,7 +357,7 @@ FUNCTIONS: dict[str, Func] = {
     "lookup": _strict(_lookup),
     "length": _strict(_length),
     "element": _strict(_element),
-    "flatten": _strict(_flatten, deep=True),
+    "flatten": _strict(_flatten),
     "toset": _strict(_toset),
     "tolist": _strict(_tolist),
     "tomap": _strict(_tomap),

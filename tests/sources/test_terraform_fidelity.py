@@ -327,3 +327,49 @@ resource "aws_eks_cluster" "c" {
     assert doc["version"] == JSON_SCHEMA_VERSION
     [eks] = [u for u in doc["unknown"] if u["resource"]["address"] == "aws_eks_cluster.c"]
     assert eks["reasons"][0]["kind"] == "unset_variable" and eks["resource"]["root"]
+
+
+def test_try_falls_back_on_type_errors_and_flatten_keeps_maps_with_unknown_values(write_tree):
+    """Corpus shapes: `try(var.obj.attr, false)` on a null object, `try(jsondecode(var.list),
+    var.list)`, and a dynamic block over `try(flatten([var.cfg["rule"]]), [])` whose maps hold
+    apply-time values: all decided, no placeholder block."""
+    res = load(write_tree({"main.tf": '''
+variable "compute" {
+  type    = object({ enabled = optional(bool, false) })
+  default = null
+}
+variable "grant" {
+  type    = any
+  default = []
+}
+resource "aws_kms_key" "k" {}
+locals {
+  auto   = try(var.compute.enabled, false) == true
+  grants = try(jsondecode(var.grant), var.grant)
+  sse    = { rule = { apply = { key = aws_kms_key.k.arn, algo = "aws:kms" } } }
+}
+resource "x_thing" "t" {
+  auto   = local.auto
+  grants = length(local.grants)
+  dynamic "rule" {
+    for_each = try(flatten([local.sse["rule"]]), [])
+    content {
+      algo = rule.value.apply.algo
+    }
+  }
+}
+'''}))
+    attrs = res["x_thing.t"].attributes
+    assert attrs["auto"] is False and attrs["grants"] == 0 and attrs["rule"] == [{"algo": "aws:kms"}]
+
+
+def test_the_representative_instance_of_an_unknown_for_each_says_why(write_tree):
+    res = load(write_tree({"main.tf": '''
+variable "names" { type = set(string) }
+resource "x_thing" "t" {
+  for_each = var.names
+  name     = each.value
+}
+'''}))
+    [t] = [r for a, r in res.items() if a.startswith("x_thing.t")]
+    assert t.attributes["name"].kind == "unset_variable"
