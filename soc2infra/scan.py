@@ -144,7 +144,7 @@ def load_resources(inputs: Inputs, options: ScanOptions,
         resources += rs
         errors += errs
     if inputs.manifest_files or inputs.helm_charts or inputs.kustomizations:
-        rs, errs = _load_kubernetes(inputs, options)
+        rs, errs = _load_kubernetes(inputs, options, coverage)
         resources += rs
         errors += errs
     return resources, errors
@@ -201,7 +201,8 @@ def _attach_config_locations(resources: list[Resource], config_dir: Path) -> Non
             res.inline_waivers = src.inline_waivers
 
 
-def _load_kubernetes(inputs: Inputs, options: ScanOptions) -> tuple[list[Resource], list[Error]]:
+def _load_kubernetes(inputs: Inputs, options: ScanOptions,
+                     coverage: Coverage | None = None) -> tuple[list[Resource], list[Error]]:
     from soc2infra.sources import kubernetes
 
     resources: list[Resource] = []
@@ -212,6 +213,8 @@ def _load_kubernetes(inputs: Inputs, options: ScanOptions) -> tuple[list[Resourc
             errors.append(err)
             continue
         if not kubernetes.looks_like_kubernetes(p, text):
+            if coverage is not None:
+                coverage.skipped_files.append(SkippedFile(str(p), kubernetes.not_a_manifest_reason(text)))
             continue
         rs, errs = kubernetes.load_manifest_text(text, str(p))
         resources += rs

@@ -25,6 +25,9 @@ SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium":
 _DETAIL_LIMIT = 160
 
 
+MAX_SKIPPED_SHOWN = 10
+
+
 def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else (plural or word + 's')}"
 
@@ -193,8 +196,11 @@ def render(data: ReportInput) -> str:
         for m in coverage.unscanned_modules:
             where = data.rel(m.file) + (f":{m.line}" if m.line else "")
             lines.add("  ", (m.address, "bold yellow"), f" ({m.source}) at {where}: {m.reason}")
-        for sf in coverage.skipped_files:
+        for sf in coverage.skipped_files[:MAX_SKIPPED_SHOWN]:
             lines.add("  ", (data.rel(sf.path), "bold yellow"), f": {sf.reason}")
+        if len(coverage.skipped_files) > MAX_SKIPPED_SHOWN:
+            lines.add((f"  …and {len(coverage.skipped_files) - MAX_SKIPPED_SHOWN} more skipped files "
+                       "(all of them in the JSON report's coverage.skipped_files)", "dim"))
         if coverage.unscanned_modules:
             lines.add(("  Values coming out of these modules are unknown; pass --fail-on-unscanned "
                        "to block on them.", "dim"))

@@ -498,6 +498,13 @@ def looks_like_kubernetes(path: Path | str, text: str) -> bool:
     return not _GO_TEMPLATE.search(text)
 
 
+def not_a_manifest_reason(text: str) -> str:
+    """Why :func:`looks_like_kubernetes` passed over a YAML/JSON file (for the coverage section)."""
+    if _API_VERSION_LINE.search(text) and _KIND_LINE.search(text) and _GO_TEMPLATE.search(text):
+        return "unrendered template (Go template actions outside a Helm chart)"
+    return "not a Kubernetes manifest (no apiVersion and kind)"
+
+
 # ----------------------------------------------------------------------------- namespaces
 
 def namespace_resources(resources: list[Resource]) -> list[Resource]:

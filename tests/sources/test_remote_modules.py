@@ -542,3 +542,16 @@ def test_git_and_registry_modules_match_vendored_after_init_and_after_download(
     result = run(fetched, pack)  # no download: modules.json alone
     assert not result.coverage.unscanned_modules
     assert full_outcome(result) == expected
+
+
+def test_yaml_that_is_not_a_manifest_is_listed_as_skipped(tmp_path: Path, pack, capsys):
+    (tmp_path / "mkdocs.yml").write_text("site_name: docs\nnav: []\n")
+    (tmp_path / "tpl.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Values.x }}\n")
+    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n")
+    result = scan([str(tmp_path)], pack, ScanOptions(base_dir=tmp_path))
+    reasons = {f.path: f.reason for f in result.coverage.skipped_files}
+    assert reasons == {"mkdocs.yml": "not a Kubernetes manifest (no apiVersion and kind)",
+                       "tpl.yaml": "unrendered template (Go template actions outside a Helm chart)"}
+    code, out = cli(capsys, str(tmp_path), "--format", "json")
+    doc = json.loads(out)
+    assert {f["path"].rsplit("/", 1)[-1] for f in doc["coverage"]["skipped_files"]} == {"mkdocs.yml", "tpl.yaml"}
