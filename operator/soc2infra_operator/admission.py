@@ -23,13 +23,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from soc2infra.engine.actions import effective_action, rule_action, weaker
 from soc2infra.engine.core import ResourceIndex
 from soc2infra.engine.evaluate import evaluate
 from soc2infra.engine.policy import PolicyPack
 from soc2infra.model import Finding, Resource
 from soc2infra.sources.kubernetes import object_to_resource
 from soc2infra.waivers import match_entry
-from soc2infra_operator.settings import ACTION_STRENGTH, OperatorSettings, ScopeSettings
+from soc2infra_operator.settings import OperatorSettings, ScopeSettings
 from soc2infra_operator.waivers import ClusterWaiver, ObjectFacts, entries_for, grants_opt_out, object_facts
 
 CHECKED_OPERATIONS = ("CREATE", "UPDATE")
@@ -121,6 +122,7 @@ class AdmissionPolicy:
 
     pack: PolicyPack
     actions: Mapping[str, str]  # rule id → effective action (overrides and mode applied)
+    mode: str = "enforce"
     # Rule id → action after overrides but before the mode cap: what the rule *is* (the audit
     # reports a failure of a deny rule as "fail" even while the operator only warns).
     rule_actions: Mapping[str, str] = field(default_factory=dict)
@@ -140,29 +142,17 @@ class AdmissionPolicy:
     @classmethod
     def build(cls, pack: PolicyPack, settings: OperatorSettings,
               relations: Mapping[str, frozenset[str]] | None = None) -> AdmissionPolicy:
-        """Resolve every rule's action once: rule action < overrides (first matching glob) < mode cap."""
+        """Resolve every rule's action once (:mod:`soc2infra.engine.actions`): the rule's own action,
+        the most specific override, then the mode cap."""
         adm = settings.admission
-        mode_cap = {"enforce": "deny", "warn": "warn", "audit": "audit"}[adm.mode]
-        actions: dict[str, str] = {}
-        rule_actions: dict[str, str] = {}
-        for rule in pack.rules:
-            action = rule.action
-            for pattern, override in adm.actions:
-                if fnmatch.fnmatchcase(rule.id, pattern):
-                    action = override
-                    break
-            rule_actions[rule.id] = action
-            actions[rule.id] = weaker(action, mode_cap)
-        return cls(pack=pack, actions=actions, rule_actions=rule_actions, relations=dict(relations or {}),
+        rule_actions = {r.id: rule_action(r.id, r.action, adm.actions) for r in pack.rules}
+        actions = {r.id: effective_action(r.id, r.action, adm.actions, adm.mode) for r in pack.rules}
+        return cls(pack=pack, actions=actions, mode=adm.mode, rule_actions=rule_actions,
+                   relations=dict(relations or {}),
                    scope=settings.scope,
                    unknown_action=adm.unknown_action, cross_object_action=adm.cross_object_action,
                    waiver_warning_days=adm.waiver_warning_days,
                    cluster_waiver_namespace=settings.scope.own_namespace or "default")
-
-
-def weaker(a: str, b: str) -> str:
-    """The weaker of two actions (deny < warn < audit in strictness order)."""
-    return a if ACTION_STRENGTH[a] >= ACTION_STRENGTH[b] else b
 
 
 # Built-in kinds and their API group: webhooks and the audit pin these groups, so a custom
@@ -245,6 +235,8 @@ class RuleOutcome:
     status: str  # "fail" | "unknown"
     action: str  # effective action: deny | warn | audit
     cross_object: bool = False
+    # The action with admission.mode at enforce: what a staged rollout will do once it enforces.
+    enforced_action: str = ""
     waiver: dict[str, Any] | None = None  # the waiver that suppresses it (model.Waiver.to_dict())
     waiver_status: str = "none"  # none | active | expiring | expired
 
@@ -252,6 +244,11 @@ class RuleOutcome:
     def waived(self) -> bool:
         """Suppressed by a live waiver."""
         return self.waiver is not None and self.waiver_status in ("active", "expiring")
+
+    @property
+    def would_deny(self) -> bool:
+        """Not denied now only because admission.mode is warn or audit."""
+        return self.enforced_action == "deny" and self.action != "deny" and not self.waived
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +269,7 @@ class Decision:
     notes: tuple[str, ...] = ()  # extra warnings (expiring/expired waivers, ignored opt-outs)
     reason: str = ""  # why a request was skipped or could not be evaluated
     request_uid: str = ""
+    mode: str = "enforce"  # admission.mode when decided
 
     @property
     def evaluated(self) -> bool:
@@ -282,6 +280,11 @@ class Decision:
     def denials(self) -> list[RuleOutcome]:
         """Outcomes that reject the object."""
         return [o for o in self.outcomes if o.action == "deny" and not o.waived]
+
+    @property
+    def would_deny(self) -> list[str]:
+        """Rules that would have rejected the object with admission.mode at enforce."""
+        return [o.rule_id for o in self.outcomes if o.would_deny]
 
     @property
     def warnings(self) -> list[RuleOutcome]:
@@ -372,7 +375,7 @@ def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[Cluste
         verdict=verdict, allowed=not deny, address=resource.address, kind=resource.type,
         namespace=facts.namespace, name=resource.name, operation=req.operation, dry_run=req.dry_run,
         actor=req.actor, outcomes=tuple(outcomes), passed=tuple(rule for rule, _addr in passes),
-        notes=tuple(dict.fromkeys(notes)), request_uid=req.uid,
+        notes=tuple(dict.fromkeys(notes)), request_uid=req.uid, mode=policy.mode,
     )
 
 
@@ -383,11 +386,13 @@ def _outcomes(findings: Sequence[Finding], facts: ObjectFacts, policy: Admission
     notes: list[str] = []
     for f in findings:
         action = policy.actions.get(f.rule_id, "warn")
+        enforced = policy.rule_actions.get(f.rule_id, action)
         cross = f.rule_id in policy.cross_object
         if f.status == "unknown":
-            action = weaker(action, policy.unknown_action)
+            action, enforced = weaker(action, policy.unknown_action), weaker(enforced, policy.unknown_action)
         if cross:
             action = weaker(action, policy.cross_object_action)
+            enforced = weaker(enforced, policy.cross_object_action)
         entry, status = match_entry(entries, f.rule_id, facts.address, today, policy.waiver_warning_days)
         waiver = entry.to_waiver().to_dict() if entry is not None else None
         if entry is not None and status == "expiring":
@@ -398,7 +403,7 @@ def _outcomes(findings: Sequence[Finding], facts: ObjectFacts, policy: Admission
         outcomes.append(RuleOutcome(
             rule_id=f.rule_id, title=f.title, severity=f.severity, category=f.category, controls=f.controls,
             message=f.message, remediation=f.remediation, status=f.status, action=action, cross_object=cross,
-            waiver=waiver, waiver_status=status,
+            waiver=waiver, waiver_status=status, enforced_action=enforced,
         ))
     return outcomes, notes
 
@@ -429,8 +434,9 @@ def warning_text(outcome: RuleOutcome) -> str:
     """One admission warning: rule id, criteria, what is wrong, how to fix it (≤ 250 characters)."""
     unknown = " (could not be decided)" if outcome.status == "unknown" else ""
     later = " (re-checked by the background audit)" if outcome.cross_object else ""
-    return _clip(f"{outcome.rule_id} [{', '.join(outcome.controls)}]{unknown}{later}: {outcome.message}. "
-                 f"Fix: {_first_sentence(outcome.remediation)}")
+    staged = " (denied once admission.mode is enforce)" if outcome.would_deny else ""
+    head = f"{outcome.rule_id} [{', '.join(outcome.controls)}]{staged}{unknown}{later}"
+    return _clip(f"{head}: {outcome.message}. Fix: {_first_sentence(outcome.remediation)}")
 
 
 def denial_message(decision: Decision) -> str:

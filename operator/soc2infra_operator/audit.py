@@ -71,6 +71,11 @@ class AuditEntry:
     ref: Mapping[str, str]  # apiVersion, kind, name, namespace, uid
     message: str = ""
     waiver: Mapping[str, Any] | None = None
+    # False in a namespace excluded from admission: audited and reported all the same (an exclusion
+    # is from enforcement, not from evidence), and marked so nobody reads it as enforced.
+    enforced: bool = True
+    # A deny-level failure while admission.mode is warn or audit: "would be denied".
+    staged: bool = False
 
     def to_record(self) -> dict[str, Any]:
         """The ledger form of this result: did the rule hold (pass / fail / unknown / waived)."""
@@ -132,13 +137,13 @@ def evaluate_cluster(objects: Iterable[Any], policy: AdmissionPolicy, waivers: S
     related = {k for kinds in policy.relations.values() for k in kinds}
     resources: list[Resource] = []
     raw: dict[str, tuple[Resource, dict[str, Any], tuple[str, ...]]] = {}
+    unenforced: set[str] = set()  # addresses in excluded namespaces: audited, not enforced
     for obj in objects:
         if not isinstance(obj, dict):
             continue
         res = object_to_resource(obj, file="cluster")
-        home = res.namespace
-        if home in excluded:
-            continue
+        if res.namespace in excluded:  # a Namespace object's own name counts as its namespace
+            unenforced.add(res.address)
         annotated = tuple(rule for rule, _reason, _line in res.inline_waivers)
         res.inline_waivers = ()  # annotations are opt-outs: only a SOC2Waiver grants them
         resources.append(res)
@@ -166,6 +171,8 @@ def evaluate_cluster(objects: Iterable[Any], policy: AdmissionPolicy, waivers: S
             result=_result_value(f.status, action, waived), address=facts.address, namespace=facts.namespace,
             ref=_ref(raw[facts.address][1]), message=f.message,
             waiver={**entry.to_waiver().to_dict(), "status": status} if entry is not None else None,
+            enforced=facts.address not in unenforced,
+            staged=policy.mode != "enforce" and action == "deny" and f.status == "fail" and not waived,
         ))
     rules = {r.id: r for r in policy.pack.rules}
     for rule_id, address in passes:
@@ -173,7 +180,7 @@ def evaluate_cluster(objects: Iterable[Any], policy: AdmissionPolicy, waivers: S
         entries.append(AuditEntry(
             rule_id=rule_id, title=rule.title, severity=rule.severity, category=rule.category,
             controls=rule.controls, result="pass", address=address, namespace=facts.namespace,
-            ref=_ref(raw[address][1]),
+            ref=_ref(raw[address][1]), enforced=address not in unenforced,
         ))
     context = [r for r in resources if r.type in related]
     return AuditResult(entries=entries, resources=len(resources), context=context)
@@ -186,6 +193,10 @@ def _report_result(e: AuditEntry, seconds: int) -> dict[str, Any]:
                           f"expires={e.waiver.get('expires', '')} ({e.waiver.get('status', '')})".strip()
         if e.waiver.get("ticket"):
             props["waiver.ticket"] = str(e.waiver["ticket"])
+    if not e.enforced:
+        props["admission"] = "not enforced (excluded namespace)"
+    elif e.staged:
+        props["admission"] = "would be denied (admission.mode is not enforce)"
     out: dict[str, Any] = {
         "policy": e.rule_id, "rule": e.title, "result": e.result,
         "severity": e.severity if e.severity in REPORT_SEVERITIES else "info", "category": e.category,
@@ -320,12 +331,14 @@ class Auditor:
             self.on_context(result.context)
         outcome = AuditOutcome(leader=self.is_leader(), summary=result.summary())
         if outcome.leader:
-            excluded = set(self.settings.scope.all_excluded_namespaces)
-            live = [ns for ns in namespaces if ns not in excluded]
+            live = list(namespaces)  # excluded namespaces too: excluded from enforcement, not evidence
             self._write_reports(result, live, now, outcome)
+            rollout = {"mode": self.policy.mode,
+                       "deny_rules": sorted(r for r, a in self.policy.rule_actions.items() if a == "deny"),
+                       "excluded_namespaces": list(self.settings.scope.all_excluded_namespaces)}
             entry = audit_record([e.to_record() for e in result.entries], self.policy.pack.digest,
                                  {**outcome.summary, "namespaces": len(live)},
-                                 [w.to_dict() for w in waivers], self.cluster_name)
+                                 [w.to_dict() for w in waivers], self.cluster_name, rollout)
             try:
                 outcome.record = self.writer.commit_sync(entry)
             except EvidenceError as exc:
@@ -355,7 +368,7 @@ class Auditor:
         except KubeError as exc:
             outcome.errors.append(str(exc))
             logger.warning("cannot write ClusterPolicyReport: %s", exc)
-        # Reports of namespaces that are gone or now excluded: remove ours (and only ours).
+        # Reports of namespaces that are gone: remove ours (and only ours).
         try:
             existing = list(self.kube.list_objects(ns_res))
         except KubeError:

@@ -89,6 +89,11 @@ def admission_record(decision: Decision, pack_digest: str,
         context["request_uid"] = decision.request_uid
     if decision.outcomes:
         context["actions"] = {o.rule_id: o.action for o in decision.outcomes}
+    if decision.mode != "enforce":
+        # Staged rollout: what enforcing would have rejected (soc2infra evidence report lists it).
+        context["mode"] = decision.mode
+        if decision.would_deny:
+            context["would_deny"] = decision.would_deny
     if decision.reason:
         context["reason"] = decision.reason
     if decision.notes:
@@ -106,10 +111,12 @@ def admission_record(decision: Decision, pack_digest: str,
 
 
 def audit_record(results: Sequence[Mapping[str, Any]], pack_digest: str, summary: Mapping[str, Any],
-                 waivers: Iterable[Mapping[str, Any]] = (), cluster: str = "") -> dict[str, Any]:
+                 waivers: Iterable[Mapping[str, Any]] = (), cluster: str = "",
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ledger entry for one background audit run (the state of the whole cluster).
 
-    ``decision`` is ``fail`` when any rule failed on any object, else ``pass``.
+    ``decision`` is ``fail`` when any rule failed on any object, else ``pass``. *extra* goes into
+    the context (the rollout facts: admission mode, deny-level rules, namespaces not enforced).
     """
     items = [dict(r) for r in results]
     return {
@@ -119,7 +126,8 @@ def audit_record(results: Sequence[Mapping[str, Any]], pack_digest: str, summary
         "pack_digest": pack_digest,
         "results": items,
         "decision": "fail" if any(r.get("status") == "fail" for r in items) else "pass",
-        "context": {"summary": dict(summary), "waivers": list(waivers), "instance": instance_id()},
+        "context": {"summary": dict(summary), "waivers": list(waivers), "instance": instance_id(),
+                    **(extra or {})},
     }
 
 

@@ -49,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--registration", choices=["self", "kopf", "none"],
                      help="who writes the ValidatingWebhookConfiguration")
     run.add_argument("--exclude-namespace", action="append", default=None, metavar="NS",
-                     help="namespace not checked (repeatable; replaces the default list)")
+                     help="namespace not checked at admission, added to the defaults (repeatable)")
+    run.add_argument("--replace-excluded-namespaces", action="append", default=None, metavar="NS",
+                     help="namespaces not checked, replacing the defaults kube-system, kube-public and "
+                          "kube-node-lease (repeatable or comma-separated)")
     run.add_argument("--namespace", help="the operator's own namespace (excluded; holds the audit Lease)")
     run.add_argument("--ledger", help="evidence ledger URL or SQLite path")
     run.add_argument("--audit-interval", type=float, help="seconds between background audits")
@@ -73,7 +76,8 @@ def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
         "key_file": "webhook.pkeyfile", "ca_file": "webhook.cafile",
         "failure_policy": "webhook.failure_policy",
         "timeout_seconds": "webhook.timeout_seconds", "registration": "webhook.registration",
-        "exclude_namespace": "scope.excluded_namespaces", "namespace": "scope.own_namespace",
+        "exclude_namespace": "scope.extra_excluded_namespaces",
+        "replace_excluded_namespaces": "scope.excluded_namespaces", "namespace": "scope.own_namespace",
         "ledger": "evidence.ledger", "audit_interval": "audit.interval_seconds", "policy_dir": "policy_dirs",
         "liveness": "liveness", "metrics_port": "metrics_port", "metrics_addr": "metrics_addr",
     }
@@ -82,6 +86,8 @@ def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
         out.append((key.strip(), value))
     for attr, dotted in mapping.items():
         value = getattr(args, attr, None)
+        if value is not None and attr.endswith("namespaces"):  # repeatable and comma-separated
+            value = [part.strip() for item in value for part in item.split(",") if part.strip()]
         if value is not None:
             out.append((dotted, value))
     if getattr(args, "no_audit", False):

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from soc2infra.engine.actions import ACTION_STRENGTH, ACTIONS
+
+__all__ = ["ACTIONS", "ACTION_STRENGTH", "OperatorSettings", "SettingsError", "load_settings"]
+
 Action = Literal["deny", "warn", "audit"]
-ACTIONS: tuple[str, ...] = ("deny", "warn", "audit")
-# Lower index = stricter. Capping an action (mode, unknown results, cross-object rules) picks the
-# weaker of the two, so a cap can never make a rule stricter than its own action.
-ACTION_STRENGTH = {"deny": 0, "warn": 1, "audit": 2}
 
 DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # Controllers that create pods/replica sets/jobs on behalf of an owner that was already checked at
@@ -80,7 +80,11 @@ class WebhookSettings:
 class ScopeSettings:
     """Which requests are checked at all."""
 
+    # Never checked at admission (still audited into PolicyReports and evidence: an exclusion is
+    # from enforcement, not from evidence). Setting this list replaces the defaults;
+    # extra_excluded_namespaces (--exclude-namespace) adds to them.
     excluded_namespaces: tuple[str, ...] = DEFAULT_EXCLUDED_NAMESPACES
+    extra_excluded_namespaces: tuple[str, ...] = ()
     # The operator's own namespace is always excluded as well (it must be able to restart itself).
     own_namespace: str | None = None
     # Requests by these users (globs) are not checked: the API server's own loopback client
@@ -92,19 +96,21 @@ class ScopeSettings:
 
     @property
     def all_excluded_namespaces(self) -> tuple[str, ...]:
-        """The configured exclusions plus the operator's own namespace."""
-        extra = (self.own_namespace,) if self.own_namespace else ()
-        return tuple(dict.fromkeys((*self.excluded_namespaces, *extra)))
+        """The configured exclusions, the added ones and the operator's own namespace."""
+        own = (self.own_namespace,) if self.own_namespace else ()
+        return tuple(dict.fromkeys((*self.excluded_namespaces, *self.extra_excluded_namespaces, *own)))
 
 
 @dataclass(frozen=True, slots=True)
 class AdmissionSettings:
     """How rule results become admission decisions."""
 
-    # Rule id (glob) → action, overriding the rule's own action (which defaults from severity).
+    # Rule id or glob → action, overriding the rule's own action (from its enforcement level).
+    # The most specific pattern wins (exact id, then the longest glob), never the first listed.
     actions: tuple[tuple[str, str], ...] = ()
-    # Rollout dial: "enforce" keeps every action, "warn" turns denials into warnings, "audit"
-    # only records.
+    # Rollout dial, as Pod Security is rolled out: "enforce" keeps every action, "warn" turns
+    # denials into warnings, "audit" only records. In warn and audit modes the decision that would
+    # have been made is recorded (evidence, PolicyReports) so enforcing breaks nothing unseen.
     mode: Literal["enforce", "warn", "audit"] = "enforce"
     # A rule that cannot be decided on the object (status "unknown") never denies by default,
     # matching `soc2infra scan` (fail_on_unknown is off there too).

@@ -35,6 +35,7 @@ from typing import Any
 
 from soc2infra.evidence.ledger import Ledger, open_ledger, time_bounds
 from soc2infra.evidence.records import now, parse_time
+from soc2infra.evidence.rollout import RolloutTally
 from soc2infra.evidence.verify import KeySpec, verify_ledger
 
 REPORT_SCHEMA = "soc2infra.evidence-report/1"
@@ -117,7 +118,9 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
     evaluations = 0
     overall: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # state sources, each evaluation once
     first_day = last_day = None
+    rollout = RolloutTally()
     for record in ledger.iter(lo, hi):
+        rollout.add(record)
         day = record["time"][:10]
         first_day = first_day or day
         last_day = day
@@ -234,6 +237,7 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
         "daily": overall_daily,
         "criteria": criteria,
         "waiver_changes": waiver_changes,
+        "would_deny": rollout.to_dict(),
     }
 
 
@@ -470,6 +474,8 @@ def render_html(report: Mapping[str, Any]) -> str:
               (f'<code>{_e(json.dumps(ch.get("context") or {}, sort_keys=True))}</code>', "")]
              for ch in changes]))
 
+    out.extend(_would_deny_html(report.get("would_deny") or {}))
+
     out.append("<h2>Sources and policy versions</h2>")
     out.append(_table([("Source", False), ("Records", True)],
                       [[_num(s), _num(n)] for s, n in totals.get("by_source", {}).items()]))
@@ -480,6 +486,25 @@ def render_html(report: Mapping[str, Any]) -> str:
     out.append(f'<h2>How to read this report</h2><p class="small muted">{_HOW_TO_READ}</p>')
     out.append("</main></body></html>")
     return "\n".join(out)
+
+
+def _would_deny_html(section: Mapping[str, Any]) -> list[str]:
+    """Staged rollout: per rule, what admission would have denied (see evidence/rollout.py)."""
+    rules = section.get("rules") or []
+    if not rules:
+        return []
+    modes = ", ".join(f"{m}: {n}" for m, n in (section.get("admission_modes") or {}).items())
+    return [
+        "<h2>Would have been denied (staged rollout)</h2>",
+        f'<p class="small muted">Admission requests by mode — {_e(modes or "none")}. Requests admitted only '
+        "because admission.mode was warn or audit, and objects failing a deny-level rule in the last audit "
+        "snapshot: what switching to enforce would reject.</p>",
+        _table([("Rule", False), ("Requests", True), ("Objects", True), ("Namespaces", False),
+                ("Failing now", True), ("…in excluded namespaces", True)],
+               [[(f"<code>{_e(r['rule_id'])}</code>", ""), _num(r["requests"]), _num(r["objects"]),
+                 _num(", ".join(r["namespaces"])), _num(r["failing_now"]),
+                 _num(r["failing_in_excluded_namespaces"])] for r in rules]),
+    ]
 
 
 def _criterion_html(c: Mapping[str, Any], gaps: set[str]) -> list[str]:

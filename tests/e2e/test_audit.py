@@ -187,13 +187,30 @@ def test_reports_are_replaced_in_place(scene, kubectl):
     for item in reports:
         per_namespace[item["metadata"]["namespace"]] = per_namespace.get(item["metadata"]["namespace"], 0) + 1
     assert set(per_namespace.values()) == {1}
-    assert "kube-system" not in per_namespace and "kube-public" not in per_namespace  # excluded
+    # Excluded namespaces are excluded from enforcement, not from evidence: they get reports too.
+    assert "kube-system" in per_namespace and "kube-public" in per_namespace
     assert len(get_json(kubectl, "get", "clusterpolicyreports")["items"]) == 1
     # A deleted object leaves the report at the next run.
     kubectl("-n", scene.bad, "delete", "deployment", "priv")
     gone_after = datetime.now(UTC)
     rep = fresh_report(kubectl, scene.bad, gone_after + timedelta(seconds=1))
     assert results_for(rep, "Deployment", "priv") == {}
+
+
+def test_excluded_namespaces_are_audited_but_marked_not_enforced(scene, kubectl):
+    name = _name("sys-priv")
+    after = datetime.now(UTC)
+    # Admitted (the webhook never sees kube-public) ...
+    result = kubectl("apply", "-f", "-", input=manifest(deployment(name, "kube-public", privileged=True)),
+                     check=False)
+    try:
+        assert result.returncode == 0 and "SOC2-" not in result.stderr, result.stderr
+        # ... and still reported, with what enforcement would have said.
+        rep = fresh_report(kubectl, "kube-public", after + timedelta(seconds=1))
+        r = results_for(rep, "Deployment", name)["SOC2-K8S-POD-001"]
+        assert r["result"] == "fail" and r["properties"]["admission"] == "not enforced (excluded namespace)"
+    finally:
+        kubectl("-n", "kube-public", "delete", "deployment", name, "--ignore-not-found", check=False)
 
 
 def test_audit_snapshots_are_in_the_ledger(scene, audit_operator, kubectl):

@@ -155,3 +155,38 @@ def test_html_escapes_hostile_values(ledger: Ledger) -> None:
     page = render_html(build_report(ledger, "2025-01-01", "2025-01-01", {}))
     assert "<script" not in page and "<img" not in page
     assert "&lt;img src=x&gt;" in page
+
+
+def test_would_have_been_denied_per_rule_from_a_staged_rollout(ledger: Ledger):
+    """Warn-mode admissions list the rules enforcing would have applied; the last audit snapshot
+    says which objects fail a deny-level rule now (excluded namespaces counted apart)."""
+    def admitted(name: str, ns: str, would: list[str], dry: bool = False) -> dict[str, Any]:
+        return {"source": "admission", "actor": "helm", "subject": f"apps/v1/Deployment/{ns}/{name}",
+                "decision": "warn", "time": "2025-03-02T10:00:00Z",
+                "results": [_r(r, "fail", ["CC6.1"], f"apps/v1/Deployment/{ns}/{name}") for r in would],
+                "context": {"mode": "warn", "would_deny": would, "namespace": ns, "dry_run": dry}}
+    audit_ctx = {"mode": "warn", "deny_rules": ["POD-1", "POD-8"], "excluded_namespaces": ["kube-system"]}
+    ledger.append([
+        admitted("a", "shop", ["POD-1", "POD-8"]), admitted("a", "shop", ["POD-1"], dry=True),
+        admitted("b", "ops", ["POD-1"]),
+        {"source": "admission", "actor": "dev", "subject": "apps/v1/Deployment/shop/c", "decision": "deny",
+         "time": "2025-03-02T11:00:00Z", "results": [_r("POD-1", "fail", ["CC6.1"], "c")],
+         "context": {"namespace": "shop"}},  # enforced already: not a "would"
+        {"source": "audit", "actor": "op", "subject": "cluster", "time": "2025-03-02T12:00:00Z", "context": audit_ctx,
+         "results": [_r("POD-1", "fail", ["CC6.1"], "old")]},
+        {"source": "audit", "actor": "op", "subject": "cluster", "time": "2025-03-03T12:00:00Z", "context": audit_ctx,
+         "results": [_r("POD-1", "fail", ["CC6.1"], "apps/v1/Deployment/shop/a"),
+                     _r("POD-1", "fail", ["CC6.1"], "apps/v1/DaemonSet/kube-system/ds"),
+                     _r("POD-1", "waived", ["CC6.1"], "apps/v1/Deployment/ops/b"),
+                     _r("LOG-1", "fail", ["CC7.2"], "apps/v1/Deployment/shop/a")]},  # not deny-level
+    ])
+    section = build_report(ledger, "2025-03-01", "2025-03-10", CONTROLS)["would_deny"]
+    assert section["admission_modes"] == {"enforce": 1, "warn": 3}
+    by_rule = {r["rule_id"]: r for r in section["rules"]}
+    assert set(by_rule) == {"POD-1", "POD-8"}
+    pod1 = by_rule["POD-1"]
+    assert (pod1["requests"], pod1["dry_runs"], pod1["objects"], pod1["namespaces"]) == (3, 1, 2, ["ops", "shop"])
+    assert (pod1["failing_now"], pod1["failing_in_excluded_namespaces"]) == (2, 1)  # the last snapshot only
+    assert (by_rule["POD-8"]["requests"], by_rule["POD-8"]["failing_now"]) == (1, 0)
+    html_text = render_html(build_report(ledger, "2025-03-01", "2025-03-10", CONTROLS))
+    assert "Would have been denied (staged rollout)" in html_text and "<code>POD-8</code>" in html_text

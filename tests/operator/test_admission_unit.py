@@ -178,7 +178,7 @@ def test_action_overrides_and_mode(pack, relations):
     strict = policy_with(pack, relations, ("admission.actions", "SOC2-K8S-IMAGE-*=deny"))
     assert run(obj, strict).verdict == "deny"
     assert {o.rule_id for o in run(obj, strict).denials} == {"SOC2-K8S-IMAGE-001", "SOC2-K8S-IMAGE-002"}
-    # The first matching pattern wins: IMAGE-002 stays audit, IMAGE-001 is denied.
+    # The exact id wins over the glob (whatever the order): IMAGE-002 stays audit, IMAGE-001 is denied.
     ordered = policy_with(pack, relations, ("admission.actions", {"SOC2-K8S-IMAGE-002": "audit",
                                                                   "SOC2-K8S-IMAGE-*": "deny"}))
     assert [o.rule_id for o in run(obj, ordered).denials] == ["SOC2-K8S-IMAGE-001"]
@@ -189,6 +189,27 @@ def test_action_overrides_and_mode(pack, relations):
     audit_mode = policy_with(pack, relations, ("admission.mode", "audit"))
     d = run(bad, audit_mode)
     assert d.allowed and build_response(d).warnings == () and "SOC2-K8S-POD-001" in failing_ids(d)
+
+
+@pytest.mark.parametrize("mode", ["warn", "audit"])
+def test_staged_rollout_records_what_enforcing_would_have_denied(pack, relations, mode):
+    p = policy_with(pack, relations, ("admission.mode", mode))
+    d = run(deployment(container=PRIVILEGED), p)
+    assert d.allowed and d.would_deny == ["SOC2-K8S-POD-001"] and d.mode == mode
+    record = normalize_entry(admission_record(d, "sha256:x"))
+    assert record["context"]["would_deny"] == ["SOC2-K8S-POD-001"] and record["context"]["mode"] == mode
+    warnings = build_response(d).warnings
+    if mode == "warn":  # the warning says what enforcing will do
+        assert any(w.startswith("SOC2-K8S-POD-001 [CC6.1, CC6.8, CC5.3] (denied once admission.mode is enforce)")
+                   for w in warnings)
+    else:
+        assert warnings == ()
+    # A waived failure, a warn-level failure and an enforcing operator record no "would deny".
+    waived = run(deployment(container=PRIVILEGED), p, waivers=store(waiver()))
+    assert waived.would_deny == []
+    assert run(deployment(container=ESCALATING), p).would_deny == []
+    enforced = run(deployment(container=PRIVILEGED), policy_with(pack, relations))
+    assert enforced.would_deny == [] and "would_deny" not in admission_record(enforced, "sha256:x")["context"]
 
 
 def test_unknown_results_never_deny(policy, pack, relations):
@@ -216,6 +237,28 @@ def test_own_namespace_is_excluded_and_exclusions_are_configurable(pack, relatio
     # Replacing the list means kube-system is checked now.
     assert run(deployment(namespace="kube-system", container=PRIVILEGED), p,
                namespace="kube-system").verdict == "deny"
+
+
+def test_exclude_namespace_flag_adds_to_the_defaults_and_replace_flag_replaces():
+    from soc2infra_operator.main import _overrides, _parser
+
+    def resolved(*argv: str) -> tuple[str, ...]:
+        settings = load_settings(None, _overrides(_parser().parse_args(["run", *argv])), environ={})
+        return settings.scope.all_excluded_namespaces
+
+    assert resolved("--exclude-namespace", "sandbox", "--exclude-namespace", "ci") == (
+        "kube-system", "kube-public", "kube-node-lease", "sandbox", "ci")
+    assert resolved("--replace-excluded-namespaces", "kube-system,sandbox") == ("kube-system", "sandbox")
+    settings = apply_overrides(OperatorSettings(), [("scope.extra_excluded_namespaces", "sandbox")], "t")
+    assert settings.scope.all_excluded_namespaces == ("kube-system", "kube-public", "kube-node-lease", "sandbox")
+
+
+def test_action_overrides_resolve_by_specificity_not_map_order(pack, relations):
+    # The case: Helm sorts keys, so the glob arrives first; the exact id still wins.
+    p = policy_with(pack, relations, ("admission.actions", {"SOC2-K8S-POD-*": "warn", "SOC2-K8S-POD-008": "deny"}))
+    assert p.actions["SOC2-K8S-POD-008"] == "deny" and p.actions["SOC2-K8S-POD-001"] == "warn"
+    host = run(deployment(pod={"hostNetwork": True}), p)
+    assert not host.allowed and [o.rule_id for o in host.denials] == ["SOC2-K8S-POD-008"]
 
 
 def test_namespace_object_of_an_excluded_namespace_is_not_checked(policy):

@@ -62,10 +62,15 @@ def test_excluded_namespaces_waivers_and_garbage(policy):
     objects = [ns("kube-system"), pod("sys", "kube-system", privileged=True), pod("mine", "soc2infra", True),
                pod("p", "a", privileged=True), None, "x", {"kind": 3}, {"metadata": None, "kind": "Pod"}]
     result = evaluate_cluster(objects, policy, [waiver], today=TODAY)
-    addresses = {e.address for e in result.entries}
-    assert not any("kube-system" in a or "/soc2infra/" in a for a in addresses)
+    # Excluded namespaces (and the own one) are audited all the same, marked as not enforced.
+    sys_priv = by(result.entries, "SOC2-K8S-POD-001", "v1/Pod/kube-system/sys")
+    assert (sys_priv.result, sys_priv.enforced) == ("fail", False)
+    assert by(result.entries, "SOC2-K8S-POD-001", "v1/Pod/soc2infra/mine").enforced is False
+    reports, _cluster = build_reports(result.entries, "soc2infra", NOW, 100, namespaces=["kube-system", "a"])
+    [sys_result] = [r for r in reports["kube-system"]["results"] if r["policy"] == "SOC2-K8S-POD-001"]
+    assert sys_result["properties"]["admission"] == "not enforced (excluded namespace)"
     skipped = by(result.entries, "SOC2-K8S-POD-001", "v1/Pod/a/p")
-    assert skipped.result == "skip" and skipped.waiver["owner"] == "o"
+    assert skipped.result == "skip" and skipped.waiver["owner"] == "o" and skipped.enforced
     assert skipped.to_record()["status"] == "waived" and "status" not in skipped.to_record()["waiver"]
     expired = evaluate_cluster(objects, policy, [waiver], today=date(2027, 1, 1))
     assert by(expired.entries, "SOC2-K8S-POD-001", "v1/Pod/a/p").result == "fail"
@@ -111,3 +116,16 @@ def test_expiring_waiver_still_skips(policy):
         "rule": "*", "reason": "r", "owner": "o", "expires": soon}})
     result = evaluate_cluster([pod("p", "a", privileged=True)], policy, [waiver], today=TODAY)
     assert {e.result for e in result.entries if e.address == "v1/Pod/a/p"} <= {"skip", "pass"}
+
+
+def test_warn_mode_reports_deny_level_failures_as_would_be_denied():
+    pack = load_pack()
+    settings = apply_overrides(OperatorSettings(), [("admission.mode", "warn")], "t")
+    staged = AdmissionPolicy.build(pack, settings, rule_relations(pack))
+    result = evaluate_cluster([pod("p", "a", privileged=True)], staged, today=TODAY)
+    priv = by(result.entries, "SOC2-K8S-POD-001", "v1/Pod/a/p")
+    assert priv.result == "fail" and priv.staged  # a deny-level rule: fail, even while only warning
+    assert not by(result.entries, "SOC2-K8S-POD-003", "v1/Pod/a/p").staged  # a warn-level rule
+    reports, _ = build_reports(result.entries, "soc2infra", NOW, 100, namespaces=["a"])
+    [r] = [r for r in reports["a"]["results"] if r["policy"] == "SOC2-K8S-POD-001"]
+    assert r["properties"]["admission"] == "would be denied (admission.mode is not enforce)"
