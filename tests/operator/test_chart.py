@@ -216,6 +216,10 @@ def test_operator_settings_in_the_chart_load(helm, monkeypatch: pytest.MonkeyPat
     assert s.liveness and s.liveness.endswith("/healthz")
     defaults = load_settings(_config_file(objects(helm), tmp_path), environ={})
     assert defaults.evidence.fail_closed is None and defaults.evidence.ledger == "/var/lib/soc2infra/ledger.db"
+    # Staged rollout: a first install warns (and records what it would deny); enforce is an upgrade.
+    assert defaults.admission.mode == "warn"
+    enforcing = load_settings(_config_file(objects(helm, "admission.mode=enforce"), tmp_path), environ={})
+    assert enforcing.admission.mode == "enforce"
 
 
 def _config_file(docs: list[dict[str, Any]], tmp_path: Path) -> Path:
