@@ -106,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _register_commands() -> None:
     # Commands that live in their own modules, listed explicitly.
+    from soc2infra.cli_controls import controls, explain
     from soc2infra.cli_evidence import evidence
     from soc2infra.cli_lab import lab
     from soc2infra.cli_scan import baseline, scan
@@ -114,6 +115,8 @@ def _register_commands() -> None:
     cli.add_command(baseline)
     cli.add_command(lab)
     cli.add_command(evidence)
+    cli.add_command(controls)
+    cli.add_command(explain)
 
 
 _register_commands()

@@ -48,6 +48,12 @@ EXPECTED_TERRAFORM = {
     ("SOC2-AWS-S3-011", "aws_s3_bucket.scratch"),
     ("SOC2-AWS-S3-011", "module.audit_logs.aws_s3_bucket.this[0]"),
     ("SOC2-AWS-S3-011", "module.tmp_exports.aws_s3_bucket.this[0]"),
+    # Backup coverage: no aws_backup_selection in this tree, so only native protection counts
+    # (orders keeps 7 days of automated backups; `data` is versioned and replicated).
+    ("SOC2-AWS-BKP-007", "aws_db_instance.reporting"),
+    ("SOC2-AWS-BKP-007", "aws_s3_bucket.scratch"),
+    ("SOC2-AWS-BKP-007", "module.audit_logs.aws_s3_bucket.this[0]"),
+    ("SOC2-AWS-BKP-007", "module.tmp_exports.aws_s3_bucket.this[0]"),
 }
 
 

@@ -23,3 +23,12 @@ def test_readme_lists_the_authentication_rules_with_their_criteria():
     block = readme[readme.index(README_START):readme.index(README_END) + len(README_END)]
     assert block == readme_section(load_pack()), "regenerate: soc2infra policy docs"
     assert "SOC2-AUTH-IAM-001" in block and "CC6.1" in block
+
+
+def test_readme_shows_the_rule_counts_per_provider():
+    from soc2infra.policydocs import COUNTS_END, COUNTS_START, readme_counts
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index(COUNTS_START):readme.index(COUNTS_END) + len(COUNTS_END)]
+    assert block == readme_counts(load_pack()), "regenerate: soc2infra policy docs"
+    assert "aws " in block and "kubernetes " in block

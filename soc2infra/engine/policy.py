@@ -209,14 +209,17 @@ def load_controls(path: Path) -> dict[str, Control]:
 
 
 def policy_files(dirs: Iterable[Path]) -> list[Path]:
-    """Every rule file under *dirs*, sorted for a stable digest (controls.yaml excluded)."""
+    """Every rule file under *dirs*, sorted for a stable digest (controls.yaml and catalog-*.yaml
+    excluded)."""
     files: list[Path] = []
     for d in dirs:
         if d.is_file():
             files.append(d)
             continue
+        # controls.yaml and the catalog data files (catalog-*.yaml, read by soc2infra.coverage)
+        # sit beside the rule folders but hold no rules.
         files.extend(p for p in sorted(d.rglob("*.y*ml")) if p.name != "controls.yaml"
-                     and p.suffix in (".yaml", ".yml"))
+                     and not p.name.startswith("catalog-") and p.suffix in (".yaml", ".yml"))
     return files
 
 

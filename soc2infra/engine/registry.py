@@ -1,7 +1,7 @@
 """The operator registry: every operator of the condition language, listed by name, and the
 compiler that turns a condition mapping into a predicate.
 
-Operators come from their own modules (structural, IAM, secrets); they are assembled here
+Operators come from their own modules (structural, IAM, secrets, backup); they are assembled here
 explicitly rather than registering themselves on import. Each operator receives
 :func:`compile_condition` as its sub-compiler, so no operator module imports this one.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from soc2infra.engine.backup import BACKUP_OPERATORS
 from soc2infra.engine.core import Compiler, ConditionError, Predicate
 from soc2infra.engine.iam.operators import IAM_OPERATORS
 from soc2infra.engine.secrets import SECRET_OPERATORS
@@ -28,7 +29,8 @@ def _assemble(*tables: Mapping[str, Compiler]) -> dict[str, Compiler]:
     return out
 
 
-OPERATORS: dict[str, Compiler] = _assemble(STRUCTURAL_OPERATORS, IAM_OPERATORS, SECRET_OPERATORS)
+OPERATORS: dict[str, Compiler] = _assemble(STRUCTURAL_OPERATORS, IAM_OPERATORS, SECRET_OPERATORS,
+                                           BACKUP_OPERATORS)
 """Every operator by name; path tests (``{path: ...}``) are handled separately."""
 
 
