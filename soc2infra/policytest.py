@@ -9,7 +9,7 @@ the rule (for every targeted resource, or per address).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from soc2infra.engine.core import ResourceIndex
@@ -53,8 +53,9 @@ def load_example(example: Example, workdir: Path) -> tuple[list[Resource], list[
 
 
 def outcomes_for(rule: Rule, resources: list[Resource]) -> dict[str, str]:
-    """address → pass | fail | unknown | skip for every resource *rule* targets."""
-    pack = PolicyPack(rules=[rule], controls={}, digest="")
+    """address → pass | fail | unknown | skip for every resource *rule* targets. A rule shipped
+    disabled (opt-in) is tested as if enabled: its examples must hold for whoever turns it on."""
+    pack = PolicyPack(rules=[replace(rule, enabled=True)], controls={}, digest="")
     findings, passes = evaluate(resources, pack, ResourceIndex(resources))
     out = {r.address: "skip" for r in resources if pack.targets(r.type)}
     out.update({addr: "pass" for _rid, addr in passes})

@@ -312,8 +312,9 @@ def test_ephemeral_containers_are_in_all_containers():
 
 
 def workload_rules() -> set[str]:
-    """Kubernetes rules written against "@workload" (every pod-bearing kind)."""
-    return {r.id for r in PACK.rules if r.id.startswith("SOC2-K8S-") and set(r.targets) >= WORKLOAD_KINDS}
+    """Kubernetes rules written against "@workload" (every pod-bearing kind), enabled by default."""
+    return {r.id for r in PACK.rules
+            if r.enabled and r.id.startswith("SOC2-K8S-") and set(r.targets) >= WORKLOAD_KINDS}
 
 
 EXPECTED_ON_BAD_POD = {
