@@ -54,6 +54,13 @@ def namespace_selector(excluded: Sequence[str]) -> dict[str, Any]:
                                   "values": sorted(set(excluded))}]}
 
 
+def webhook_name(handler_id: str, configuration_name: str) -> str:
+    """``<handler>.<configuration>``, made a name the API server accepts: a webhook name must be a
+    domain of at least three labels, so a dot-less configuration name gets ``.soc2infra.io``."""
+    name = f"{handler_id}.{configuration_name}"
+    return name if name.count(".") >= 2 else f"{name}.soc2infra.io"
+
+
 def webhook_configuration(settings: OperatorSettings, targets: Sequence[WebhookTarget],
                           client_config: dict[str, Any]) -> dict[str, Any]:
     """The ValidatingWebhookConfiguration object. Pure.
@@ -72,7 +79,7 @@ def webhook_configuration(settings: OperatorSettings, targets: Sequence[WebhookT
             svc["path"] = f"{svc.get('path', '').rstrip('/')}/{quote(t.handler_id)}"
             cc["service"] = svc
         hooks.append({
-            "name": f"{t.handler_id}.{w.configuration_name}",
+            "name": webhook_name(t.handler_id, w.configuration_name),
             "admissionReviewVersions": ["v1"],
             "clientConfig": cc,
             "failurePolicy": w.failure_policy,

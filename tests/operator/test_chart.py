@@ -66,6 +66,8 @@ VARIANTS = {
     "existing-secret-postgres": ("webhook:\n  failurePolicy: Ignore\n  certificates: {mode: existingSecret, "
                                  "existingSecret: my-tls, caBundle: Q0E=}\nevidence: {existingSecret: ledger-url}\n"
                                  "crds: {policyReports: false, kopfPeering: true}\nadmission: {mode: warn}\n"),
+    "signed-monitored": ("evidence:\n  signingKey: {existingSecret: ledger-signing}\n"
+                         "metrics:\n  serviceMonitor: {enabled: true, labels: {release: prom}}\n"),
 }
 
 
@@ -97,7 +99,9 @@ def test_helm_lint_and_schema_rejects_bad_values(helm):
     for bad, needle in [("webhook.timeoutSeconds=31", "timeoutSeconds"), ("image.tag=latest", "tag"),
                         ("webhook.failurePolicy=Maybe", "failurePolicy"), ("admission.mode=block", "mode"),
                         ("admission.kinds={Gadget}", "kinds"), ("unknownKey=1", "unknownKey"),
-                        ("image.digest=sha256:short", "digest")]:
+                        ("image.digest=sha256:short", "digest"), ("metrics.port=8080", "port"),
+                        ("metrics.port=80", "port"), ("evidence.signingKey.key=../etc/x", "key"),
+                        ("metrics.serviceMonitor.interval=often", "interval")]:
         result = render(helm, bad, check=False)
         assert result.returncode != 0 and needle in result.stderr, (bad, result.stderr)
 
@@ -150,6 +154,7 @@ def test_webhook_configuration_follows_values_and_matches_the_operator(helm):
     hooks = vwc["webhooks"]
     names = [h["name"] for h in hooks]
     assert len(names) == len(set(names))
+    assert all(n.count(".") >= 2 for n in names), names  # the API server wants three DNS labels
     assert {h["failurePolicy"] for h in hooks} == {"Ignore"} and {h["timeoutSeconds"] for h in hooks} == {7}
     for h in hooks:
         expr = h["namespaceSelector"]["matchExpressions"][0]
@@ -243,3 +248,36 @@ def test_values_file_matches_its_schema():
     from soc2infra_operator.runtime import Runtime
 
     assert values["admission"]["kinds"] == sorted(Runtime.build(OperatorSettings()).kinds)
+
+
+def test_metrics_are_exposed_and_scrapable(helm, tmp_path: Path):
+    docs = objects(helm, "metrics.serviceMonitor.enabled=true")
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    service_ports = {p["name"]: p for p in one(docs, "Service")["spec"]["ports"]}
+    assert service_ports["metrics"]["targetPort"] == "metrics" and service_ports["metrics"]["port"] == 9090
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    assert monitor["spec"]["selector"]["matchLabels"] == one(docs, "Service")["spec"]["selector"]
+    ingress_ports = {p["port"] for rule in one(docs, "NetworkPolicy")["spec"]["ingress"] for p in rule["ports"]}
+    assert 9090 in ingress_ports
+    settings = load_settings(_config_file(docs, tmp_path), environ={})
+    assert settings.metrics_port == 9090  # the operator serves what the chart exposes
+    off = objects(helm, "metrics.enabled=false", "metrics.serviceMonitor.enabled=true")
+    assert not [d for d in off if d["kind"] == "ServiceMonitor"]
+    assert load_settings(_config_file(off, tmp_path), environ={}).metrics_port is None
+    assert "ServiceMonitor" not in {d["kind"] for d in objects(helm)}  # needs its CRD: opt-in
+
+
+def test_signing_key_comes_from_a_secret(helm, tmp_path: Path):
+    docs = objects(helm, "evidence.signingKey.existingSecret=ledger-signing", "evidence.signingKey.key=k.pem")
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "signing-key"]
+    assert volume["secret"]["secretName"] == "ledger-signing"
+    assert volume["secret"]["items"] == [{"key": "k.pem", "path": "k.pem"}]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "signing-key"]
+    assert mount["readOnly"] is True
+    settings = load_settings(_config_file(docs, tmp_path), environ={})
+    assert settings.evidence.signing_key == f"{mount['mountPath']}/k.pem"
+    assert "BEGIN" not in render(helm, "evidence.signingKey.existingSecret=ledger-signing").stdout
+    assert load_settings(_config_file(objects(helm), tmp_path), environ={}).evidence.signing_key is None
