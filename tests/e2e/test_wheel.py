@@ -48,7 +48,7 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory, session_env: dict[str, 
     [wheel] = (work / "dist").glob("soc2infra-*.whl")
     venv = work / "venv"
     assert _run([sys.executable, "-m", "venv", str(venv)], timeout=120).returncode == 0
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
     locked = _run([*pip, "--require-hashes", "--no-deps", "-r", str(ROOT / "operator" / "requirements.lock")],
                   env=env, timeout=480)
     assert locked.returncode == 0, locked.stderr[-3000:]
