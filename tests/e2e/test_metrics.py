@@ -83,7 +83,8 @@ def test_metrics_move_with_admissions_audits_and_waivers(control_plane: ControlP
     assert value(after, "soc2infra_evidence_commit_failures_total") == 0
     assert value(after, "soc2infra_audit_runs_total", leader="true") >= 1
     assert any(key[0] == "soc2infra_audit_findings" for key in after)
-    assert value(after, "soc2infra_waivers", state="expired") == 0
+    # Our waiver expires in 3 days: it counts as expiring (other modules' waivers share the cluster).
+    assert delta("soc2infra_waivers", state="expiring") >= 1
     # Histogram buckets are cumulative and end at +Inf = count.
     assert value(after, "soc2infra_admission_duration_seconds_bucket", le="+Inf") == \
         value(after, "soc2infra_admission_duration_seconds_count")
