@@ -206,6 +206,11 @@ class Finding:
     reasons: tuple[UnknownReason, ...] = ()
 
     @property
+    def reason_text(self) -> str:
+        """The reasons of an unknown finding in one line (``kind: reason; …``), else ""."""
+        return "; ".join(f"{r.kind}: {r.reason}" for r in self.reasons)
+
+    @property
     def fingerprint(self) -> str:
         """Stable identity of the finding across runs (rule + resource address)."""
         return f"{self.rule_id}::{self.resource.address}"

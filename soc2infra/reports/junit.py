@@ -59,8 +59,13 @@ def _body(data: ReportInput, f: Finding) -> str:
         f"Location: {data.location(f)}",
         f"Resource: {f.resource.address} ({f.resource.type})",
     ]
+    root = f.resource.meta.get("root")
+    if isinstance(root, str):
+        lines.append(f"Root module: {root}")
     if f.details:
         lines.append("Details: " + ", ".join(f"{k}={v}" for k, v in f.details.items()))
+    if f.reasons:
+        lines.append(f"Undecided because: {f.reason_text}")
     lines.append(f"Remediation: {f.remediation}")
     return "\n".join(lines) + "\n"
 
@@ -76,7 +81,8 @@ def _outcome(data: ReportInput, case: ET.Element, f: Finding) -> str:
         return "skipped"
     if f.status == "unknown":
         el = ET.SubElement(case, "skipped", type="unknown",
-                           message=_clean(f"could not be decided: {f.message}"))
+                           message=_clean(f"could not be decided: {f.message}"
+                                          + (f" ({f.reason_text})" if f.reasons else "")))
         el.text = _clean(_body(data, f))
         return "skipped"
     el = ET.SubElement(case, "failure", type=f.severity, message=_clean(f.message))

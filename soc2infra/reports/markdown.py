@@ -51,6 +51,13 @@ def _finding_line(data: ReportInput, f: Finding) -> str:
             f"({_code(data.location(f))})")
 
 
+def _why(f: Finding) -> str:
+    """Why an unknown finding is undecided, and in which root module."""
+    root = f.resource.meta.get("root")
+    where = f" in root {_code(root)}" if isinstance(root, str) else ""
+    return f"{where}: because {_esc(f.reason_text)}" if f.reasons else where
+
+
 def _capped(lines: list[str], limit: int, noun: str) -> list[str]:
     if len(lines) <= limit:
         return lines
@@ -124,7 +131,7 @@ def render(data: ReportInput) -> str:
             body.append(f"- {_code(f.rule_id)} {_code(f.resource.address)}: {why}")
         out += _details(f"Suppressed ({len(suppressed)})", _capped(body, MAX_OTHER, "suppressed"))
     if unknown:
-        body = [_finding_line(data, f) for f in sorted_findings(data, unknown)]
+        body = [_finding_line(data, f) + _why(f) for f in sorted_findings(data, unknown)]
         out += _details(f"Could not be decided ({len(unknown)})", _capped(body, MAX_OTHER, "undecided"))
     if result.errors:
         body = [f"- {_code(data.rel(e.file) + (f':{e.line}' if e.line else ''))}: {_esc(e.message)}"

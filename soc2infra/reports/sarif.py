@@ -153,6 +153,12 @@ def _result(data: ReportInput, f: Finding, index: int) -> dict[str, Any]:
     }
     if f.details:
         result["properties"]["details"] = f.details
+    if f.reasons:
+        result["properties"]["unknownReasons"] = [r.to_dict() for r in f.reasons]
+        result["message"]["text"] += f"\nUndecided because: {f.reason_text}"
+    root = f.resource.meta.get("root")
+    if isinstance(root, str):
+        result["properties"]["rootModule"] = root
     if f.suppressed:
         result["suppressions"] = [_suppression(f)]
     return result

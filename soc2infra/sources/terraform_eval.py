@@ -22,6 +22,7 @@ from soc2infra.sources.hcl_ast import Block, Body, Expr, _split_template
 from soc2infra.sources.terraform_functions import (
     FUNCTIONS,
     PATH_FUNCTIONS,
+    UnknownLengthList,
     file_function,
     first_unknown,
     is_error,
@@ -249,6 +250,7 @@ class BlockRef:
         self._instances: list[InstanceRef] | None = None
         self.has_index = "count" in block.body.attrs or "for_each" in block.body.attrs
         self.existence_unknown = False
+        self.existence_reason: Unknown | None = None
 
     def instances(self) -> list[InstanceRef]:
         """All instances (empty when ``count = 0``)."""
@@ -265,6 +267,7 @@ class BlockRef:
             if isinstance(expanded, Unknown):
                 # Cannot know how many exist: evaluate one representative, flagged.
                 self.existence_unknown = True
+                self.existence_reason = expanded
                 binding = _unknown_bindings(expanded)
                 self._instances.append(InstanceRef(self, self.inst.address(self.local_address), binding))
             else:
@@ -297,6 +300,8 @@ class BlockRef:
             return insts[0] if insts else None
         if "for_each" in self.block.body.attrs and not self.existence_unknown:
             return {to_str(i.bindings["each"]["key"]): i for i in insts}
+        if self.existence_reason is not None:
+            return UnknownLengthList(insts, self.existence_reason)
         return list(insts)
 
 
@@ -733,7 +738,9 @@ def _splat(obj: Any, ops: list[tuple[str, Any]], env: Env) -> Any:
         items = obj
     else:
         items = [obj]
-    out = []
+    out: list[Any] = []
+    if isinstance(obj, BlockRef) and obj.existence_reason is not None:
+        out = UnknownLengthList([], obj.existence_reason)
     for item in items:
         v = item
         for op, arg in ops:
@@ -758,7 +765,8 @@ def _materialize(v: Any, env: Env) -> Any:
     if isinstance(v, (_Namespace, _TypeNamespace)):
         return Unknown("namespace used as a value")
     if isinstance(v, list) and any(isinstance(x, (InstanceRef, _ModuleOutputs)) for x in v):
-        return [_materialize(x, env) for x in v]
+        items = [_materialize(x, env) for x in v]
+        return UnknownLengthList(items, v.why) if isinstance(v, UnknownLengthList) else items
     if isinstance(v, dict) and any(isinstance(x, (InstanceRef, _ModuleOutputs)) for x in v.values()):
         return {k: _materialize(x, env) for k, x in v.items()}
     return v

@@ -22,6 +22,18 @@ from soc2infra.model import Unknown, contains_unknown
 Func = Callable[..., Any]
 
 
+class UnknownLengthList(list[Any]):
+    """The instances of a resource whose count/for_each is unknown, as a list of one
+    representative: its elements can still be read, but its length is unknown."""
+
+    def __init__(self, items: Any, why: Unknown) -> None:
+        super().__init__(items)
+        self.why = why
+
+    def __reduce__(self) -> Any:
+        return (UnknownLengthList, (list(self), self.why))
+
+
 def first_unknown(v: Any) -> Unknown | None:
     """The first Unknown in *v* (itself, or nested in lists and maps), else None."""
     if isinstance(v, Unknown):
@@ -138,6 +150,8 @@ def _lookup(m: Any, key: Any, *default: Any) -> Any:
 
 
 def _length(v: Any) -> Any:
+    if isinstance(v, UnknownLengthList):
+        return v.why.derive(f"length of a resource list whose size is unknown ({v.why.reason})")
     if isinstance(v, (list, dict, str)):
         return len(v)
     return Unknown("length of a non-collection")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from soc2infra.engine.core import ResourceIndex
 from soc2infra.engine.evaluate import evaluate
 from soc2infra.engine.policy import PolicyPack, load_pack
@@ -373,3 +375,46 @@ resource "x_thing" "t" {
 '''}))
     [t] = [r for a, r in res.items() if a.startswith("x_thing.t")]
     assert t.attributes["name"].kind == "unset_variable"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "sarif", "junit", "markdown"])
+def test_every_format_says_why_a_result_is_unknown_and_in_which_root(write_tree, fmt):
+    import subprocess
+    import sys
+
+    root = write_tree({"stack-a/main.tf": '''
+variable "keys" { type = list(string) }
+resource "aws_eks_cluster" "c" {
+  name     = "c"
+  role_arn = "r"
+  encryption_config {
+    resources = var.keys
+    provider { key_arn = "k" }
+  }
+}
+'''})
+    out = subprocess.run([sys.executable, "-m", "soc2infra.cli", "scan", "--no-config", "--enable",
+                          "SOC2-AWS-EKS-002", "-f", fmt, str(root)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "var.keys has no value" in out.stdout
+    assert "stack-a" in out.stdout
+
+
+def test_a_resource_list_of_unknown_size_keeps_its_elements_but_not_its_length(write_tree):
+    res = load(write_tree({"main.tf": '''
+variable "n" { type = number }
+resource "aws_s3_bucket" "b" {
+  count  = var.n
+  bucket = "b"
+}
+resource "x_thing" "t" {
+  arns   = aws_s3_bucket.b[*].arn
+  n      = length(aws_s3_bucket.b[*].arn)
+  all    = length(aws_s3_bucket.b)
+  known  = length(["a", aws_s3_bucket.b[0].arn])
+}
+'''}))
+    attrs = res["x_thing.t"].attributes
+    assert isinstance(attrs["arns"][0], Unknown) and attrs["arns"][0].rtype == "aws_s3_bucket"
+    assert isinstance(attrs["n"], Unknown) and attrs["n"].kind == "unset_variable"
+    assert isinstance(attrs["all"], Unknown) and attrs["known"] == 2
