@@ -104,7 +104,11 @@ def _decode_json(text: str) -> Any:
 
 
 def _step(value: Any, key: str | int, out: list[Any]) -> None:
-    if isinstance(value, Unknown):
+    partial = getattr(value, "partial", None)
+    if key == JSON_STEP and isinstance(value, Unknown) and isinstance(partial, (dict, list)):
+        # jsonencode() of a structure with computed leaves: the structure is known, read it.
+        out.append(partial)
+    elif isinstance(value, Unknown):
         note_unknown(value)
         out.append(value)
     elif key == JSON_STEP:

@@ -97,7 +97,10 @@ class PartialUnknown(Unknown):
     __slots__ = ("partial",)
 
     def __init__(self, partial: Any) -> None:
-        super().__init__("jsonencode() of a value with computed parts", nonnull=True)
+        inner = first_unknown(partial)
+        super().__init__("jsonencode() of a value with computed parts"
+                         + (f" ({inner.reason})" if inner is not None else ""), nonnull=True,
+                         kind=inner.kind if inner is not None else "evaluator_limit")
         self.partial = partial
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -106,7 +109,7 @@ class PartialUnknown(Unknown):
 
 def _jsonencode_keeping_structure(v: Any) -> Any:
     if isinstance(v, Unknown):
-        return Unknown("argument of jsonencode is unknown")
+        return v.derive(f"jsonencode() of an unknown ({v.reason})")
     if contains_unknown(v):
         return PartialUnknown(v)
     return _jsonencode(v)

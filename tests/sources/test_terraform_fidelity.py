@@ -418,3 +418,24 @@ resource "x_thing" "t" {
     assert isinstance(attrs["arns"][0], Unknown) and attrs["arns"][0].rtype == "aws_s3_bucket"
     assert isinstance(attrs["n"], Unknown) and attrs["n"].kind == "unset_variable"
     assert isinstance(attrs["all"], Unknown) and attrs["known"] == 2
+
+
+def test_json_documents_with_computed_leaves_are_read_by_json_path_steps(write_tree):
+    """`container_definitions = jsonencode([{..., image = aws_ecr_repository.r.repository_url}])`:
+    the structure is known, so the privileged check is decided."""
+    res = load(write_tree({"main.tf": '''
+resource "aws_ecr_repository" "r" { name = "r" }
+resource "aws_ecs_task_definition" "ok" {
+  family = "ok"
+  container_definitions = jsonencode([{ name = "app", image = aws_ecr_repository.r.repository_url,
+                                        privileged = false, readonlyRootFilesystem = true }])
+}
+resource "aws_ecs_task_definition" "bad" {
+  family = "bad"
+  container_definitions = jsonencode([{ name = "app", image = aws_ecr_repository.r.repository_url,
+                                        privileged = true }])
+}
+'''}))
+    got = outcomes("SOC2-AWS-ECS-001", list(res.values()))
+    assert got == {"aws_ecs_task_definition.ok": "pass", "aws_ecs_task_definition.bad": "fail"}
+    assert res["aws_ecs_task_definition.ok"].attributes["container_definitions"].kind == "apply_time"
