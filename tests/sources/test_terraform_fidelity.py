@@ -439,3 +439,39 @@ resource "aws_ecs_task_definition" "bad" {
     got = outcomes("SOC2-AWS-ECS-001", list(res.values()))
     assert got == {"aws_ecs_task_definition.ok": "pass", "aws_ecs_task_definition.bad": "fail"}
     assert res["aws_ecs_task_definition.ok"].attributes["container_definitions"].kind == "apply_time"
+
+
+def test_a_principal_template_with_unknown_partition_and_account_is_never_everyone(write_tree):
+    """`arn:${partition}:iam::${account_id}:root` (terraform-aws-kms) is not Principal "*"."""
+    res = load(write_tree({"main.tf": '''
+data "aws_partition" "current" {}
+data "aws_caller_identity" "current" {}
+data "aws_iam_policy_document" "key" {
+  statement {
+    actions   = ["kms:*"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+}
+data "aws_iam_policy_document" "open" {
+  statement {
+    actions   = ["kms:Decrypt"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+  }
+}
+resource "aws_kms_key" "k" {
+  policy = data.aws_iam_policy_document.key.json
+}
+resource "aws_kms_key" "open" {
+  policy = data.aws_iam_policy_document.open.json
+}
+'''}))
+    got = outcomes("SOC2-AWS-KMS-003", list(res.values()))
+    assert got == {"aws_kms_key.k": "pass", "aws_kms_key.open": "fail"}

@@ -29,6 +29,7 @@ from soc2infra.engine.iam.patterns import (
     matches_action,
     overlap_by_shape,
     pattern_covers,
+    pattern_matches,
     patterns_overlap,
     resource_is_wildcard,
 )
@@ -41,6 +42,7 @@ from soc2infra.engine.iam.statements import (
     _cache,
     document_policies,
     policies_at,
+    unknown_shape,
 )
 from soc2infra.engine.paths import note_unknown
 from soc2infra.model import Unknown
@@ -168,6 +170,17 @@ def _c_principal_types(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubC
     return _statement_test(test)
 
 
+def _ident_by_shape(ident: Unknown, exact: frozenset[str] | None, globs: frozenset[str] | None) -> Tri:
+    """An unknown principal decided by its fixed text: ``arn:${partition}:iam::${account}:root``
+    can never be ``"*"``, whatever the partition and account are."""
+    shape = unknown_shape(ident)
+    if shape is None:
+        return None
+    could = (exact is not None and any(pattern_matches(shape[0], e) for e in exact)) \
+        or (globs is not None and any(patterns_overlap(shape[0], g) for g in globs))
+    return None if could else False
+
+
 def _c_principal_matches(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
     """``principal_matches: {type: AWS, identifiers: ["*"]}``: a principal of that type whose
     identifier equals one of *identifiers*, or matches one of the shell patterns in ``glob``."""
@@ -183,7 +196,7 @@ def _c_principal_matches(arg: Any, _spec: Mapping[str, Any], where: str, sub: Su
             parts.append(None if isinstance(ptype, Unknown) else ptype.lower() in types)
         if exact is not None or globs is not None:
             if isinstance(ident, Unknown):
-                parts.append(None)
+                parts.append(_ident_by_shape(ident, exact, globs))
             else:
                 parts.append((exact is not None and ident in exact)
                              or (globs is not None and any(fnmatch.fnmatchcase(ident, g) for g in globs)))
