@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from soc2infra.engine.paths import collecting_unknowns, parse_path, resolve
-from soc2infra.model import Resource
+from soc2infra.model import Resource, contains_unknown
 
 Tri = bool | None
 Predicate = Callable[["EvalContext"], Tri]
@@ -61,6 +61,7 @@ class ResourceIndex:
         # identity value (bucket name, ARN …) → resources having it
         self.by_identity: dict[str, list[Resource]] = {}
         self._value_tables: dict[tuple[str, str], dict[str, list[Resource]]] = {}
+        self._unresolved: dict[tuple[frozenset[str], str], list[Resource]] = {}
         for res in resources:
             self.by_type.setdefault(res.type, []).append(res)
             self.by_address[res.address] = res
@@ -100,6 +101,26 @@ class ResourceIndex:
                             table.setdefault(v, []).append(res)
             self._value_tables[key] = table
         return table
+
+    def unresolved(self, types: frozenset[str], via: str) -> list[Resource]:
+        """Resources of *types* whose attribute *via* holds a value that cannot be known and
+        refers to no managed resource of the scan (a variable without a value, a data source,
+        an ID from outside the tree): each may point at any resource. Built once per pair."""
+        key = (types, via)
+        found = self._unresolved.get(key)
+        if found is None:
+            found = []
+            vpath = parse_path(via)
+            for t in sorted(types):
+                for res in self.by_type.get(t, ()):
+                    if not any(contains_unknown(v) for v in resolve(res.attributes, vpath)):
+                        continue
+                    targets = {a for p, addrs in res.references.items() if _path_under(p, via) for a in addrs}
+                    if not any(a in self.by_address and self.by_address[a].meta.get("mode") != "data"
+                               for a in targets):
+                        found.append(res)
+            self._unresolved[key] = found
+        return found
 
     def referenced_by(self, source: Resource, types: frozenset[str], via: str | None) -> list[Resource]:
         """Resources of *types* that *source* refers to (from attribute *via*, or any)."""

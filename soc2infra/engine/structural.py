@@ -104,6 +104,16 @@ def _c_related(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler)
         raise ConditionError(f"related.link must be one of {_LINKS}", where + ".link")
     via = arg.get("via")
     inner = sub(arg["where"], f"{where}.where") if "where" in arg else None
+    # `unresolved: unknown`: a resource of `types` whose `via` cannot be resolved (its value
+    # comes from outside the scanned tree) might be the one pointing here, so "none found"
+    # becomes unknown instead of false; with link: references, this resource's own `via`
+    # may name a matching resource outside the tree.
+    unresolved = arg.get("unresolved", "ignore")
+    if unresolved not in ("ignore", "unknown"):
+        raise ConditionError("related.unresolved must be 'ignore' or 'unknown'", where + ".unresolved")
+    if unresolved == "unknown" and (link not in ("referenced_by", "references") or via is None):
+        raise ConditionError("related.unresolved: unknown needs link referenced_by or references, and 'via'",
+                             where + ".unresolved")
 
     def candidates(ctx: EvalContext) -> list[Resource]:
         res, idx = ctx.resource, ctx.index
@@ -130,7 +140,18 @@ def _c_related(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler)
                 return True
             results.append(inner(EvalContext(cand.attributes, cand, ctx.index, ctx.notes,
                                              ctx.subject or ctx.resource)))
-        return t_or(results) if results else False
+        outcome = t_or(results) if results else False
+        if outcome is False and unresolved == "unknown" and via is not None:
+            if link == "references":
+                mine = ctx.index.unresolved(frozenset([ctx.resource.type]), via)
+                return None if any(r is ctx.resource for r in mine) else outcome
+            for cand in ctx.index.unresolved(types, via):
+                if cand is ctx.resource:
+                    continue
+                if inner is None or inner(EvalContext(cand.attributes, cand, ctx.index, ctx.notes,
+                                                      ctx.subject or ctx.resource)) is not False:
+                    return None
+        return outcome
 
     return pred
 

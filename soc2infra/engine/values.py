@@ -118,7 +118,35 @@ def _value_test(op: str, arg: Any, where: str) -> Callable[[Any], bool]:
         if op == "length_gte":
             return lambda v: hasattr(v, "__len__") and len(v) >= n
         return lambda v: hasattr(v, "__len__") and len(v) <= n
+    if op in ("covers_port", "not_covers_port"):
+        ports = [_port_arg(a, where) for a in (arg if isinstance(arg, list) else [arg])]
+        if op == "covers_port":
+            return lambda v: _covers_port(v, ports)
+        return lambda v: not _covers_port(v, ports)
     raise ConditionError(f"unknown operator {op!r}", where)
+
+
+def _port_arg(a: Any, where: str) -> int:
+    n = _num(a)
+    if n is None or not 0 <= n <= 65535:
+        raise ConditionError(f"covers_port needs port numbers (got {a!r})", where)
+    return int(n)
+
+
+def _covers_port(v: Any, ports: list[int]) -> bool:
+    """A port specification as Azure NSG rules and Google firewalls write it ("22", 22,
+    "1000-2000", "*") includes one of *ports*."""
+    if isinstance(v, bool):
+        return False
+    text = str(v).strip()
+    if text in ("*", "0-65535", "1-65535"):
+        return True
+    lo, sep, hi = text.partition("-")
+    try:
+        low, high = int(lo), int(hi) if sep else int(lo)
+    except ValueError:
+        return False
+    return any(low <= p <= high for p in ports)
 
 
 def _hashable(v: Any) -> Any:
@@ -128,13 +156,14 @@ def _hashable(v: Any) -> Any:
 # Operators about a single scalar: on a list of plain values they test each element
 # (combined with the quantifier), so `{path: cidr_blocks, matches: "/0$"}` means what it says.
 ELEMENTWISE = frozenset({"in", "not_in", "gte", "gt", "lte", "lt", "matches", "not_matches", "glob",
-                         "not_glob", "cidr_overlaps", "not_cidr_overlaps"})
+                         "not_glob", "cidr_overlaps", "not_cidr_overlaps", "covers_port",
+                         "not_covers_port"})
 OPERAND_REFS = ("$root", "$subject")
 
 VALUE_OPERATORS = (
     "equals", "not_equals", "in", "not_in", "gte", "gt", "lte", "lt", "matches", "not_matches",
     "glob", "not_glob", "contains", "not_contains", "empty", "truthy", "cidr_overlaps",
-    "not_cidr_overlaps", "length_gte", "length_lte",
+    "not_cidr_overlaps", "length_gte", "length_lte", "covers_port", "not_covers_port",
 )
 _PATH_KEYS = {"path", "default", "quantifier", "exists", *VALUE_OPERATORS}
 

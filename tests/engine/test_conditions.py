@@ -155,3 +155,53 @@ def test_json_step_decodes_string_documents():
     assert resolve(attrs, parse_path("defs.@json.name")) == ["app", "log"]
     assert resolve(attrs, parse_path("bad.@json")) == []
     assert resolve({"defs": [{"x": 1}]}, parse_path("defs.@json.x")) == [1]
+
+
+@pytest.mark.parametrize("value, want", [
+    ("22", True), (22, True), ("*", True), ("20-25", True), ("3389", True), ("1-65535", True),
+    ("443", False), ("23-3388", False), ("http", False), (True, False),
+    (["443", "22"], False),  # elementwise, all must hold: one element covers 22 → not_covers fails
+])
+def test_covers_port(value, want):
+    if isinstance(value, list):
+        assert check({"path": "p", "not_covers_port": [22, 3389]}, {"p": value}) is want
+    else:
+        assert check({"path": "p", "covers_port": [22, 3389]}, {"p": value}) is want
+
+
+def test_related_unresolved_reference_gives_unknown_not_false():
+    vault = res({"name": "kv"}, "vault", "vault.a", identities=frozenset({"kv"}))
+    other = res({"name": "kv2"}, "vault", "vault.b", meta={"mode": "resource"})
+    # points at another vault of the tree: resolved, so it cannot be ours
+    to_other = res({"target": Unknown(nonnull=True), "cat": "AuditEvent"}, "diag", "diag.b",
+                   references={"target": frozenset({"vault.b"})})
+    # comes from a variable without a value: may be ours
+    outside = res({"target": Unknown(), "cat": "AuditEvent"}, "diag", "diag.c")
+    outside_wrong = res({"target": Unknown(), "cat": "Metrics"}, "diag", "diag.d")
+    where = {"path": "cat", "equals": "AuditEvent"}
+    cond = {"related": {"types": ["diag"], "via": "target", "where": where, "unresolved": "unknown"}}
+    plain = {"related": {"types": ["diag"], "via": "target", "where": where}}
+
+    def run(c, *others):
+        idx = ResourceIndex([vault, other, *others])
+        return compile_condition(c)(EvalContext(vault.attributes, vault, idx))
+
+    assert run(cond, to_other) is False
+    assert run(cond, to_other, outside) is None
+    assert run(plain, to_other, outside) is False
+    assert run(cond, outside_wrong) is False  # cannot satisfy `where` whatever it points at
+
+
+def test_related_unresolved_own_reference():
+    item = res({"policy_id": Unknown()}, "protected", "protected.a")
+    cond = {"related": {"types": ["policy"], "link": "references", "via": "policy_id",
+                        "unresolved": "unknown"}}
+    assert compile_condition(cond)(EvalContext(item.attributes, item, ResourceIndex([item]))) is None
+    known = res({"policy_id": "p-1"}, "protected", "protected.b")
+    assert compile_condition(cond)(EvalContext(known.attributes, known, ResourceIndex([known]))) is False
+
+
+def test_related_unresolved_needs_a_via():
+    with pytest.raises(ConditionError) as exc:
+        compile_condition({"related": {"types": ["x"], "unresolved": "unknown"}})
+    assert exc.value.field == "condition.related.unresolved"
