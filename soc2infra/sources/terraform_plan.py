@@ -80,22 +80,26 @@ def load_plan(data: dict[str, Any], file: str) -> tuple[list[Resource], list[Err
     return resources, errors
 
 
-def _configured_keys(module: dict[str, Any], prefix: str) -> dict[str, set[str]]:
-    """Config address → the top-level arguments written in the configuration."""
-    out: dict[str, set[str]] = {}
+def _configured_keys(module: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
+    """Config address → the arguments and nested blocks written in the configuration (the
+    plan's ``expressions`` tree)."""
+    out: dict[str, dict[str, Any]] = {}
     for r in module.get("resources") or []:
         local = f"{r.get('type')}.{r.get('name')}" if r.get("mode") == "managed" \
             else f"data.{r.get('type')}.{r.get('name')}"
-        out[prefix + local] = set((r.get("expressions") or {}).keys())
+        expressions = r.get("expressions")
+        out[prefix + local] = expressions if isinstance(expressions, dict) else {}
     for name, call in (module.get("module_calls") or {}).items():
         out.update(_configured_keys(call.get("module") or {}, f"{prefix}module.{name}."))
     return out
 
 
-def _settle_unknowns(attrs: dict[str, Any], configured: set[str] | None) -> dict[str, Any]:
-    """A top-level value known only after apply is, for rules, either *set* (it was written
-    in the configuration, e.g. ``kms_key_id = aws_kms_key.k.arn``) or *not set* (a
-    provider-computed default such as a bucket's inline ``versioning`` block)."""
+def _settle_unknowns(attrs: dict[str, Any], configured: dict[str, Any] | None) -> dict[str, Any]:
+    """A value known only after apply is, for rules, either *set* (it was written in the
+    configuration, e.g. ``kms_key_id = aws_kms_key.k.arn``) or *not set* (a provider-computed
+    default such as a bucket's inline ``versioning`` block, or a Cloud SQL instance's
+    ``settings.ip_configuration.ssl_mode``). Nested blocks written in the configuration are
+    settled the same way, element by element."""
     if configured is None:
         return attrs
     out: dict[str, Any] = {}
@@ -104,6 +108,12 @@ def _settle_unknowns(attrs: dict[str, Any], configured: set[str] | None) -> dict
             if key not in configured:
                 continue
             value = Unknown(value.reason, nonnull=True)
+        else:
+            blocks = configured.get(key)
+            if isinstance(value, list) and isinstance(blocks, list):
+                value = [_settle_unknowns(v, blocks[i])
+                         if isinstance(v, dict) and i < len(blocks) and isinstance(blocks[i], dict) else v
+                         for i, v in enumerate(value)]
         out[key] = value
     return out
 

@@ -81,3 +81,28 @@ def test_invalid_yaml_has_a_line(tmp_path):
     with pytest.raises(PolicyError) as exc:
         load_pack([d], builtin=False)
     assert exc.value.line is not None
+
+
+def test_catalog_undecidable_files_are_not_rule_files(tmp_path):
+    from soc2infra.engine.policy import policy_files
+
+    (tmp_path / "gcp").mkdir()
+    (tmp_path / "gcp" / "storage.yaml").write_text("rules: []\n")
+    (tmp_path / "controls.yaml").write_text("controls: []\n")
+    (tmp_path / "catalog-undecidable.yaml").write_text("[]\n")
+    (tmp_path / "catalog-undecidable-aws.yaml").write_text("[]\n")
+    assert [p.name for p in policy_files([tmp_path])] == ["storage.yaml"]
+
+
+def test_builtin_catalog_undecidable_list_has_the_documented_shape():
+    import yaml
+
+    from soc2infra.engine.policy import load_pack
+
+    root = Path(__file__).resolve().parents[2] / "policies"
+    entries = yaml.safe_load((root / "catalog-undecidable.yaml").read_text())
+    assert isinstance(entries, list)
+    implemented = {c for r in load_pack().rules for c in r.catalog}
+    for entry in entries:
+        assert set(entry) == {"id", "reason"} and entry["reason"].strip()
+        assert entry["id"].startswith(("GCP-", "AZ-")) and entry["id"] not in implemented

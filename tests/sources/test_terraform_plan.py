@@ -72,3 +72,39 @@ def test_malformed_and_non_plan_json():
     assert errors[0].file == "bad.json" and errors[0].line == 2
     _, errors = load_plan_text('{"a": 1}', "x.json")
     assert "not a Terraform plan" in errors[0].message
+
+
+def test_nested_values_known_after_apply_are_settled_against_the_configuration():
+    """A computed value inside a nested block the configuration never wrote (Cloud SQL's
+    settings.ip_configuration.ssl_mode when only require_ssl is set) counts as absent, as a
+    top-level one does; a nested argument that was written stays present but unknown."""
+    plan = {
+        "format_version": "1.2",
+        "planned_values": {"root_module": {"resources": [
+            {"address": "google_sql_database_instance.db", "mode": "managed",
+             "type": "google_sql_database_instance", "name": "db",
+             "values": {"name": "db", "settings": [{"tier": "db-f1-micro",
+                                                     "ip_configuration": [{"require_ssl": True}]}]}},
+        ]}},
+        "resource_changes": [
+            {"address": "google_sql_database_instance.db", "change": {"actions": ["create"], "after_unknown": {
+                "settings": [{"backup_configuration": True,
+                              "ip_configuration": [{"ssl_mode": True, "private_network": True}]}]}}},
+        ],
+        "configuration": {"root_module": {"resources": [
+            {"address": "google_sql_database_instance.db", "mode": "managed",
+             "type": "google_sql_database_instance", "name": "db",
+             "expressions": {"name": {"constant_value": "db"}, "settings": [{
+                 "tier": {"constant_value": "db-f1-micro"},
+                 "ip_configuration": [{"require_ssl": {"constant_value": True},
+                                       "private_network": {"references": ["google_compute_network.n.id"]}}],
+             }]}},
+        ]}},
+    }
+    resources, errors = load_plan_text(json.dumps(plan), "plan.json")
+    assert errors == []
+    settings = resources[0].attributes["settings"][0]
+    assert "backup_configuration" not in settings
+    ip = settings["ip_configuration"][0]
+    assert "ssl_mode" not in ip and ip["require_ssl"] is True
+    assert isinstance(ip["private_network"], Unknown) and ip["private_network"].nonnull
