@@ -26,7 +26,7 @@ EXTRA_SAMPLES: dict[str, list[dict[str, Any]]] = {
         "lt": 1, "matches": "^x$", "not_matches": "^x$", "glob": "x*", "not_glob": "x*",
         "contains": "x", "not_contains": "x", "empty": True, "truthy": True,
         "cidr_overlaps": "0.0.0.0/0", "not_cidr_overlaps": "0.0.0.0/0", "length_gte": 1,
-        "length_lte": 1}.items()},
+        "length_lte": 1, "covers_port": [22], "not_covers_port": [22, 3389]}.items()},
     "const": [{"const": False}],
     "type_in": [{"type_in": ["aws_thing"]}],
     "count": [{"count": {"path": "a", "where": {"path": "b", "equals": 1}, "gte": 1}}],
