@@ -117,6 +117,9 @@ def _register_commands() -> None:
     cli.add_command(evidence)
     cli.add_command(controls)
     cli.add_command(explain)
+    from soc2infra.cli_waiver import waiver
+
+    cli.add_command(waiver)
 
 
 _register_commands()

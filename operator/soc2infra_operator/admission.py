@@ -270,6 +270,7 @@ class Decision:
     reason: str = ""  # why a request was skipped or could not be evaluated
     request_uid: str = ""
     mode: str = "enforce"  # admission.mode when decided
+    waiver_namespace: str = ""  # where a SOC2Waiver for this object goes (cluster scoped: own namespace)
 
     @property
     def evaluated(self) -> bool:
@@ -376,6 +377,7 @@ def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[Cluste
         namespace=facts.namespace, name=resource.name, operation=req.operation, dry_run=req.dry_run,
         actor=req.actor, outcomes=tuple(outcomes), passed=tuple(rule for rule, _addr in passes),
         notes=tuple(dict.fromkeys(notes)), request_uid=req.uid, mode=policy.mode,
+        waiver_namespace=facts.namespace if facts.namespace is not None else policy.cluster_waiver_namespace,
     )
 
 
@@ -451,8 +453,11 @@ def denial_message(decision: Decision) -> str:
                      f"Fix: {' '.join(o.remediation.split())}")
     if len(denials) > MAX_MESSAGE_RULES:
         lines.append(f"- … and {len(denials) - MAX_MESSAGE_RULES} more")
-    lines.append("An accepted risk needs a SOC2Waiver in the namespace (rule, selector, reason, owner, "
-                 "expires).")
+    rules = ", ".join(o.rule_id for o in denials)
+    lines.append(f"To accept the risk instead, waive it: a SOC2Waiver per rule ({rules}) in namespace "
+                 f"{decision.waiver_namespace or 'default'} with selector {{kind: {decision.kind}, name: "
+                 f"{decision.name}}}, reason, owner and expires; `soc2infra waiver suggest` writes them from "
+                 "this message.")
     return "\n".join(lines)
 
 
