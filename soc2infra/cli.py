@@ -110,6 +110,7 @@ def _register_commands() -> None:
     from soc2infra.cli_evidence import evidence
     from soc2infra.cli_lab import lab
     from soc2infra.cli_scan import baseline, scan
+    from soc2infra.cli_waiver import waiver
 
     cli.add_command(scan)
     cli.add_command(baseline)
@@ -117,8 +118,6 @@ def _register_commands() -> None:
     cli.add_command(evidence)
     cli.add_command(controls)
     cli.add_command(explain)
-    from soc2infra.cli_waiver import waiver
-
     cli.add_command(waiver)
 
 
