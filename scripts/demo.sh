@@ -9,9 +9,15 @@ since() { echo "$(( $(date +%s) - $1 )) s"; }
 
 echo "== 1/3 installing soc2infra into .venv"
 t0=$(date +%s)
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
+pip_log=$(mktemp "${TMPDIR:-/tmp}/soc2infra-demo-pip.XXXXXX")
+# pip's build chatter only matters when the install fails: show it then.
+if ! { python3 -m venv .venv && .venv/bin/python -m pip install --quiet --upgrade pip \
+       && .venv/bin/python -m pip install --quiet -e .; } >"$pip_log" 2>&1; then
+  cat "$pip_log" >&2
+  echo "installing soc2infra failed (see above)" >&2
+  exit 2
+fi
+rm -f "$pip_log"
 echo "   done ($(since "$t0"))"
 
 echo "== 2/3 finding helm (renders the example chart)"
