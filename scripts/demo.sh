@@ -23,8 +23,8 @@ echo "   done ($(since "$t0"))"
 echo "== 2/3 finding helm (renders the example chart)"
 t0=$(date +%s)
 if ! helm=$(.venv/bin/python -m soc2infra.binaries find helm 2>/dev/null); then
-  echo "   helm is not installed: building helm from the Go module proxy once (about 2 minutes"
-  echo "   on 2 cores; cached in ~/.cache/soc2infra, so later runs skip this). Progress follows."
+  echo "   helm is not installed: building it from the Go module proxy, once (several minutes on"
+  echo "   2 cores with an empty Go cache; cached in ~/.cache/soc2infra, later runs skip this)."
   bin_dir=$(bash tools/build-binaries.sh --helm-only | tail -n 1)
   helm="$bin_dir/helm"
   echo "   built $helm ($(since "$t0"))"

@@ -11,7 +11,7 @@
 # Usage: tools/build-binaries.sh [--check | --helm-only]
 #   (no flag)    build whatever is missing; print the bin dir as the LAST line of stdout
 #   --check      build nothing; print the bin dir and exit 0 if complete, exit 3 if not
-#   --helm-only  build only helm (about 2 minutes cold) into the same bin dir; print it
+#   --helm-only  build only helm (minutes cold) into the same bin dir; print it
 # Progress and go output go to stderr. Needs Go >= 1.24 (GOTOOLCHAIN=local: never auto-download
 # a toolchain) and network access to the Go module proxy on a cold run (~6 min on 2 cores).
 set -euo pipefail
