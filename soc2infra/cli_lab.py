@@ -34,6 +34,7 @@ def lab_up_cmd(workdir: Path, operator: bool, as_json: bool) -> None:
 
     hook = _operator_processes if operator else None
     info = lab_up(workdir, build=True, extra_processes=hook)
+    kubectl_dir = _link_kubectl(workdir)
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2))
         return
@@ -42,6 +43,8 @@ def lab_up_cmd(workdir: Path, operator: bool, as_json: bool) -> None:
     for name, pid in info.pids.items():
         click.echo(f"  {name:<16} pid {pid}")
     click.echo(f"\nexport KUBECONFIG={info.kubeconfig}")
+    if kubectl_dir is not None:
+        click.echo(f"export PATH={kubectl_dir.resolve()}:$PATH   # a kubectl of the apiserver's version")
     click.echo(f"logs: {info.logs_dir}    stop with: soc2infra lab down --workdir {workdir}")
 
 
@@ -69,6 +72,25 @@ def lab_status_cmd(workdir: Path) -> None:
         click.echo("lab is not running")
         raise SystemExit(1)
     click.echo(json.dumps(info.to_dict(), indent=2))
+
+
+def _link_kubectl(workdir: Path) -> Path | None:
+    """``<workdir>/bin/kubectl`` → the cached kubectl built with the apiserver (a distribution's
+    kubectl may be outside the supported version skew); None when there is none."""
+    from soc2infra.lab import BinariesMissing, ensure_binaries
+
+    try:
+        kubectl = ensure_binaries(build=False) / "kubectl"
+    except BinariesMissing:
+        return None
+    if not kubectl.is_file():
+        return None
+    link = workdir / "bin" / "kubectl"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(kubectl.resolve())
+    return link.parent
 
 
 def _operator_processes(info: LabInfo) -> list[ProcessSpec]:

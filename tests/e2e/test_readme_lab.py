@@ -41,8 +41,10 @@ def test_readme_lab_walkthrough_runs_as_written(bin_dir: Path, tmp_path: Path,
     for i, (command, _) in enumerate(commands):
         script.append(f"{command}\necho \"@@{i} rc=$?\"")
     env = {**session_env, "SOC2INFRA_BIN_DIR": str(bin_dir),
-           # soc2infra from this interpreter's environment; kubectl of the apiserver's minor first.
-           "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), session_env["PATH"]])}
+           # soc2infra from this interpreter's environment; kubectl comes from the README's own
+           # PATH line (the lab links the apiserver's kubectl): the machine's may be older.
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent)] + [
+               d for d in session_env["PATH"].split(os.pathsep) if d and Path(d).resolve() != bin_dir.resolve()])}
     env.pop("KUBECONFIG", None)
     try:
         done = subprocess.run(["bash", "-c", "\n".join(script)], env=env, capture_output=True, text=True,
@@ -60,6 +62,7 @@ def test_readme_lab_walkthrough_runs_as_written(bin_dir: Path, tmp_path: Path,
         else:
             assert codes[i] == 0, f"{command!r} failed ({codes[i]})\n{out[-4000:]}"
     assert "SOC2-K8S-" in done.stderr  # the denial names the rules
+    assert (clone / ".soc2infra-lab" / "bin" / "kubectl").resolve() == (bin_dir / "kubectl").resolve()
 
     # The lab's CA and admin keys stay private and out of git.
     lab = clone / ".soc2infra-lab"
