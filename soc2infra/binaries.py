@@ -19,6 +19,7 @@ cache key: we ask it (``--check``) instead of re-implementing the hash, so the t
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -71,6 +72,12 @@ def _last_line(text: str) -> str:
 
 def cache_dir() -> Path | None:
     """The build cache directory for the pinned versions (it may not exist yet); None without bash."""
+    return _cache_dir(os.environ.get("SOC2INFRA_CACHE"), os.environ.get("HOME"))
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_dir(cache_root: str | None, home: str | None) -> Path | None:
+    # Memoised per cache root: a scan of many charts asks once, not once per chart (~20 ms each).
     if shutil.which("bash") is None or not BUILD_SCRIPT.is_file():
         return None
     try:
