@@ -29,6 +29,11 @@ UNKNOWN_KINDS: dict[str, str] = {
 values the scanned files do not determine; the last two are gaps in soc2infra's evaluator."""
 
 
+ARN_SEGMENT = "\x00"
+"""In ``Unknown.parts`` text: an unknown ARN segment (partition, region, account id), which
+never contains ``:`` or ``/``; ``None`` parts may be any text."""
+
+
 class Unknown:
     """A value that cannot be decided statically (a computed attribute, an unset input).
 

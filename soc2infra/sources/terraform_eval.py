@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from soc2infra.model import ModuleRecord, Resource, Unknown, contains_unknown
+from soc2infra.model import ARN_SEGMENT, ModuleRecord, Resource, Unknown, contains_unknown
 from soc2infra.sources.hcl_ast import Block, Body, Expr, _split_template
 from soc2infra.sources.terraform_functions import (
     FUNCTIONS,
@@ -340,8 +340,56 @@ def _apply_time(inst: InstanceRef, name: str) -> Unknown:
     so known only after apply (or after the data source is read). It remembers the resource
     type and attribute, so rules can tell that an ``aws_iam_policy`` ARN is never ``"*"``."""
     rtype = inst.block.type
+    parts = _arn_parts(inst, rtype) if name == "arn" else None
     return Unknown(f"{inst.address}.{name} is known only after apply", nonnull=True, kind="apply_time",
-                   rtype=rtype, attr=name, candidates=KNOWN_DOMAINS.get((rtype, name)))
+                   rtype=rtype, attr=name, candidates=KNOWN_DOMAINS.get((rtype, name)), parts=parts)
+
+
+# The ARN layout of common resource types: fixed text, ARN_SEGMENT for a segment the provider
+# decides (partition, region, account), None for any text (generated ids, unknown names) and
+# ("attr", name) / ("path", name) for a configured argument.
+_SEG = ARN_SEGMENT
+_ARN = ("arn:", _SEG)
+_REGIONAL = (":", _SEG, ":", _SEG)  # :region:account
+ARN_LAYOUTS: dict[str, tuple[Any, ...]] = {
+    "aws_s3_bucket": (*_ARN, ":s3:::", ("attr", "bucket")),
+    "aws_iam_role": (*_ARN, ":iam::", _SEG, ":role/", ("path", "name")),
+    "aws_iam_user": (*_ARN, ":iam::", _SEG, ":user/", ("path", "name")),
+    "aws_iam_group": (*_ARN, ":iam::", _SEG, ":group/", ("path", "name")),
+    "aws_iam_policy": (*_ARN, ":iam::", _SEG, ":policy/", ("path", "name")),
+    "aws_sns_topic": (*_ARN, ":sns", *_REGIONAL, ":", ("attr", "name")),
+    "aws_sqs_queue": (*_ARN, ":sqs", *_REGIONAL, ":", ("attr", "name")),
+    "aws_lambda_function": (*_ARN, ":lambda", *_REGIONAL, ":function:", ("attr", "function_name")),
+    "aws_dynamodb_table": (*_ARN, ":dynamodb", *_REGIONAL, ":table/", ("attr", "name")),
+    "aws_cloudwatch_log_group": (*_ARN, ":logs", *_REGIONAL, ":log-group:", ("attr", "name")),
+    "aws_kms_key": (*_ARN, ":kms", *_REGIONAL, ":key/", None),
+}
+"""ARN layouts: an unknown ARN of these types keeps its fixed text, so a pattern such as
+``arn:aws:s3:::logs-*`` is decided against ``aws_s3_bucket.b.arn`` when the bucket name is known."""
+
+
+def _arn_parts(inst: InstanceRef, rtype: str) -> tuple[str | None, ...] | None:
+    layout = ARN_LAYOUTS.get(rtype)
+    if layout is None:
+        return None
+    attrs = inst.attributes()
+    out: list[str | None] = []
+    for piece in layout:
+        if isinstance(piece, tuple):
+            kind, attr = piece
+            value = attrs.get(attr)
+            if kind == "path":  # IAM names sit under their path ("/" when not set)
+                path = attrs.get("path", "/")
+                value = f"{path.strip('/')}/{value}".lstrip("/") \
+                    if isinstance(value, str) and isinstance(path, str) else None
+            piece = value if isinstance(value, str) and value else None
+        if piece is None and out and out[-1] is None:
+            continue
+        if isinstance(piece, str) and out and isinstance(out[-1], str):
+            out[-1] += piece
+        else:
+            out.append(piece)
+    return tuple(out)
 
 
 KNOWN_DOMAINS: dict[tuple[str, str], tuple[str, ...]] = {

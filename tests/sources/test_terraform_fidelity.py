@@ -475,3 +475,63 @@ resource "aws_kms_key" "open" {
 '''}))
     got = outcomes("SOC2-AWS-KMS-003", list(res.values()))
     assert got == {"aws_kms_key.k": "pass", "aws_kms_key.open": "fail"}
+
+
+def test_an_unknown_arn_keeps_its_layout_and_known_name(write_tree):
+    """`aws_s3_bucket.b.arn` is arn:<partition>:s3:::acme-logs: a statement on it does not touch
+    other buckets, and an IAM role's ARN carries its path and name."""
+    res = load(write_tree({"main.tf": '''
+resource "aws_s3_bucket" "b" { bucket = "acme-logs" }
+resource "aws_iam_role" "r" {
+  name               = "deployer"
+  path               = "/ci/"
+  assume_role_policy = "{}"
+}
+resource "aws_iam_policy" "p" {
+  name = "p"
+  policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Action = ["s3:GetObject"], Resource = [aws_s3_bucket.b.arn] }]
+  })
+}
+resource "x_thing" "t" {
+  role = aws_iam_role.r.arn
+}
+'''}))
+    from soc2infra.engine.core import EvalContext
+    from soc2infra.engine.registry import compile_condition
+
+    role = res["x_thing.t"].attributes["role"]
+    assert role.parts == ("arn:\x00:iam::\x00:role/ci/deployer",)
+    index = ResourceIndex(list(res.values()))
+    policy = res["aws_iam_policy.p"]
+
+    def decide(pattern: str) -> object:
+        cond = compile_condition({"iam_statements": {"where": {"resource_matches": pattern}}})
+        return cond(EvalContext(policy.attributes, policy, index))
+
+    assert decide("arn:aws:s3:::other-*") is False
+    assert decide("arn:*:s3:::acme-*") is True
+    assert decide("arn:aws:s3:::acme-*") is None  # the partition may not be "aws"
+
+
+def test_a_policy_read_from_a_data_source_is_an_apply_time_unknown_for_every_rule(write_tree):
+    """`policy = data.aws_iam_policy.x.policy`: every IAM rule that cannot read it says why
+    (apply_time), not only the first one that resolved the attribute."""
+    res = load(write_tree({"main.tf": '''
+data "aws_iam_policy" "vpc" { name = "SomeTeamPolicy" }
+resource "aws_iam_role" "r" {
+  name               = "r"
+  assume_role_policy = "{}"
+}
+resource "aws_iam_role_policy" "vpc" {
+  role   = aws_iam_role.r.id
+  policy = data.aws_iam_policy.vpc.policy
+}
+'''}))
+    resources = list(res.values())
+    findings, _ = evaluate(resources, PACK, ResourceIndex(resources))
+    unknown = [f for f in findings if f.status == "unknown" and f.resource.address == "aws_iam_role_policy.vpc"]
+    assert len(unknown) >= 2
+    assert all(f.reasons and all(r.kind == "apply_time" for r in f.reasons) for f in unknown), \
+        [(f.rule_id, f.reasons) for f in unknown]

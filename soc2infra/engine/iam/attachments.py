@@ -117,7 +117,7 @@ def policy_arn_policies(arn: str, index: ResourceIndex) -> PolicySet:
         if arn in res.identities or res.attributes.get("name") == name:
             return document_policies(res, index)
     out = PolicySet()
-    out.gaps.append(f"policy {arn} is defined outside the scanned tree")
+    out.gap(f"policy {arn} is defined outside the scanned tree", "not_scanned")
     return out
 
 
@@ -146,7 +146,7 @@ def arn_policies_at(res: Resource, path: str, index: ResourceIndex) -> PolicySet
     """Policies named by ARN at *path* of *res* (``policy_arn``, ``managed_policy_arns``):
     literal ARNs, or references to ``aws_iam_policy`` / ``data.aws_iam_policy`` resources."""
     out = PolicySet()
-    unresolved = False
+    unresolved: Unknown | None = None
     for value in flatten(resolve(res.attributes, parse_path(path))):
         if isinstance(value, str):
             out.add(policy_arn_policies(value, index))
@@ -154,13 +154,14 @@ def arn_policies_at(res: Resource, path: str, index: ResourceIndex) -> PolicySet
             names = _arns_of(value)
             for arn in names:
                 out.add(policy_arn_policies(arn, index))
-            unresolved = unresolved or not names
-    if not unresolved:
+            if not names and unresolved is None:
+                unresolved = value
+    if unresolved is None:
         return out
     targets = sorted(_refs_under(res, path))
     found = [t for a in targets if (t := index.by_address.get(a)) is not None]
     if not found:
-        out.gaps.append(f"{res.address}.{path} is not known statically")
+        out.gap(f"{res.address}.{path} is not known statically ({unresolved.reason})", unresolved.kind)
     for target in found:
         out.add(_policy_resource_policies(target, index))
     return out
@@ -179,7 +180,7 @@ def _policy_resource_policies(target: Resource, index: ResourceIndex) -> PolicyS
                 if not found.gaps or key == "name":
                     return found
     out = PolicySet()
-    out.gaps.append(f"the policy of {target.address} is not known statically")
+    out.gap(f"the policy of {target.address} is not known statically", "apply_time")
     return out
 
 
@@ -286,8 +287,13 @@ def _group_named(name: str, index: ResourceIndex) -> Principal:
 
 def groups_of(user: Principal, index: ResourceIndex) -> tuple[list[tuple[Principal, bool]], list[str]]:
     """The groups *user* belongs to (certain or possible) and what could not be resolved."""
+    groups, gaps = _groups_and_gaps(user, index)
+    return groups, gaps.gaps
+
+
+def _groups_and_gaps(user: Principal, index: ResourceIndex) -> tuple[list[tuple[Principal, bool]], PolicySet]:
     groups: list[tuple[Principal, bool]] = []
-    gaps: list[str] = []
+    gaps = PolicySet()
     for mtype, user_attr, group_attr in MEMBERSHIPS:
         for membership, certain in linked(index, mtype, user_attr, user):
             values = flatten(resolve(membership.attributes, parse_path(group_attr)))
@@ -297,7 +303,8 @@ def groups_of(user: Principal, index: ResourceIndex) -> tuple[list[tuple[Princip
                 refd = [principal_of(r) for r in refs if r is not None and r.type == "aws_iam_group"]
                 groups += [(g, certain) for g in refd]
                 if not refd:
-                    gaps.append(f"the groups of {membership.address} are not known statically")
+                    why = next(v for v in values if isinstance(v, Unknown))
+                    gaps.gap(f"the groups of {membership.address} are not known statically", why.kind)
     return groups, gaps
 
 
@@ -311,7 +318,8 @@ def effective_policies(principal: Principal, index: ResourceIndex) -> PolicySet:
     memo[key] = PolicySet()  # a group cannot contain itself, but never loop
     out = PolicySet()
     if principal.resource is None:
-        out.gaps.append(f"{principal.label} is not defined in the scanned tree: its policies are unknown")
+        out.gap(f"{principal.label} is not defined in the scanned tree: its policies are unknown",
+                "not_scanned")
     elif principal.kind == "role":
         out.add(policies_at(principal.resource, "inline_policy.policy", index))
         out.add(arn_policies_at(principal.resource, "managed_policy_arns", index))
@@ -321,8 +329,8 @@ def effective_policies(principal: Principal, index: ResourceIndex) -> PolicySet:
                      else policies_at(attachment, policy_attr, index))
             out.add(found, certain)
     if principal.kind == "user":
-        groups, gaps = groups_of(principal, index)
-        out.gaps.extend(gaps)
+        groups, gaps = _groups_and_gaps(principal, index)
+        out.add_gaps(gaps)
         for group, certain in groups:
             out.add(effective_policies(group, index), certain)
     memo[key] = out

@@ -29,9 +29,10 @@ from soc2infra.engine.iam.patterns import (
     matches_action,
     overlap_by_shape,
     pattern_covers,
-    pattern_matches,
     patterns_overlap,
     resource_is_wildcard,
+    shape_admits,
+    shape_overlaps,
 )
 from soc2infra.engine.iam.statements import (
     DATA_DOCUMENT,
@@ -176,8 +177,8 @@ def _ident_by_shape(ident: Unknown, exact: frozenset[str] | None, globs: frozens
     shape = unknown_shape(ident)
     if shape is None:
         return None
-    could = (exact is not None and any(pattern_matches(shape[0], e) for e in exact)) \
-        or (globs is not None and any(patterns_overlap(shape[0], g) for g in globs))
+    could = (exact is not None and any(shape_admits(shape[0], e) for e in exact)) \
+        or (globs is not None and any(shape_overlaps(shape[0], g) for g in globs))
     return None if could else False
 
 
@@ -254,7 +255,7 @@ def quantify(policies: PolicySet, inner: Predicate | None, quantifier: str, ctx:
     else:
         outcome = t_or(results)
         outcome = t_not(outcome) if quantifier == "none" else outcome
-    _note(ctx, outcome, quantifier, hit, miss, policies.gaps)
+    _note(ctx, outcome, quantifier, hit, miss, policies)
     return outcome
 
 
@@ -269,19 +270,18 @@ def _note_statement_unknown(st: Statement) -> None:
             return
 
 
-def _gap_unknown(gap: str) -> Unknown:
+def _gap_unknown(gap: str, kinds: dict[str, str]) -> Unknown:
     """A policy gap as an unknown with its kind (for the reason shown in reports)."""
-    if "outside the scanned tree" in gap or "not defined in the scanned tree" in gap:
-        return Unknown(gap, kind="not_scanned")
-    return Unknown(gap)
+    return Unknown(gap, kind=kinds.get(gap, "evaluator_limit"))
 
 
 def _note(ctx: EvalContext, outcome: Tri, quantifier: str, hit: dict[str, str] | None,
-          miss: dict[str, str] | None, gaps: list[str]) -> None:
+          miss: dict[str, str] | None, policies: PolicySet) -> None:
+    gaps = policies.gaps
     if outcome is None and gaps:
         ctx.notes["unresolved"] = sorted(set(gaps))
         for gap in sorted(set(gaps)):
-            note_unknown(_gap_unknown(gap))
+            note_unknown(_gap_unknown(gap, policies.gap_kinds))
     if outcome is False and quantifier == "none" and hit is not None:
         ctx.notes["matching_statement"] = hit
     if outcome is False and quantifier == "all" and miss is not None:

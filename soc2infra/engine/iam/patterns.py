@@ -11,7 +11,7 @@ from functools import cache, lru_cache
 
 from soc2infra.engine.core import Tri, t_and, t_not, t_or
 from soc2infra.engine.iam.statements import Condition, Statement, Value, unknown_shape
-from soc2infra.model import Unknown
+from soc2infra.model import ARN_SEGMENT, Unknown
 
 
 def pattern_matches(pattern: str, name: str) -> bool:
@@ -94,17 +94,55 @@ def _never_wildcard(shape: str, concrete: bool) -> Tri:
     """Can a value of this shape be the pattern ``*`` or ``arn:*``? A concrete value never is."""
     if concrete:
         return False
-    return None if pattern_matches(shape, "*") or pattern_matches(shape, "arn:*") else False
+    return None if shape_admits(shape, "*") or shape_admits(shape, "arn:*") else False
 
 
 def overlap_by_shape(queries: frozenset[str]) -> ShapeTest:
     """A shape test: does a value of this shape overlap one of *queries*?"""
     def test(shape: str, concrete: bool) -> Tri:
-        if concrete and any(pattern_covers(q, shape) for q in queries):
+        if concrete and any(pattern_covers(q, shape.replace(ARN_SEGMENT, "*")) for q in queries):
             return True  # every value of the shape is matched by a query
-        return None if any(patterns_overlap(shape, q) for q in queries) else False
+        return None if any(shape_overlaps(shape, q) for q in queries) else False
 
     return test
+
+
+@lru_cache(maxsize=4096)
+def _shape_regex(shape: str) -> re.Pattern[str]:
+    tokens = {"*": ".*", "?": ".", ARN_SEGMENT: "[^:/]*"}
+    out = [tokens.get(ch, re.escape(ch)) for ch in shape]
+    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
+
+
+def shape_admits(shape: str, text: str) -> bool:
+    """Can an unknown of this shape (:func:`unknown_shape`) be exactly *text*?"""
+    return _shape_regex(shape).fullmatch(text) is not None
+
+
+@lru_cache(maxsize=16384)
+def shape_overlaps(shape: str, pattern: str) -> bool:
+    """Can an unknown of this shape be a name the IAM *pattern* matches? Like
+    :func:`patterns_overlap`, with ARN segments that never span ``:`` or ``/``."""
+    a, b = shape.lower(), pattern.lower()
+    wild = "*" + ARN_SEGMENT
+    seen: set[tuple[int, int]] = set()
+    todo = [(0, 0)]
+    while todo:
+        i, j = todo.pop()
+        if (i, j) in seen:
+            continue
+        seen.add((i, j))
+        if i == len(a) and j == len(b):
+            return True
+        if i < len(a) and a[i] in wild:
+            todo.append((i + 1, j))
+        if j < len(b) and b[j] == "*":
+            todo.append((i, j + 1))
+        if i < len(a) and j < len(b):
+            seg_ok = a[i] != ARN_SEGMENT or b[j] not in ":/"
+            if seg_ok and (a[i] in "*?" + ARN_SEGMENT or b[j] in "*?" or a[i] == b[j]):
+                todo.append((i if a[i] in wild else i + 1, j if b[j] == "*" else j + 1))
+    return False
 
 
 def covers_action(st: Statement, query: str) -> Tri:

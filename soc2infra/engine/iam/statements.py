@@ -76,11 +76,24 @@ class PolicySet:
 
     entries: list[tuple[Statement, bool]] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    # gap → why it is unknown (an Unknown kind), when the gap came from an unknown value
+    gap_kinds: dict[str, str] = field(default_factory=dict)
 
     def add(self, other: PolicySet, certain: bool = True) -> None:
         """Merge *other*; everything it holds becomes uncertain when *certain* is false."""
         self.entries.extend((st, sure and certain) for st, sure in other.entries)
+        self.add_gaps(other)
+
+    def add_gaps(self, other: PolicySet) -> None:
+        """Take over *other*'s gaps (and why each is unknown)."""
         self.gaps.extend(other.gaps)
+        self.gap_kinds.update(other.gap_kinds)
+
+    def gap(self, text: str, kind: str | None = None) -> None:
+        """Record a policy that cannot be read, and why (a key of UNKNOWN_KINDS) when known."""
+        self.gaps.append(text)
+        if kind is not None:
+            self.gap_kinds[text] = kind
 
     def add_statements(self, statements: Iterable[Statement]) -> None:
         """Add statements known to apply."""
@@ -273,17 +286,17 @@ def data_document_policies(res: Resource, index: ResourceIndex) -> PolicySet:
     merged: list[Statement] = []
     for path in ("source_policy_documents", "source_json"):
         found = policies_at(res, path, index)
-        out.gaps.extend(found.gaps)
+        out.add_gaps(found)
         merged = _override_by_sid(merged, found.statements)
     blocks = attrs.get("statement")
     if isinstance(blocks, Unknown):
-        out.gaps.append(f"the statements of {res.address} are not known statically")
+        out.gap(f"the statements of {res.address} are not known statically ({blocks.reason})", blocks.kind)
     elif isinstance(blocks, list):
         own = [_block_statement(b, res.address) for b in blocks if isinstance(b, dict)]
         merged = _override_by_sid(merged, own)
     for path in ("override_policy_documents", "override_json"):
         found = policies_at(res, path, index)
-        out.gaps.extend(found.gaps)
+        out.add_gaps(found)
         merged = _override_by_sid(merged, found.statements)
     out.add_statements(merged)
     return out
@@ -292,7 +305,7 @@ def data_document_policies(res: Resource, index: ResourceIndex) -> PolicySet:
 def _statements_or_gap(parsed: list[Statement] | Unknown) -> PolicySet:
     out = PolicySet()
     if isinstance(parsed, Unknown):
-        out.gaps.append(parsed.reason or "a policy is not known statically")
+        out.gap(parsed.reason or "a policy is not known statically", parsed.kind)
     else:
         out.add_statements(parsed)
     return out
@@ -327,7 +340,7 @@ def policies_at(res: Resource, path: str, index: ResourceIndex) -> PolicySet:
         return memo[key]
     memo[key] = PolicySet(gaps=[f"{res.address}.{path} refers to itself"])  # cycle guard
     out = PolicySet()
-    unresolved = 0
+    unresolved: Unknown | None = None
     # Name the attribute too when it is not the usual one (a role's trust policy, say).
     origin = res.address if path == "policy" else f"{res.address}.{path}"
     for value in flatten(resolve(res.attributes, parse_path(path))):
@@ -335,25 +348,25 @@ def policies_at(res: Resource, path: str, index: ResourceIndex) -> PolicySet:
             partial = _partial(value)
             if partial is not None:
                 out.add(_statements_or_gap(parse_policy_json(partial, origin)))
-            else:
-                unresolved += 1
+            elif unresolved is None:
+                unresolved = value
         elif isinstance(value, (str, dict)):
             out.add(_statements_or_gap(parse_policy_json(value, origin)))
-    if unresolved:
-        out.add(_referenced_policies(res, path, index))
+    if unresolved is not None:
+        out.add(_referenced_policies(res, path, index, unresolved))
     memo[key] = out
     return out
 
 
-def _referenced_policies(res: Resource, path: str, index: ResourceIndex) -> PolicySet:
-    """Follow the references of an attribute whose value is not known statically."""
+def _referenced_policies(res: Resource, path: str, index: ResourceIndex, why: Unknown) -> PolicySet:
+    """Follow the references of an attribute whose value is not known statically (*why*)."""
     out = PolicySet()
     targets = sorted(_refs_under(res, path))
     documents = [index.by_address.get(a) for a in targets]
     holders = [t for t in documents if t is not None and _holds_policy(t)]
     if not holders:
         hint = f" (it depends on {', '.join(targets)})" if targets else ""
-        out.gaps.append(f"{res.address}.{path} is not known statically{hint}")
+        out.gap(f"{res.address}.{path} is not known statically{hint}", why.kind)
         return out
     for target in holders:
         out.add(document_policies(target, index))
@@ -380,8 +393,9 @@ def document_policies(res: Resource, index: ResourceIndex) -> PolicySet:
 def unknown_shape(value: Unknown) -> tuple[str, bool] | None:
     """What an unknown string can be, as an IAM pattern, and whether it is *concrete* (an
     apply-time value computed by a provider holds no ``*``/``?`` wildcard). A template keeps its
-    fixed text (``arn:*:iam::aws:policy/X``); a resource's ARN is at least ``arn:*``. None
-    when the fixed text itself holds wildcard characters (the shape would be ambiguous)."""
+    fixed text (``arn:*:iam::aws:policy/X``), with :data:`~soc2infra.model.ARN_SEGMENT` for ARN
+    segments; a resource's ARN is at least ``arn:*``. None when the fixed text itself holds
+    wildcard characters (the shape would be ambiguous)."""
     if value.parts is not None:
         fixed = [p for p in value.parts if p is not None]
         if any("*" in p or "?" in p for p in fixed):
