@@ -29,13 +29,24 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from soc2infra.engine.core import ConditionError, EvalContext, Predicate, SubCompiler, Tri, t_and, t_or
+from soc2infra.engine.core import (
+    ConditionError,
+    EvalContext,
+    Predicate,
+    ResourceIndex,
+    SubCompiler,
+    Tri,
+    t_and,
+    t_or,
+)
 from soc2infra.model import Resource, Unknown
 
 SELECTION = "aws_backup_selection"
+_DEFAULT_TAGS: weakref.WeakKeyDictionary[ResourceIndex, dict[str, Any]] = weakref.WeakKeyDictionary()
 PLAN = "aws_backup_plan"
 _TAG_KEY = "aws:ResourceTag/"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -93,7 +104,7 @@ def _arn_match(pattern: str, template: str | None, res: Resource) -> Tri:
 
 
 def _entries_match(sel: Resource, attr: str, res: Resource, template: str | None,
-                   index_addresses: set[str]) -> Tri:
+                   index_addresses: Mapping[str, Resource]) -> Tri:
     """Does some entry of ``resources`` / ``not_resources`` select *res*?"""
     refs = _refs(sel, attr)
     if res.address in refs:
@@ -126,7 +137,14 @@ def _tags(res: Resource, defaults: dict[str, Any]) -> dict[str, Any] | None:
 
 def _default_tags(ctx: EvalContext) -> dict[str, Any]:
     """Provider default_tags that every AWS provider block of the scan agrees on (an aliased
-    provider with other defaults makes that key unknown)."""
+    provider with other defaults makes that key unknown); computed once per index."""
+    cached = _DEFAULT_TAGS.get(ctx.index)
+    if cached is None:
+        cached = _DEFAULT_TAGS[ctx.index] = _merge_default_tags(ctx)
+    return cached
+
+
+def _merge_default_tags(ctx: EvalContext) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     providers = [r for r in ctx.index.by_type.get("provider.aws", ())]
     seen: list[dict[str, Any]] = []
@@ -226,12 +244,15 @@ def _c_backup_covered(arg: Any, _spec: Mapping[str, Any], where: str, _compile: 
         raise ConditionError("backup_covered.arns maps resource types to ARN templates", where + ".arns")
 
     def pred(ctx: EvalContext) -> Tri:
+        selections = ctx.index.by_type.get(SELECTION, ())
+        if not selections:
+            return False  # nothing selects anything (the common case: checked first, it is cheap)
         res = ctx.subject or ctx.resource
         template = arns.get(res.type)
-        addresses = set(ctx.index.by_address)
+        addresses = ctx.index.by_address
         tags = _tags(res, _default_tags(ctx))
         results: list[Tri] = []
-        for sel in ctx.index.by_type.get(SELECTION, ()):
+        for sel in selections:
             by_entry = _entries_match(sel, "resources", res, template, addresses)
             picked = t_or([by_entry, _selection_tags(sel, tags)])
             if picked is False:
