@@ -13,18 +13,10 @@ from soc2infra.engine.policy import load_pack
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# Providers whose rules are still being written (issue 17, Google Cloud and Azure part): their
-# ids may be missing until that work lands. Remove a provider from here when it is complete.
-PENDING_PROVIDERS = {"gcp", "azure"}
-
-
 def test_every_catalog_id_has_a_rule_or_a_reason():
     pack = load_pack()
-    checks = catalog_index()
-    assert len(checks) >= 250
-    provider = {c.id: c.provider for c in checks}
-    missing = [i for i in missing_ids(pack) if provider[i] not in PENDING_PROVIDERS]
-    assert missing == [], "add `catalog:` to a rule or a reason to policies/catalog-undecidable*.yaml"
+    assert len(catalog_index()) >= 250
+    assert missing_ids(pack) == [], "add `catalog:` to a rule or a reason to policies/catalog-undecidable*.yaml"
     assert unknown_ids(pack) == [], "catalog ids that the catalog does not have"
 
 
@@ -34,8 +26,7 @@ def test_coverage_md_is_up_to_date_and_lists_every_id():
     assert text == coverage_markdown(pack), "regenerate: soc2infra policy docs"
     for check in catalog_index():
         assert f"`{check.id}`" in text
-        if check.provider not in PENDING_PROVIDERS:
-            assert f"| `{check.id}` | — | **missing** |" not in text
+    assert "**missing**" not in text
 
 
 def test_missing_id_is_reported(tmp_path):
