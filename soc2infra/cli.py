@@ -108,6 +108,7 @@ def _register_commands() -> None:
     # Commands that live in their own modules, listed explicitly.
     from soc2infra.cli_controls import controls, explain
     from soc2infra.cli_evidence import evidence
+    from soc2infra.cli_export import export
     from soc2infra.cli_lab import lab
     from soc2infra.cli_scan import baseline, scan
     from soc2infra.cli_waiver import waiver
@@ -119,6 +120,7 @@ def _register_commands() -> None:
     cli.add_command(controls)
     cli.add_command(explain)
     cli.add_command(waiver)
+    cli.add_command(export)
 
 
 _register_commands()

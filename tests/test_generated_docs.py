@@ -32,3 +32,12 @@ def test_readme_shows_the_rule_counts_per_provider():
     block = readme[readme.index(COUNTS_START):readme.index(COUNTS_END) + len(COUNTS_END)]
     assert block == readme_counts(load_pack()), "regenerate: soc2infra policy docs"
     assert "aws " in block and "kubernetes " in block
+
+
+def test_vap_md_lists_where_every_kubernetes_rule_is_enforced():
+    from soc2infra.export.vap import DOCS_END, DOCS_START, docs_section
+
+    text = (ROOT / "docs" / "vap.md").read_text(encoding="utf-8")
+    block = text[text.index(DOCS_START):text.index(DOCS_END) + len(DOCS_END)]
+    assert block == docs_section(load_pack()), "regenerate: soc2infra policy docs"
+    assert "SOC2-K8S-NET-004 | deny | webhook | reads other objects" in block

@@ -104,6 +104,10 @@ class Rule:
     catalog: tuple[str, ...] = ()
     #: admission enforcement level (baseline | restricted | hygiene), None when the rule has none
     enforcement: str | None = None
+    #: the `condition` and `when` mappings as written (line marks removed): the data other
+    #: compilers (ValidatingAdmissionPolicy CEL, soc2infra.export) translate
+    condition_data: Any = None
+    when_data: Any = None
 
 
 @dataclass(slots=True)
@@ -313,9 +317,11 @@ def compile_rule(fname: str, item: Any, controls: dict[str, Control]) -> Rule:
     action = item.get("action", default)
     if action not in ACTIONS:
         raise fail("action", f"must be one of {', '.join(ACTIONS)}")
+    condition_data = _strip_lines(item.get("condition"))
+    when_data = _strip_lines(item["when"]) if "when" in item else None
     try:
-        predicate = compile_condition(_strip_lines(item.get("condition")), "condition")
-        applies = compile_condition(_strip_lines(item["when"]), "when") if "when" in item else None
+        predicate = compile_condition(condition_data, "condition")
+        applies = compile_condition(when_data, "when") if when_data is not None else None
     except ConditionError as exc:
         raise fail(exc.field, str(exc)) from None
     examples = _examples(item.get("examples"), fail)
@@ -326,6 +332,7 @@ def compile_rule(fname: str, item: Any, controls: dict[str, Control]) -> Rule:
         description=str(item.get("description", "")).strip(), examples=examples, file=fname,
         line=line or 0, enabled=bool(item.get("enabled", True)), catalog=_catalog_ids(item, fail),
         enforcement=enforcement,
+        condition_data=condition_data, when_data=when_data,
     )
 
 

@@ -1,0 +1,1 @@
+"""Exporters of the policy pack to other enforcement points (ValidatingAdmissionPolicy)."""
