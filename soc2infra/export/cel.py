@@ -343,7 +343,8 @@ def _default_outcome(spec: Mapping[str, Any]) -> bool:
     (a constant, so decided here with the engine itself), otherwise false."""
     if "default" not in spec:
         return False
-    from soc2infra.engine.conditions import EvalContext, ResourceIndex, compile_condition
+    from soc2infra.engine.core import EvalContext, ResourceIndex
+    from soc2infra.engine.registry import compile_condition
     from soc2infra.model import Resource
 
     probe = {k: v for k, v in spec.items() if k != "quantifier"}

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from soc2infra.engine.conditions import ResourceIndex
+from soc2infra.engine.core import ResourceIndex
 from soc2infra.engine.evaluate import evaluate
 from soc2infra.engine.policy import PolicyPack, load_pack
 from soc2infra.export.k8s_schema import KINDS
