@@ -109,12 +109,25 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
 
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings, runtime)
+        if s.enforcement != "webhook":
+            start_vap_sync(runtime)
         if s.audit.enabled:
             runtime.audit_task = asyncio.create_task(audit_loop(runtime), name="soc2infra-audit")
 
     kopf.on.startup(id="soc2infra-startup", registry=registry)(startup)
 
     async def cleanup(**_: Any) -> None:
+        if runtime.vap_task is not None:
+            runtime.vap_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runtime.vap_task
+            if s.webhook.remove_on_exit:
+                # Out of cluster (the default), a stopped operator leaves no Deny policy behind;
+                # in a cluster (remove_on_exit: false) the policies keep enforcing while it restarts.
+                from soc2infra_operator.vapsync import sync
+
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(sync, runtime.kube, [])
         if runtime.audit_task is not None:
             runtime.audit_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -129,6 +142,17 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
 
     kopf.on.cleanup(id="soc2infra-cleanup", registry=registry)(cleanup)
     return ids
+
+
+def start_vap_sync(runtime: Runtime) -> None:
+    """enforcement vap/hybrid: keep the ValidatingAdmissionPolicies in sync (see vapsync.py)."""
+    from soc2infra_operator.vapsync import sync_loop
+
+    runtime.loop = asyncio.get_running_loop()
+    runtime.vap_wake = asyncio.Event()
+    runtime.vap_task = asyncio.create_task(
+        sync_loop(runtime.kube, runtime.vap_objects, runtime.vap_wake,
+                  runtime.settings.audit.interval_seconds), name="soc2infra-vap-sync")
 
 
 def configure_kopf(settings: kopf.OperatorSettings, runtime: Runtime) -> None:

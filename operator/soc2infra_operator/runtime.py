@@ -41,6 +41,7 @@ from soc2infra_operator.evidence import (
 )
 from soc2infra_operator.metrics import OperatorMetrics
 from soc2infra_operator.settings import OperatorSettings
+from soc2infra_operator.vapsync import desired_objects, enforcement_plan, webhook_kinds, webhook_pack
 from soc2infra_operator.waivers import WaiverStore
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,13 @@ class Runtime:
     last_audit: Any = None  # AuditOutcome of the last run (tests, liveness)
     rule_meta: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    # enforcement vap/hybrid: rules enforced by ValidatingAdmissionPolicies, and the policy the
+    # webhook decides with (those rules disabled); None: the webhook decides every rule.
+    cel_rules: frozenset[str] = frozenset()
+    webhook_policy: AdmissionPolicy | None = None
+    vap_wake: asyncio.Event | None = None  # set on waiver changes: resync the policies
+    vap_task: asyncio.Task[None] | None = None
+    loop: asyncio.AbstractEventLoop | None = None  # the operator's loop (waiver events arrive in threads)
 
     def __post_init__(self) -> None:
         self.metrics.watch_waivers(self.waivers.snapshot, self.policy.waiver_warning_days)
@@ -84,13 +92,18 @@ class Runtime:
         policy = AdmissionPolicy.build(pack, settings, rule_relations(pack))
         ev = settings.evidence
         writer = writer or EvidenceWriter.open(ev.ledger, ev.timeout_seconds, ev.signing_key)
+        cel_rules = enforcement_plan(pack, settings.enforcement).cel_rules
+        webhook_policy = (AdmissionPolicy.build(webhook_pack(pack, cel_rules), settings, rule_relations(pack))
+                          if cel_rules else None)
         return cls(settings=settings, pack=pack, policy=policy, writer=writer,
-                   rule_meta={r.id: (r.severity, r.controls) for r in pack.rules})
+                   rule_meta={r.id: (r.severity, r.controls) for r in pack.rules},
+                   cel_rules=cel_rules, webhook_policy=webhook_policy)
 
     @property
     def kinds(self) -> list[str]:
         """Kinds with a validating webhook."""
-        return admission_kinds(self.pack, self.settings)
+        return webhook_kinds(admission_kinds(self.pack, self.settings), self.pack, self.cel_rules,
+                             self.settings.enforcement)
 
     def group_of(self, kind: str) -> str | None:
         """The API group a kind is pinned to (None: any group)."""
@@ -101,7 +114,8 @@ class Runtime:
     def decide(self, req: ReviewRequest) -> Decision:
         """The decision for *req*; an internal error becomes a failure decision, never a crash."""
         try:
-            return decide(req, self.policy, self.waivers.snapshot(), self.context, datetime.now(UTC).date())
+            return decide(req, self.webhook_policy or self.policy, self.waivers.snapshot(), self.context,
+                          datetime.now(UTC).date())
         except Exception as exc:  # noqa: BLE001 - a bug must answer by the failure policy, not 500
             logger.exception("admission evaluation failed")
             return failure_decision(req, f"internal error ({type(exc).__name__})",
@@ -150,6 +164,8 @@ class Runtime:
         else:
             waiver = self.waivers.upsert(obj)
             change = "waiver-created" if event_type == "ADDED" else "waiver-changed"
+        if self.vap_wake is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.vap_wake.set)  # the policies' waiver conditions change
         if waiver is None or event_type not in ("ADDED", "MODIFIED", "DELETED"):
             return  # the initial listing (type None) is state, not a change
         if waiver.problem:
@@ -159,6 +175,12 @@ class Runtime:
                 self.writer.commit_sync(waiver_record(change, waiver.to_dict(), self.pack.digest, actor))
             except EvidenceError as exc:
                 logger.error("waiver change not recorded: %s", exc)
+
+    def vap_objects(self) -> list[dict[str, Any]]:
+        """The ValidatingAdmissionPolicies and bindings the cluster should hold now."""
+        plan = enforcement_plan(self.pack, self.settings.enforcement)
+        return desired_objects(plan, self.policy.actions, self.settings, self.waivers.snapshot(),
+                               datetime.now(UTC).date(), self.pack.digest)
 
     def set_context(self, resources: Sequence[Resource]) -> None:
         """Replace the admission context (objects of kinds cross-object rules look up)."""

@@ -180,6 +180,11 @@ class OperatorSettings:
     # lower-priority operator, which would freeze this replica's view of the waivers.
     peering: str = "standalone"
     log_level: str = "INFO"
+    # Where rules are enforced at admission: "webhook" (every rule), "vap" (rules with a CEL form
+    # as ValidatingAdmissionPolicies the operator installs; no webhook), "hybrid" (CEL rules as
+    # policies, the others in the webhook, which registers only for the kinds they need).
+    # See docs/vap.md.
+    enforcement: Literal["webhook", "vap", "hybrid"] = "webhook"
 
     @property
     def evidence_fail_closed(self) -> bool:

@@ -91,6 +91,7 @@ class WaiverScope:
     labels: tuple[tuple[str, str], ...] = ()
     opt_out: bool = False
     origin: str = ""  # "SOC2Waiver payments/legacy", "waivers.yaml:12", for the reader
+    cluster_only: bool = False  # applies to cluster-scoped objects only
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +258,8 @@ def waiver_condition(rule: Rule, waivers: Sequence[WaiverScope], scope: ExportSc
     for w in mine:
         address = cel_string(_glob_re(w.address))
         parts = [] if w.address == "*" else [f"({_address_expr()}).matches({address})"]
+        if w.cluster_only:
+            parts.append(f"(!has({meta}.namespace) || {meta}.namespace == '')")
         for k, v in w.labels:
             parts.append(f"({_map_has(meta, k)} && {meta}.labels[{cel_string(k)}] == {cel_string(v)})")
         if w.opt_out:
