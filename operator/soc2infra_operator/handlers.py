@@ -126,8 +126,11 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
                 # in a cluster (remove_on_exit: false) the policies keep enforcing while it restarts.
                 from soc2infra_operator.vapsync import sync
 
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(sync, runtime.kube, [])
+                try:
+                    result = await asyncio.to_thread(sync, runtime.kube, [])
+                    logger.info("removed %d ValidatingAdmissionPolicy objects", result.deleted)
+                except Exception:  # noqa: BLE001 - shutting down: log, do not mask the exit
+                    logger.exception("could not remove the ValidatingAdmissionPolicies")
         if runtime.audit_task is not None:
             runtime.audit_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
