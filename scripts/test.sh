@@ -24,9 +24,9 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-echo "== kube-apiserver, etcd, helm, kubectl (cached build)"
+echo "== kube-apiserver, etcd, helm, kubectl, kube-controller-manager (cached build)"
 start=$(date +%s)
-bin_dir=$(bash tools/build-binaries.sh | tail -n 1)
+bin_dir=$(bash tools/build-binaries.sh --with-kcm | tail -n 1)
 export SOC2INFRA_BIN_DIR="$bin_dir" SOC2INFRA_HELM="$bin_dir/helm" PATH="$bin_dir:$PATH"
 echo "   binaries in $bin_dir ($(( $(date +%s) - start )) s)"
 

@@ -71,7 +71,7 @@ WORKLOAD_KINDS = frozenset({"Pod", "Deployment", "StatefulSet", "DaemonSet", "Re
                             "ReplicationController"})
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NUMBER_RE = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+_NUMBER_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"  # what double() parses
 # Python regex features RE2 (CEL's matches()) does not have.
 _NOT_RE2 = re.compile(r"\(\?[=!]|\(\?<[=!]|\(\?P=|\(\?>|\\[1-9]|\\Z|[*+?}]\+")
 

@@ -120,3 +120,24 @@ def ensure_binaries(build: bool = False) -> Path:
     if missing:
         raise BinariesMissing(f"build reported success but {', '.join(missing)} missing in {bin_dir}")
     return bin_dir
+
+
+KCM = "kube-controller-manager"
+
+
+def ensure_controller_manager(bin_dir: Path, build: bool = False) -> Path:
+    """kube-controller-manager next to the other binaries (optional: only the
+    ValidatingAdmissionPolicy type-checking test runs it). With ``build=True`` it is built by
+    ``tools/build-binaries.sh --with-kcm`` into the cache; ``$SOC2INFRA_BIN_DIR`` is never built into."""
+    path = bin_dir / KCM
+    if os.access(path, os.X_OK):
+        return path
+    if not build or os.environ.get("SOC2INFRA_BIN_DIR") or not BUILD_SCRIPT.is_file():
+        raise BinariesMissing(f"{KCM} not found in {bin_dir} (build it with: "
+                              f"{' '.join(build_command())} --with-kcm)")
+    result = subprocess.run([*build_command(), "--with-kcm"], stdout=subprocess.PIPE, stderr=_stderr_target(),
+                            text=True, check=False)
+    built = Path(_last_line(result.stdout)) / KCM if result.returncode == 0 else path
+    if not os.access(built, os.X_OK):
+        raise BinariesMissing(f"building {KCM} failed (exit {result.returncode}); see its output above")
+    return built

@@ -10,12 +10,16 @@ installed (no webhook). Two passes, each with every policy installed at once:
 2. the bindings the exporter writes (deny → Deny, warn → Warn, audit → Audit): the verdict
    (deny / warn / allow) is compared with the webhook's own decision function on the same object.
 
-A policy the API server refuses to create (a CEL compile error) fails the test.
+A policy the API server refuses to create (a CEL compile error) fails the test, and so does a
+type-checking warning: kube-controller-manager's ValidatingAdmissionPolicy status controller runs
+against the same API server and every policy's ``status.typeChecking`` is read.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +35,8 @@ from soc2infra.engine.evaluate import evaluate
 from soc2infra.engine.policy import PolicyPack, load_pack
 from soc2infra.export.k8s_schema import KINDS
 from soc2infra.export.vap import export_objects, kubernetes_rules, plan_pack
-from soc2infra.lab import ControlPlane
+from soc2infra.lab import BinariesMissing, ControlPlane
+from soc2infra.lab.binaries import ensure_controller_manager
 from soc2infra.lab.rest import Reply, RestClient
 from soc2infra.sources.kubernetes import object_to_resource
 from soc2infra_operator.admission import AdmissionPolicy, ReviewRequest, decide
@@ -123,6 +128,54 @@ def vap_client(control_plane: ControlPlane) -> Iterator[RestClient]:
         assert reply.status in (201, 409), reply.message
     yield client
     _delete_all(client)
+
+
+@pytest.fixture(scope="module")
+def status_controller(control_plane: ControlPlane, bin_dir: Path) -> Iterator[None]:
+    """kube-controller-manager with only the ValidatingAdmissionPolicy status controller."""
+    try:
+        kcm = ensure_controller_manager(bin_dir, build=True)
+    except BinariesMissing as err:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"kube-controller-manager unavailable (CI requires it): {err}", pytrace=False)
+        pytest.skip(str(err))
+    log = (control_plane.logs_dir / "kube-controller-manager.log").open("w")
+    proc = subprocess.Popen([str(kcm), f"--kubeconfig={control_plane.kubeconfig}", "--leader-elect=false",
+                             "--controllers=validatingadmissionpolicy-status-controller", "--secure-port=0"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_every_policy_type_checks_against_the_schemas(vap_client: RestClient, status_controller: None) -> None:
+    plans = [p for p in plan_pack(load_pack()) if p.cel]
+    _delete_all(vap_client)
+    _apply(vap_client, export_objects(plans))
+
+    def checked() -> list[dict[str, Any]] | None:
+        items = vap_client.request("GET", f"{ADMISSION}/validatingadmissionpolicies").body.get("items") or []
+        done = [i for i in items if (i.get("status") or {}).get("observedGeneration") == i["metadata"]["generation"]]
+        return items if items and len(done) == len(items) else None
+
+    deadline = time.monotonic() + 60
+    items = None
+    while items is None and time.monotonic() < deadline:
+        items = checked()
+        time.sleep(0.5)
+    assert items is not None, "the status controller never type-checked the policies"
+    assert len(items) == len(plans)
+    warnings = {i["metadata"]["name"]: w for i in items
+                if (w := ((i.get("status") or {}).get("typeChecking") or {}).get("expressionWarnings"))}
+    assert warnings == {}, warnings
+    assert all("typeChecking" in i["status"] for i in items)
 
 
 def _send_all(client: RestClient, cases: list[Case]) -> list[Reply]:

@@ -8,10 +8,12 @@
 # where <key> hashes tools/k8sbin/go.mod + go.sum and the build recipe below, so a second run
 # is instant and a change to any pinned version lands in a fresh directory.
 #
-# Usage: tools/build-binaries.sh [--check | --helm-only]
+# Usage: tools/build-binaries.sh [--check | --helm-only] [--with-kcm]
 #   (no flag)    build whatever is missing; print the bin dir as the LAST line of stdout
 #   --check      build nothing; print the bin dir and exit 0 if complete, exit 3 if not
 #   --helm-only  build only helm (minutes cold) into the same bin dir; print it
+#   --with-kcm   also kube-controller-manager: its ValidatingAdmissionPolicy status controller
+#                writes status.typeChecking, which tests/e2e/test_vap_parity.py reads
 # Progress and go output go to stderr. Needs Go >= 1.24 (GOTOOLCHAIN=local: never auto-download
 # a toolchain) and network access to the Go module proxy on a cold run (~6 min on 2 cores).
 set -euo pipefail
@@ -27,12 +29,15 @@ moddir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 
 mode=build
-case "${1:-}" in
-  --check) mode=check ;;
-  --helm-only) mode=helm ;;
-  "") ;;
-  *) echo "usage: $0 [--check | --helm-only]" >&2; exit 2 ;;
-esac
+with_kcm=0
+for arg in "$@"; do
+  case "$arg" in
+    --check) mode=check ;;
+    --helm-only) mode=helm ;;
+    --with-kcm) with_kcm=1 ;;
+    *) echo "usage: $0 [--check | --helm-only] [--with-kcm]" >&2; exit 2 ;;
+  esac
+done
 
 log() { echo "build-binaries: $*" >&2; }
 
@@ -59,11 +64,19 @@ bindir="$cache/bin/$key"
 kubectl_key="$( { cat "$moddir/kubectl.go.mod" "$moddir/kubectl.go.sum"; echo "kubectl $recipe"; } \
   | sha256sum | cut -c1-16)"
 
+# kube-controller-manager, on request only, the same way: kcm.go.mod/.sum and its own stamp.
+kcm_key="$( { cat "$moddir/kcm.go.mod" "$moddir/kcm.go.sum"; echo "kcm $recipe"; } | sha256sum | cut -c1-16)"
+
 complete() {
   local b wanted="kube-apiserver etcd helm"
   [ "$mode" = helm ] && wanted=helm
   for b in $wanted; do [ -x "$bindir/$b" ] || return 1; done
+  if [ "$mode" != helm ] && [ "$with_kcm" = 1 ]; then kcm_current || return 1; fi
   [ "$mode" = helm ] || kubectl_current
+}
+
+kcm_current() {
+  [ -x "$bindir/kube-controller-manager" ] && [ "$(cat "$bindir/kcm.key" 2>/dev/null)" = "$kcm_key" ]
 }
 
 kubectl_current() {
@@ -125,6 +138,21 @@ build_kubectl() {
   log "built kubectl in $(( $(date +%s) - t0 )) s"
 }
 
+build_kcm() {
+  local t0 kwork="$work/kcm"
+  kcm_current && return 0
+  t0=$(date +%s)
+  log "building kube-controller-manager $K8S_VERSION ..."
+  mkdir -p "$kwork"
+  cp "$moddir/kcm.go.mod" "$kwork/go.mod"
+  cp "$moddir/kcm.go.sum" "$kwork/go.sum"
+  (cd "$kwork" && GOFLAGS=-mod=mod "$GO" build -trimpath -ldflags "$APISERVER_LDFLAGS" \
+    -o "$bindir/.tmp.kube-controller-manager.$$" k8s.io/kubernetes/cmd/kube-controller-manager)
+  mv -f "$bindir/.tmp.kube-controller-manager.$$" "$bindir/kube-controller-manager"
+  echo "$kcm_key" >"$bindir/kcm.key"
+  log "built kube-controller-manager in $(( $(date +%s) - t0 )) s"
+}
+
 build_helm() {
   local t0 gomod cgo_ver hmaj hmin ldflags gobin
   [ -x "$bindir/helm" ] && return 0
@@ -161,6 +189,7 @@ build_mod etcd go.etcd.io/etcd/server/v3 "$ETCD_LDFLAGS"
 build_mod kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$APISERVER_LDFLAGS"
 build_helm
 build_kubectl
+if [ "$with_kcm" = 1 ]; then build_kcm; fi
 cat >"$bindir/VERSIONS" <<EOF
 kube-apiserver $K8S_VERSION
 kubectl $K8S_VERSION
