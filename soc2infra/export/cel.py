@@ -148,9 +148,13 @@ class CompiledCondition:
     variables: tuple[str, ...]
 
 
-def compile_rule_condition(condition: Any, when: Any, kind: KindInfo) -> CompiledCondition:
-    """CEL that is true when the rule passes on an object of *kind*: ``!(when) || (condition)``."""
-    env = _Env(kind=kind, root=Val("object", Ty("obj", model=kind.model)))
+def compile_rule_condition(condition: Any, when: Any, kind: KindInfo,
+                           root: str = "object") -> CompiledCondition:
+    """CEL that is true when the rule passes on an object of *kind*: ``!(when) || (condition)``.
+
+    *root* is ``dyn(object)`` when the expression shares a policy with other kinds whose schemas
+    lack the fields it reads (the branch for another kind must still type-check)."""
+    env = _Env(kind=kind, root=Val(root, Ty("obj", model=kind.model)))
     cond = _compile(condition, env.root, env)
     expr = cond if when is None else f"!({_compile(when, env.root, env)}) || ({cond})"
     needed: list[str] = []
@@ -247,7 +251,7 @@ def _through_list(cur: Val, keys: Sequence[str | int], env: _Env) -> bool:
             return False
         if ty.is_list:
             return True
-        ty = _step_type(ty, key, env, at_root=(i == 0 and cur.expr == "object"))
+        ty = _step_type(ty, key, env, at_root=(i == 0 and cur.expr == env.root.expr))
     return False
 
 
@@ -293,7 +297,7 @@ def _walk(cur: Val, keys: Sequence[str | int], body: Body, mode: str, env: _Env)
     key, rest = keys[0], keys[1:]
     missing = "true" if mode == "all" else "false"
     ty = cur.ty
-    if cur.expr == "object" and isinstance(key, str) and key.startswith("_"):
+    if cur.expr == env.root.expr and isinstance(key, str) and key.startswith("_"):
         got = _normalized(key, env)
         if got is None:
             return missing

@@ -140,14 +140,29 @@ def plan_rule(rule: Rule) -> RulePlan:
     except NotCompilable as exc:
         return RulePlan(rule, infos, reason=str(exc))
     forms = {c.expression for c in results.values()}
-    if len(forms) != 1:
-        return RulePlan(rule, infos, reason="reads fields whose shape differs between the kinds it targets")
+    expression = forms.pop() if len(forms) == 1 else _by_kind(rule, infos)
     variables: list[str] = []
     for c in results.values():
         variables += [v for v in c.variables if v not in variables]
-    compiled = CompiledCondition(expression=forms.pop(), variables=tuple(n for n in POD_VARIABLES
-                                                                          if n in variables))
+    compiled = CompiledCondition(expression=expression, variables=tuple(n for n in POD_VARIABLES
+                                                                         if n in variables))
     return RulePlan(rule, infos, compiled=compiled)
+
+
+def _by_kind(rule: Rule, infos: Sequence[KindInfo]) -> str:
+    """One expression per group of kinds that compile alike, chosen by ``object.kind``. Each branch
+    reads through ``dyn(object)``: it is type-checked against every matched kind's schema, also
+    those (a Service) that lack the fields another kind's branch reads (a Deployment's template)."""
+    groups: dict[str, list[str]] = {}
+    for info in infos:
+        dyn = compile_rule_condition(rule.condition_data, rule.when_data, info, root="dyn(object)")
+        expr = dyn.expression
+        groups.setdefault(expr, []).append(info.kind)
+    out = "false"
+    for expr, kinds in reversed(list(groups.items())):
+        names = ", ".join(cel_string(k) for k in kinds)
+        out = f"(object.kind in [{names}] ? ({expr}) : {out})"
+    return out
 
 
 def plan_pack(pack: PolicyPack, rule_ids: Iterable[str] | None = None) -> list[RulePlan]:

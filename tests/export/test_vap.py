@@ -78,6 +78,12 @@ def test_when_guards_the_condition():
     assert c.expression.startswith("!(") and c.expression.endswith(") || (false)")
 
 
+def test_a_rule_whose_kinds_compile_differently_branches_on_the_kind(plans):
+    expr = plans["SOC2-K8S-ADDON-001"].compiled.expression
+    assert expr.startswith("(object.kind in ['Deployment'] ? (") and "(object.kind in ['Service'] ? (" in expr
+    assert "dyn(object).spec.template.spec.containers" in expr and expr.endswith(": false))")
+
+
 @pytest.mark.parametrize(("condition", "reason"), [
     ({"related": {"types": ["PodDisruptionBudget"], "link": "selector"}}, "reads other objects"),
     ({"path": "metadata.name", "matches": "^(?!kube-)"}, "RE2"),
