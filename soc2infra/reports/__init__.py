@@ -62,6 +62,18 @@ class ReportInput:
         file = self.rel(res.file) or "(no file)"
         return f"{file}:{res.line}" if res.line and res.line > 0 else file
 
+    def root_hint(self, finding: Finding) -> str | None:
+        """The finding's Terraform root module when its file lies outside that root (a shared
+        module evaluated from several example roots), else None."""
+        res = finding.resource
+        root = res.meta.get("root")
+        if not isinstance(root, str) or not res.file:
+            return None
+        file, base = os.path.abspath(res.file), os.path.abspath(root)
+        if file.startswith(base.rstrip(os.sep) + os.sep):
+            return None
+        return self.rel(root) or root
+
     @cached_property
     def rules_by_id(self) -> dict[str, Rule]:
         """The pack's rules by id (disabled ones included)."""

@@ -47,15 +47,15 @@ def _plural(n: int, word: str) -> str:
 
 def _finding_line(data: ReportInput, f: Finding) -> str:
     icon = SEVERITY_ICON.get(f.severity, "⚪")
+    root = data.root_hint(f)
+    where = data.location(f) + (f" in root {root}" if root is not None else "")
     return (f"- {icon} **{f.severity}** {_code(f.rule_id)} {_code(f.resource.address)}: {_esc(f.message)} "
-            f"({_code(data.location(f))})")
+            f"({_code(where)})")
 
 
 def _why(f: Finding) -> str:
-    """Why an unknown finding is undecided, and in which root module."""
-    root = f.resource.meta.get("root")
-    where = f" in root {_code(root)}" if isinstance(root, str) else ""
-    return f"{where}: because {_esc(f.reason_text)}" if f.reasons else where
+    """Why an unknown finding is undecided."""
+    return f": because {_esc(f.reason_text)}" if f.reasons else ""
 
 
 def _capped(lines: list[str], limit: int, noun: str) -> list[str]:

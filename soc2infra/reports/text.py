@@ -86,6 +86,9 @@ def _finding(lines: _Lines, data: ReportInput, f: Finding, indent: str = "  ") -
     body = indent + "  "
     lines.add(body + _indented(f.message, body))
     lines.add((f"{body}resource: {f.resource.address}", "dim"))
+    root = data.root_hint(f)
+    if root is not None:
+        lines.add((f"{body}root module: {root}", "dim"))
     if f.details:
         lines.add((f"{body}details: {_detail_text(f.details)}", "dim"))
     lines.add(body, ("fix: ", "green"), _indented(f.remediation, body + "     "))
@@ -173,9 +176,6 @@ def render(data: ReportInput) -> str:
             for f in groups[kind]:
                 lines.blank()
                 _finding(lines, data, f, "    ")
-                root = f.resource.meta.get("root")
-                if isinstance(root, str):
-                    lines.add((f"      root module: {data.rel(root) or root}", "dim"))
                 for r in f.reasons:
                     lines.add((f"      because: {r.reason}", "dim"))
 

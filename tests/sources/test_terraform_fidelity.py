@@ -535,3 +535,21 @@ resource "aws_iam_role_policy" "vpc" {
     assert len(unknown) >= 2
     assert all(f.reasons and all(r.kind == "apply_time" for r in f.reasons) for f in unknown), \
         [(f.rule_id, f.reasons) for f in unknown]
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_a_shared_module_finding_names_its_root_in_human_formats(write_tree, fmt):
+    """Two example roots calling one module give the same address and file:line; the root
+    module tells them apart."""
+    import subprocess
+    import sys
+
+    module = 'resource "aws_eks_cluster" "c" {\n  name     = "c"\n  role_arn = "r"\n}\n'
+    root = write_tree({"modules/eks/main.tf": module,
+                       "examples/one/main.tf": 'module "eks" { source = "../../modules/eks" }\n',
+                       "examples/two/main.tf": 'module "eks" { source = "../../modules/eks" }\n'})
+    out = subprocess.run([sys.executable, "-m", "soc2infra.cli", "scan", "--no-config", "--enable",
+                          "SOC2-AWS-EKS-002", "-f", fmt, str(root / "examples")],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 1, out.stderr
+    assert "examples/one" in out.stdout and "examples/two" in out.stdout
