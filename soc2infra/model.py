@@ -210,6 +210,26 @@ class Finding:
     # Why an "unknown" finding could not be decided (empty for failures).
     reasons: tuple[UnknownReason, ...] = ()
 
+    @classmethod
+    def from_dict(cls, item: dict[str, Any]) -> Finding:
+        """The inverse of :meth:`to_dict` (a resource without attributes: reports need none)."""
+        res = item["resource"]
+        meta: dict[str, Any] = {}
+        if "module_call" in res:
+            meta["module_call"] = dict(res["module_call"])
+        if "root" in res:
+            meta["root"] = res["root"]
+        resource = Resource(kind=res["kind"], type=res["type"], address=res["address"], attributes={},
+                            file=res.get("file", ""), line=int(res.get("line") or 0), meta=meta)
+        return cls(rule_id=item["rule_id"], title=item["title"], severity=item["severity"],
+                   category=item["category"], controls=tuple(item["controls"]), message=item["message"],
+                   remediation=item["remediation"], resource=resource, status=item["status"],
+                   suppressed=bool(item.get("suppressed")),
+                   waiver=Waiver(**item["waiver"]) if item.get("waiver") else None,
+                   details=dict(item.get("details", {})),
+                   reasons=tuple(UnknownReason(r["kind"], r["reason"], r.get("resource_type"),
+                                               r.get("attribute")) for r in item.get("reasons", ())))
+
     @property
     def reason_text(self) -> str:
         """The reasons of an unknown finding in one line (``kind: reason; …``), else ""."""
@@ -274,6 +294,15 @@ class ModuleRecord:
     line: int = 0
     root: str = ""  # the root module it was called from
 
+    @classmethod
+    def from_dict(cls, item: dict[str, Any]) -> ModuleRecord:
+        """The inverse of :meth:`to_dict`."""
+        return cls(address=item["address"], source=item["source"], version=item.get("version"),
+                   scanned=item["scanned"], reason=item.get("reason", ""),
+                   resolved_version=item.get("resolved_version"), origin=item.get("origin", ""),
+                   location=item.get("location", ""), digest=item.get("digest", ""),
+                   file=item.get("file", ""), line=int(item.get("line") or 0), root=item.get("root", ""))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``coverage.modules[]`` item of the result contract)."""
         out: dict[str, Any] = {"address": self.address, "source": self.source, "scanned": self.scanned}
@@ -317,7 +346,7 @@ class Coverage:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``coverage`` section of the result contract)."""
         return {
-            "modules": [m.to_dict() for m in self.modules],
+            "modules": [m.to_dict() for m in sorted(self.modules, key=lambda m: (m.root, m.address))],
             "modules_not_scanned": len(self.unscanned_modules),
             "skipped_files": [f.to_dict() for f in self.skipped_files],
         }
@@ -346,6 +375,13 @@ class ScanResult:
     # (rule_id, address) pairs that passed; kept for JUnit/evidence populations.
     passes: list[tuple[str, str]] = field(default_factory=list)
     coverage: Coverage = field(default_factory=Coverage)
+    # Set when the resources themselves are not at hand (a result merged from shards' JSON).
+    resource_count: int | None = None
+
+    @property
+    def resource_total(self) -> int:
+        """How many resources the scan read."""
+        return len(self.resources) if self.resource_count is None else self.resource_count
 
     @property
     def failures(self) -> list[Finding]:

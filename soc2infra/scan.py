@@ -259,6 +259,14 @@ def _relativize(resources: Iterable[Resource], errors: list[Error], base: Path) 
     return [Error(rel(e.file), e.line, e.message) for e in errors]
 
 
+def relativize_result(resources: Iterable[Resource], errors: list[Error], coverage: Coverage,
+                      base: Path) -> list[Error]:
+    """Make every path in a unit's resources, errors and coverage relative to *base*."""
+    out = _relativize(resources, errors, base)
+    _relativize_coverage(coverage, base)
+    return out
+
+
 def _relativize_coverage(coverage: Coverage, base: Path) -> None:
     rel = _relative_to(base)
     for m in coverage.modules:
@@ -276,9 +284,7 @@ def scan(paths: Sequence[str], pack: PolicyPack, options: ScanOptions | None = N
         from soc2infra.sources import kubernetes
 
         resources += kubernetes.namespace_resources(resources)
-    base = options.base_dir or Path.cwd()
-    errors = _relativize(resources, errors, base)
-    _relativize_coverage(coverage, base)
+    errors = relativize_result(resources, errors, coverage, options.base_dir or Path.cwd())
     result = evaluate_resources(resources, pack, errors)
     result.coverage = coverage
     return result

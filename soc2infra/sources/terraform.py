@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from soc2infra.model import Error, ModuleRecord, Resource
-from soc2infra.sources import cache
+from soc2infra.sources import cache, reads
 from soc2infra.sources.hcl_ast import Body, HclSyntaxError, parse_hcl
 from soc2infra.sources.hcl_fast import available as fast_parser_available
 from soc2infra.sources.hcl_fast import parse_hcl_fast
@@ -153,9 +153,15 @@ class TerraformLoader:
     def module(self, directory: Path) -> ModuleDef | None:
         """The parsed module in *directory* (None when it has no ``.tf`` files)."""
         directory = directory.resolve()
+        reads.note_listing(directory, "*.tf")
         if directory in self._modules:
-            return self._modules[directory]
+            mdef = self._modules[directory]
+            for f in mdef.files if mdef is not None else ():
+                reads.note(f)  # every unit using a module depends on its files, not only the first
+            return mdef
         files = sorted(str(p) for p in directory.glob("*.tf")) if directory.is_dir() else []
+        for f in files:
+            reads.note(f)
         missing = [f for f in files if f not in self.parsed]
         if missing:
             self.parsed.update(parse_files(missing))
@@ -185,6 +191,7 @@ def local_module_dirs(mdef: ModuleDef) -> set[Path]:
 def _tfvars_values(loader: TerraformLoader, files: list[Path]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for f in files:
+        reads.note(f)
         if f.suffix == ".json":
             try:
                 data = json.loads(f.read_text(encoding="utf-8"))
@@ -211,6 +218,8 @@ def root_inputs(mdef: ModuleDef, loader: TerraformLoader, var_files: Iterable[Pa
     auto = [mdef.dir / "terraform.tfvars", mdef.dir / "terraform.tfvars.json"]
     auto = [p for p in auto if p.is_file()]
     auto += sorted(mdef.dir.glob("*.auto.tfvars")) + sorted(mdef.dir.glob("*.auto.tfvars.json"))
+    for pattern in ("terraform.tfvars*", "*.auto.tfvars*"):
+        reads.note_listing(mdef.dir, pattern)
     values = _tfvars_values(loader, auto + list(var_files))
     inputs: dict[str, _Tracked] = {}
     for name, block in mdef.variables.items():

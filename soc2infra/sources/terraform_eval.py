@@ -50,6 +50,7 @@ class ModuleDef:
     """The parsed blocks of one module directory."""
 
     dir: Path
+    files: list[str] = field(default_factory=list)  # the .tf files it was read from
     variables: dict[str, Block] = field(default_factory=dict)
     locals: dict[str, tuple[Expr, str, int]] = field(default_factory=dict)
     resources: list[tuple[Block, str]] = field(default_factory=list)
@@ -62,6 +63,7 @@ class ModuleDef:
 
     def add_file(self, file: str, body: Body, waivers: dict[int, tuple[tuple[str, str, int], ...]]) -> None:
         """Merge one file's top-level blocks into the module."""
+        self.files.append(file)
         for blk in body.blocks:
             if blk.type == "variable" and blk.labels:
                 self.variables[blk.labels[0]] = blk

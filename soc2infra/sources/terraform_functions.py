@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from soc2infra.model import Unknown, contains_unknown
+from soc2infra.sources import reads
 
 Func = Callable[..., Any]
 
@@ -507,6 +508,7 @@ def file_function(base: Path, root: Path) -> Func:
         if not isinstance(path, str):
             return Unknown("file() of an unknown path")
         target = (base / path).resolve()
+        reads.note(target)
         try:
             return target.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):

@@ -38,6 +38,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from soc2infra.model import ModuleRecord
+from soc2infra.sources import reads
 
 DEFAULT_REGISTRY = "registry.terraform.io"
 MAX_ARCHIVE_BYTES = 200 * 1024 * 1024
@@ -463,6 +464,8 @@ def tree_digest(directory: Path) -> str:
 def read_manifest(root_dir: Path) -> dict[str, dict[str, Any]]:
     """``.terraform/modules/modules.json`` of a root module, by module key (empty when absent)."""
     path = root_dir / ".terraform" / "modules" / "modules.json"
+    reads.note_listing(path.parent, "modules.json")
+    reads.note(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
