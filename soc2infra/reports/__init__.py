@@ -38,6 +38,7 @@ class ReportInput:
     tool_version: str = "0.1.0"
     base_dir: str | os.PathLike[str] = ""  # paths in reports are made relative to this when possible
     color: bool = False  # text only
+    include_passes: bool = False  # JSON: add passes[] (shard results, for `soc2infra merge`)
 
     def rel(self, path: str) -> str:
         """*path* relative to ``base_dir`` when it lies below it, else unchanged.

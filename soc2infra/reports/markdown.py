@@ -91,7 +91,7 @@ def render(data: ReportInput) -> str:
     else:
         verdict = f"nothing at or above `{data.threshold}`"
     out = [f"### {'❌' if failed else '✅'} {TOOL_NAME}: {verdict}", "",
-           f"{' · '.join(counts)} — {_plural(len(result.resources), 'resource')}, "
+           f"{' · '.join(counts)} — {_plural(result.resource_total, 'resource')}, "
            f"{_plural(result.rules_evaluated, 'rule')} checked.", ""]
 
     by_control: dict[str, list[Finding]] = {}

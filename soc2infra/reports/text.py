@@ -126,7 +126,7 @@ def summary_line(data: ReportInput) -> str:
         parts.append(f"{len(result.unknowns)} unknown")
     parts.append(_plural(len(result.errors), "error"))
     verdict = "ERROR" if result.errors else ("FAIL" if data.blocking else "PASS")
-    scope = f"{_plural(len(result.resources), 'resource')}, {_plural(result.rules_evaluated, 'rule')}"
+    scope = f"{_plural(result.resource_total, 'resource')}, {_plural(result.rules_evaluated, 'rule')}"
     gate = f"{len(data.blocking)} at or above {data.threshold}"
     unscanned = len(result.coverage.unscanned_modules)
     notice = f"; {_plural(unscanned, 'module')} not scanned" if unscanned else ""
