@@ -34,9 +34,9 @@ resource "aws_iam_policy" "p" {
 }
 resource "aws_db_instance" "db" {
   engine   = "postgres"
-  password = "%s"
+  password = "SECRET"
 }
-""" % SECRET,
+""".replace("SECRET", SECRET),
     "app/terraform.tfvars": "retention = 400\n",
     "app/policy.txt": json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}),
