@@ -2,7 +2,8 @@
 
 The input is what a server-side dry run printed (``kubectl apply --dry-run=server`` or ``helm
 install --dry-run=server`` stderr): every soc2infra denial names the object, the denying rules and
-the namespace a waiver for it belongs in. The output is one ``SOC2Waiver`` per object and rule,
+the namespace a waiver for it belongs in. The output is one ``SOC2Waiver`` per object and rule
+(a ``SOC2ClusterWaiver`` for cluster-scoped objects),
 with ``owner``, ``reason`` and ``expires`` left as placeholders a person must fill in — an
 accepted risk is a decision with an owner, never a copy-paste. Pure text in, text out.
 """
@@ -75,10 +76,14 @@ def suggest_waivers(denials: list[Denial], today: date | None = None, days: int 
     docs = []
     for d in denials:
         for rule in d.rules:
+            # Cluster-scoped objects get a SOC2ClusterWaiver: no namespace to create it in first.
+            meta: dict[str, str] = {"name": _slug(f"{d.name}-{rule.removeprefix('SOC2-')}")}
+            if d.namespace is not None:
+                meta["namespace"] = d.waiver_namespace
             docs.append({
-                "apiVersion": "soc2infra.io/v1alpha1", "kind": "SOC2Waiver",
-                "metadata": {"name": _slug(f"{d.name}-{rule.removeprefix('SOC2-')}"),
-                             "namespace": d.waiver_namespace},
+                "apiVersion": "soc2infra.io/v1alpha1",
+                "kind": "SOC2Waiver" if d.namespace is not None else "SOC2ClusterWaiver",
+                "metadata": meta,
                 "spec": {"rule": rule, "selector": {"kind": d.kind, "name": d.name},
                          "reason": PLACEHOLDER_REASON, "owner": PLACEHOLDER_OWNER, "expires": expires},
             })

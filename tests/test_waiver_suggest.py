@@ -36,10 +36,11 @@ def test_denials_are_parsed_with_the_namespace_the_waiver_belongs_in():
 
 def test_one_waiver_per_object_and_rule_with_placeholders_to_fill():
     docs = list(yaml.safe_load_all(suggest_waivers(parse_denials(OUTPUT), today=date(2026, 1, 1), days=30)))
-    assert [(d["metadata"]["namespace"], d["metadata"]["name"], d["spec"]["rule"]) for d in docs] == [
-        ("monitoring", "node-exporter-k8s-pod-008", "SOC2-K8S-POD-008"),
-        ("monitoring", "node-exporter-k8s-pod-009", "SOC2-K8S-POD-009"),
-        ("soc2infra", "argo-app-controller-k8s-rbac-001", "SOC2-K8S-RBAC-001"),
+    assert [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"], d["spec"]["rule"])
+            for d in docs] == [
+        ("SOC2Waiver", "monitoring", "node-exporter-k8s-pod-008", "SOC2-K8S-POD-008"),
+        ("SOC2Waiver", "monitoring", "node-exporter-k8s-pod-009", "SOC2-K8S-POD-009"),
+        ("SOC2ClusterWaiver", None, "argo-app-controller-k8s-rbac-001", "SOC2-K8S-RBAC-001"),
     ]
     assert all(d["spec"]["owner"].startswith("TODO") and d["spec"]["reason"].startswith("TODO") for d in docs)
     assert {d["spec"]["expires"] for d in docs} == {"2026-01-31"}
@@ -48,6 +49,7 @@ def test_one_waiver_per_object_and_rule_with_placeholders_to_fill():
 
 def test_cli_reads_stdin_and_fails_without_denials():
     ok = CliRunner().invoke(cli, ["waiver", "suggest"], input=OUTPUT)
-    assert ok.exit_code == 0 and ok.output.count("kind: SOC2Waiver") == 3
+    assert ok.exit_code == 0 and ok.output.count("kind: SOC2Waiver") == 2
+    assert ok.output.count("kind: SOC2ClusterWaiver") == 1
     none = CliRunner().invoke(cli, ["waiver", "suggest"], input="deployment.apps/x created\n")
     assert none.exit_code == 1

@@ -363,7 +363,8 @@ def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[Cluste
     findings, passes = evaluate([resource], policy.pack, index, only=[resource])
     facts = object_facts(obj, resource.address, resource.type, resource.namespace
                          if resource.attributes.get("_namespace") is not None else None,
-                         resource.name, policy.scope.opt_out_key, annotated)
+                         resource.name, policy.scope.opt_out_key, annotated,
+                         namespace_labels(obj, resource.namespace, context))
     outcomes, notes = _outcomes(findings, facts, policy, waivers, today)
     if facts.opted_out and not grants_opt_out(facts, waivers, policy.cluster_waiver_namespace, today):
         notes.append(f"{policy.scope.opt_out_key} on {resource.address} is ignored: no SOC2Waiver with "
@@ -379,6 +380,19 @@ def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[Cluste
         notes=tuple(dict.fromkeys(notes)), request_uid=req.uid, mode=policy.mode,
         waiver_namespace=facts.namespace if facts.namespace is not None else policy.cluster_waiver_namespace,
     )
+
+
+def namespace_labels(obj: Any, namespace: str | None, context: Sequence[Resource]) -> dict[str, str]:
+    """The labels of the object's namespace (SOC2ClusterWaiver namespaceSelector): a Namespace's
+    own, else those of the Namespace the last audit listed (none for a namespace created since)."""
+    if _text(_mapping(obj).get("kind")) == "Namespace":
+        labels = _mapping(_mapping(_mapping(obj).get("metadata")).get("labels"))
+        return {str(k): str(v) for k, v in labels.items()}
+    for r in context:
+        if r.type == "Namespace" and r.name == namespace:
+            labels = _mapping(_mapping(r.attributes.get("metadata")).get("labels"))
+            return {str(k): str(v) for k, v in labels.items()}
+    return {}
 
 
 def _outcomes(findings: Sequence[Finding], facts: ObjectFacts, policy: AdmissionPolicy,

@@ -39,7 +39,13 @@ from soc2infra.model import Resource
 from soc2infra.sources.kubernetes import object_to_resource
 from soc2infra.waivers import match_entry
 from soc2infra_operator import waivers as cluster_waivers
-from soc2infra_operator.admission import BUILTIN_GROUPS, FILE_ONLY_KINDS, AdmissionPolicy, kubernetes_kinds
+from soc2infra_operator.admission import (
+    BUILTIN_GROUPS,
+    FILE_ONLY_KINDS,
+    AdmissionPolicy,
+    kubernetes_kinds,
+    namespace_labels,
+)
 from soc2infra_operator.evidence import EvidenceError, EvidenceWriter, audit_record
 from soc2infra_operator.kube import ApiResource, Kube, KubeError, try_acquire_lease
 from soc2infra_operator.settings import OperatorSettings
@@ -152,12 +158,15 @@ def evaluate_cluster(objects: Iterable[Any], policy: AdmissionPolicy, waivers: S
     entries: list[AuditEntry] = []
     facts_cache: dict[str, Any] = {}
 
+    namespaces = [r for r in resources if r.type == "Namespace"]
+
     def facts_of(address: str) -> Any:
         if address not in facts_cache:
             res, obj, annotated = raw[address]
             ns = res.namespace if res.attributes.get("_namespace") is not None else None
             facts_cache[address] = object_facts(obj, address, res.type, ns, res.name,
-                                                policy.scope.opt_out_key, annotated)
+                                                policy.scope.opt_out_key, annotated,
+                                                namespace_labels(obj, ns, namespaces))
         return facts_cache[address]
 
     for f in findings:
@@ -182,7 +191,8 @@ def evaluate_cluster(objects: Iterable[Any], policy: AdmissionPolicy, waivers: S
             controls=rule.controls, result="pass", address=address, namespace=facts.namespace,
             ref=_ref(raw[address][1]), enforced=address not in unenforced,
         ))
-    context = [r for r in resources if r.type in related]
+    # Namespaces too: admission reads their labels for SOC2ClusterWaiver namespaceSelectors.
+    context = [r for r in resources if r.type in related or r.type == "Namespace"]
     return AuditResult(entries=entries, resources=len(resources), context=context)
 
 
@@ -308,11 +318,14 @@ class Auditor:
                 logger.warning("audit cannot list %s: %s", res.path(), exc)
         waiver_res = ApiResource(cluster_waivers.GROUP, cluster_waivers.VERSION, cluster_waivers.PLURAL,
                                  cluster_waivers.KIND, True)
-        try:
-            waivers = [cluster_waivers.waiver_from_object(o) for o in self.kube.list_objects(waiver_res)]
-        except KubeError as exc:
-            logger.warning("audit cannot list SOC2Waivers: %s", exc)
-            waivers = []
+        cluster_res = ApiResource(cluster_waivers.GROUP, cluster_waivers.VERSION,
+                                  cluster_waivers.CLUSTER_PLURAL, cluster_waivers.CLUSTER_KIND, False)
+        waivers = []
+        for res in (waiver_res, cluster_res):
+            try:
+                waivers += [cluster_waivers.waiver_from_object(o) for o in self.kube.list_objects(res)]
+            except KubeError as exc:
+                logger.warning("audit cannot list %s: %s", res.kind, exc)
         namespaces = [o["metadata"]["name"] for o in objects
                       if o.get("kind") == "Namespace" and isinstance(o.get("metadata"), dict)
                       and isinstance(o["metadata"].get("name"), str)]

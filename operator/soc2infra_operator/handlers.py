@@ -99,6 +99,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
 
     kopf.on.event(cluster_waivers.GROUP, cluster_waivers.VERSION, cluster_waivers.PLURAL, id="soc2waivers",
                   registry=registry)(on_waiver)
+    kopf.on.event(cluster_waivers.GROUP, cluster_waivers.VERSION, cluster_waivers.CLUSTER_PLURAL,
+                  id="soc2clusterwaivers", registry=registry)(on_waiver)
 
     async def login(**_: Any) -> kopf.ConnectionInfo:
         from soc2infra_operator.kube import connection_info

@@ -19,6 +19,7 @@ from typing import Any
 
 from soc2infra.engine.policy import PolicyPack, load_pack
 from soc2infra.model import Resource
+from soc2infra_operator import waivers as cluster_waivers
 from soc2infra_operator.admission import (
     BUILTIN_GROUPS,
     FILE_ONLY_KINDS,
@@ -156,7 +157,8 @@ class Runtime:
     def waiver_event(self, event_type: str | None, obj: Any, actor: str = "") -> None:
         """Apply a watch event to the waiver store; the audit leader records real changes."""
         meta = obj.get("metadata") if isinstance(obj, dict) else None
-        ns = (meta or {}).get("namespace") or "default"
+        cluster = isinstance(obj, dict) and obj.get("kind") == cluster_waivers.CLUSTER_KIND
+        ns = (meta or {}).get("namespace") or ("" if cluster else "default")
         name = (meta or {}).get("name") or ""
         if event_type == "DELETED":
             waiver = self.waivers.delete(ns, name)

@@ -27,13 +27,19 @@ waiver applies only to selected objects that carry the opt-out (any value), or a
 while the grant keeps an owner and an expiry. Cluster-scoped objects (ClusterRoles …) are covered by
 waivers in the operator's own namespace.
 
+``SOC2ClusterWaiver`` (cluster scoped, same spec) is for what one namespace cannot hold: it covers
+cluster-scoped objects, or — with ``namespaces`` (names/globs, matched by name so the waiver can be
+applied before the namespace exists) or ``namespaceSelector.matchLabels`` (the namespace's labels
+as the operator last saw them) — namespaced objects in any namespace it picks.
+
 Everything here is pure; the Kopf watch that feeds :class:`WaiverStore` lives in ``handlers.py``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -44,6 +50,8 @@ GROUP = "soc2infra.io"
 VERSION = "v1alpha1"
 KIND = "SOC2Waiver"
 PLURAL = "soc2waivers"
+CLUSTER_KIND = "SOC2ClusterWaiver"
+CLUSTER_PLURAL = "soc2clusterwaivers"
 IGNORE_ANNOTATION = "soc2infra.io/ignore"
 
 
@@ -63,10 +71,15 @@ class ClusterWaiver:
     expires: date | None = None
     opt_out: bool = False
     problem: str | None = None
+    cluster: bool = False  # a SOC2ClusterWaiver (namespace is "")
+    namespaces: tuple[str, ...] = ()  # cluster waivers: namespace name globs
+    namespace_labels: tuple[tuple[str, str], ...] = ()  # cluster waivers: namespaceSelector.matchLabels
 
     @property
     def location(self) -> str:
         """How messages and evidence name this waiver."""
+        if self.cluster:
+            return f"SOC2ClusterWaiver {self.name}"
         return f"SOC2Waiver {self.namespace}/{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +97,12 @@ class ClusterWaiver:
             out["selector"] = selector
         if self.opt_out:
             out["optOut"] = True
+        if self.cluster:
+            out["cluster"] = True
+            if self.namespaces:
+                out["namespaces"] = list(self.namespaces)
+            if self.namespace_labels:
+                out["namespaceSelector"] = {"matchLabels": dict(self.namespace_labels)}
         if self.problem:
             out["problem"] = self.problem
         return out
@@ -126,8 +145,14 @@ def waiver_from_object(obj: Any) -> ClusterWaiver:
             break
     if problem is None and expires is None:
         problem = "spec.expires must be an ISO date (YYYY-MM-DD)"
+    cluster = as_text(data.get("kind")) == CLUSTER_KIND
+    names = spec.get("namespaces") if cluster and isinstance(spec.get("namespaces"), list) else []
+    ns_labels = as_mapping(as_mapping(spec.get("namespaceSelector")).get("matchLabels"))
     return ClusterWaiver(
-        namespace=as_text(meta.get("namespace")) or "default", name=as_text(meta.get("name")) or "<unnamed>",
+        namespace="" if cluster else as_text(meta.get("namespace")) or "default",
+        name=as_text(meta.get("name")) or "<unnamed>", cluster=cluster,
+        namespaces=tuple(as_text(n) for n in names if as_text(n)),
+        namespace_labels=tuple(sorted((str(k), as_text(v)) for k, v in ns_labels.items())) if cluster else (),
         rule=rule, kind=as_text(selector.get("kind")) or None,
         object_name=as_text(selector.get("name")) or None,
         match_labels=tuple(sorted((str(k), as_text(v)) for k, v in labels.items())),
@@ -147,21 +172,39 @@ class ObjectFacts:
     labels: Mapping[str, str]
     opted_out: bool  # carries the opt-out label or annotation
     ignore_rules: tuple[str, ...] = ()  # rule ids (globs) named in a soc2infra.io/ignore annotation
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)  # its namespace's, when known
 
 
 def object_facts(obj: Any, address: str, kind: str, namespace: str | None, name: str,
-                 opt_out_key: str, ignore_rules: Iterable[str] = ()) -> ObjectFacts:
+                 opt_out_key: str, ignore_rules: Iterable[str] = (),
+                 namespace_labels: Mapping[str, str] | None = None) -> ObjectFacts:
     """Collect :class:`ObjectFacts` from a raw object; never raises."""
     meta = as_mapping(as_mapping(obj).get("metadata"))
     labels = {str(k): as_text(v) for k, v in as_mapping(meta.get("labels")).items()}
     annotations = as_mapping(meta.get("annotations"))
     opted = opt_out_key in labels or opt_out_key in annotations
     return ObjectFacts(address=address, kind=kind, namespace=namespace, name=name, labels=labels,
-                       opted_out=opted, ignore_rules=tuple(ignore_rules))
+                       opted_out=opted, ignore_rules=tuple(ignore_rules),
+                       namespace_labels=dict(namespace_labels or {}))
 
 
 def _selected(waiver: ClusterWaiver, facts: ObjectFacts) -> bool:
     return all(facts.labels.get(k) == v for k, v in waiver.match_labels)
+
+
+def _in_scope(waiver: ClusterWaiver, facts: ObjectFacts, cluster_waiver_namespace: str) -> bool:
+    """Whether the waiver may cover the object at all: a namespaced SOC2Waiver covers its own
+    namespace (cluster-scoped objects: the operator's); a SOC2ClusterWaiver without namespaces or
+    namespaceSelector covers cluster-scoped objects, with them the namespaces they pick."""
+    if not waiver.cluster:
+        home = facts.namespace if facts.namespace is not None else cluster_waiver_namespace
+        return waiver.namespace == home
+    if facts.namespace is None:
+        return not waiver.namespaces and not waiver.namespace_labels
+    by_name = any(fnmatch.fnmatchcase(facts.namespace, g) for g in waiver.namespaces)
+    by_label = bool(waiver.namespace_labels) and all(
+        facts.namespace_labels.get(k) == v for k, v in waiver.namespace_labels)
+    return by_name or by_label
 
 
 def _pattern(waiver: ClusterWaiver, facts: ObjectFacts) -> str:
@@ -181,13 +224,12 @@ def entries_for(facts: ObjectFacts, waivers: Sequence[ClusterWaiver],
                 cluster_waiver_namespace: str) -> list[WaiverEntry]:
     """The waiver entries that may apply to one object, for :func:`soc2infra.waivers.match_waiver`.
 
-    Only waivers in the object's namespace (for cluster-scoped objects: *cluster_waiver_namespace*)
-    whose labels select it are considered; rule, kind/name and expiry are left to ``match_waiver``.
+    Only waivers in scope (see :func:`_in_scope`) whose labels select it are considered; rule,
+    kind/name and expiry are left to ``match_waiver``.
     """
-    home = facts.namespace if facts.namespace is not None else cluster_waiver_namespace
     out: list[WaiverEntry] = []
     for w in waivers:
-        if w.problem or w.namespace != home or not _selected(w, facts):
+        if w.problem or not _in_scope(w, facts, cluster_waiver_namespace) or not _selected(w, facts):
             continue
         pattern = _pattern(w, facts)
         if not w.opt_out:
@@ -206,10 +248,9 @@ def entries_for(facts: ObjectFacts, waivers: Sequence[ClusterWaiver],
 def grants_opt_out(facts: ObjectFacts, waivers: Sequence[ClusterWaiver], cluster_waiver_namespace: str,
                    today: date) -> bool:
     """Whether some live opt-out waiver selects this object (used to explain an ignored opt-out)."""
-    home = facts.namespace if facts.namespace is not None else cluster_waiver_namespace
     for w in waivers:
         live = w.opt_out and not w.problem and (w.expires is None or w.expires >= today)
-        if live and w.namespace == home and _selected(w, facts) \
+        if live and _in_scope(w, facts, cluster_waiver_namespace) and _selected(w, facts) \
                 and _entry(w, "*", _pattern(w, facts), "").matches("*", facts.address):
             return True
     return False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,6 @@ EXPECTED: dict[str, tuple[int, set[tuple[str, str]]]] = {
     "node-metrics": (3, {("DaemonSet", "")}),
     "gitops-sync": (4, {("ClusterRole", "-application-controller")}),
 }
-WAIVER_NAMESPACE = "default"  # out of cluster the operator has no own namespace: cluster waivers go here
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,9 @@ def test_default_settings_deny_only_the_dangerous_objects(operator, kubectl, req
     suggested = suggested.replace("TODO: why this is accepted, and what would remove the need",
                                   "node-level component, reviewed in PLAT-1")
     waivers = [w for w in yaml.safe_load_all(suggested) if w]
-    homes = {w["metadata"]["namespace"] for w in waivers}
-    assert homes == ({WAIVER_NAMESPACE} if chart == "gitops-sync" else {namespace})
+    # Cluster-scoped objects get a SOC2ClusterWaiver; namespaced ones a SOC2Waiver beside them.
+    homes = {(w["kind"], w["metadata"].get("namespace")) for w in waivers}
+    assert homes == ({("SOC2ClusterWaiver", None)} if chart == "gitops-sync" else {("SOC2Waiver", namespace)})
     applied = kubectl("apply", "-f", "-", input=suggested, check=False)
     assert applied.returncode == 0, applied.stderr
     try:
@@ -97,6 +98,30 @@ def test_default_settings_deny_only_the_dangerous_objects(operator, kubectl, req
                             what="the suggested waivers to apply")
         assert "soc2infra:" not in admitted.stderr and admitted.stdout.count("(server dry run)") == count
     finally:
-        for w in waivers:
-            kubectl("-n", w["metadata"]["namespace"], "delete", "soc2waiver", w["metadata"]["name"],
-                    "--ignore-not-found", check=False)
+        kubectl("delete", "-f", "-", "--ignore-not-found", input=suggested, check=False)
+
+
+def test_cluster_waiver_by_namespace_name_admits_a_release_into_a_new_namespace(operator, kubectl,
+                                                                                require_binary):
+    """helm install --create-namespace in one step: the waiver names the namespace before it exists."""
+    release, namespace = f"r{uuid.uuid4().hex[:6]}", f"metrics-{uuid.uuid4().hex[:6]}"
+    waiver = {"apiVersion": "soc2infra.io/v1alpha1", "kind": "SOC2ClusterWaiver",
+              "metadata": {"name": f"node-agents-{namespace}"},
+              "spec": {"rule": "SOC2-K8S-POD-0??", "namespaces": [namespace], "selector": {"kind": "DaemonSet"},
+                       "reason": "node metrics agent, reviewed in PLAT-1", "owner": "platform@example.com",
+                       "expires": (date.today() + timedelta(days=30)).isoformat()}}
+    text = yaml.safe_dump(waiver)
+    assert kubectl("apply", "-f", "-", input=text, check=False).returncode == 0
+    try:
+        manifest = render(require_binary, "node-metrics", release, namespace)
+        kubectl("create", "namespace", namespace)  # what --create-namespace does, after the waiver
+        admitted = wait_for(lambda: (r := dry_run(kubectl, manifest)).returncode == 0 and r,
+                            what="the cluster waiver to apply")
+        assert "soc2infra:" not in admitted.stderr
+        # Scoped to that namespace: the same chart elsewhere is still denied.
+        other = f"metrics-{uuid.uuid4().hex[:6]}"
+        kubectl("create", "namespace", other)
+        denied = dry_run(kubectl, render(require_binary, "node-metrics", release, other))
+        assert denied.returncode != 0 and "SOC2-K8S-POD-008" in denied.stderr
+    finally:
+        kubectl("delete", "-f", "-", "--ignore-not-found", input=text, check=False)

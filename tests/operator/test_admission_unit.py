@@ -443,6 +443,51 @@ def test_cluster_scoped_objects_use_waivers_of_the_own_namespace(pack, relations
     assert not run(role, p, waivers=store(waiver(namespace="shop", rule="SOC2-K8S-RBAC-*")), namespace=None).allowed
 
 
+def cluster_waiver(name: str = "cw", **spec: Any) -> dict[str, Any]:
+    base = {"rule": "SOC2-K8S-POD-00?", "reason": "node agent, reviewed", "owner": "platform@example.com",
+            "expires": (TODAY + timedelta(days=90)).isoformat()}
+    return {"apiVersion": "soc2infra.io/v1alpha1", "kind": "SOC2ClusterWaiver", "metadata": {"name": name},
+            "spec": {**base, **spec}}
+
+
+def test_cluster_waiver_without_namespaces_covers_cluster_scoped_objects_only(policy):
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "gitops"},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+    w = store(cluster_waiver(rule="SOC2-K8S-RBAC-001", selector={"kind": "ClusterRole", "name": "gitops"}))
+    d = run(role, policy, waivers=w, namespace=None)
+    assert d.allowed and d.verdict == "waived"
+    assert [o.waiver["location"] for o in d.outcomes if o.waived] == ["SOC2ClusterWaiver cw"]
+    everywhere = store(cluster_waiver(rule="*"))
+    assert not run(deployment(container=PRIVILEGED), policy, waivers=everywhere).allowed
+
+
+def test_cluster_waiver_matches_namespaces_by_name_before_they_exist(policy):
+    # helm install --create-namespace: the waiver is in place before the namespace is.
+    w = store(cluster_waiver(namespaces=["monitoring", "obs-*"], selector={"kind": "Deployment"}))
+    for ns in ("monitoring", "obs-eu"):
+        assert run(deployment(namespace=ns, container=PRIVILEGED), policy, waivers=w, namespace=ns).allowed
+    assert not run(deployment(namespace="shop", container=PRIVILEGED), policy, waivers=w, namespace="shop").allowed
+
+
+def test_cluster_waiver_selects_namespaces_by_label_as_last_audited(policy):
+    w = store(cluster_waiver(namespaceSelector={"matchLabels": {"team": "platform"}}))
+    labelled = object_to_resource({"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": "infra", "labels": {"team": "platform"}}}, "cluster")
+    obj = deployment(namespace="infra", container=PRIVILEGED)
+    assert run(obj, policy, waivers=w, context=[labelled], namespace="infra").allowed
+    assert not run(obj, policy, waivers=w, namespace="infra").allowed  # labels unknown: not waived
+    other = object_to_resource({"apiVersion": "v1", "kind": "Namespace",
+                                "metadata": {"name": "infra", "labels": {"team": "shop"}}}, "cluster")
+    assert not run(obj, policy, waivers=w, context=[other], namespace="infra").allowed
+
+
+def test_cluster_waiver_events_are_keyed_without_a_namespace():
+    s = WaiverStore()
+    w = s.upsert(cluster_waiver(name="gitops"))
+    assert (w.cluster, w.namespace, w.problem) == (True, "", None)
+    assert s.delete("", "gitops") is not None and len(s) == 0
+
+
 # --------------------------------------------------------------------------- garbage never crashes
 
 GARBAGE_OBJECTS: list[Any] = [

@@ -51,8 +51,8 @@ def test_one_index_over_the_cluster_decides_cross_object_rules(policy):
     p = by(result.entries, "SOC2-K8S-POD-001", "v1/Pod/a/p")
     assert (p.result, p.namespace, p.ref["uid"]) == ("fail", "a", "u1")
     assert by(result.entries, "SOC2-K8S-POD-003", "v1/Pod/a/p").result == "warn"  # a warn rule failing
-    # The admission context keeps the objects cross-object rules look up.
-    assert [r.type for r in result.context] == ["NetworkPolicy"]
+    # The admission context keeps the objects cross-object rules look up, and the Namespaces.
+    assert sorted(r.type for r in result.context) == ["Namespace", "Namespace", "NetworkPolicy"]  # + labels
     assert result.summary()["objects"] == 4
 
 

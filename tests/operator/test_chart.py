@@ -234,7 +234,8 @@ def _config_file(docs: list[dict[str, Any]], tmp_path: Path) -> Path:
 
 
 def test_chart_crds_are_the_operators():
-    assert (CHART / "crds" / "soc2waivers.yaml").read_bytes() == (CRD_DIR / "soc2waivers.yaml").read_bytes()
+    for name in ("soc2waivers.yaml", "soc2clusterwaivers.yaml"):
+        assert (CHART / "crds" / name).read_bytes() == (CRD_DIR / name).read_bytes(), name
     for name in ("policyreports.yaml", "kopf-peering.yaml"):
         assert (CHART / "files" / name).read_bytes() == (CRD_DIR / name).read_bytes(), name
 
