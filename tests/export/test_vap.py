@@ -118,6 +118,14 @@ def test_actions_become_validation_actions_and_failure_policies(plans):
     assert [m["name"] for m in policy["spec"]["matchConditions"]] == ["soc2infra-scope"]
 
 
+def test_exact_user_names_are_one_list_lookup_and_globs_a_regex():
+    from soc2infra.export.vap import scope_condition
+
+    cond = scope_condition(ExportScope(excluded_usernames=("system:apiserver", "ci-*"), trusted_controllers=()))
+    assert "request.userInfo.username in ['system:apiserver']" in cond
+    assert "request.userInfo.username.matches('^(?s:ci" in cond and ".*)$')" in cond
+
+
 def test_waivers_become_a_match_condition_of_their_rules_only(plans):
     waivers = [WaiverScope(rule="SOC2-K8S-POD-00?", address="*/Deployment/payments/legacy-*",
                            labels=(("app", "legacy"),), origin="SOC2Waiver payments/legacy"),
