@@ -104,6 +104,16 @@ def cluster_waiver_scopes(waivers: Iterable[ClusterWaiver], cluster_namespace: s
             continue
         kind, name = w.kind or "*", w.object_name or "*"
         common = {"rule": w.rule, "labels": w.match_labels, "opt_out": w.opt_out, "origin": w.location}
+        if w.cluster:
+            # SOC2ClusterWaiver: cluster-scoped objects, or the namespaces it picks by name or label.
+            if not w.namespaces and not w.namespace_labels:
+                out.append(WaiverScope(address=f"*/{kind}/{name}", cluster_only=True, **common))  # type: ignore[arg-type]
+            for glob in w.namespaces:
+                out.append(WaiverScope(address=f"*/{kind}/{glob}/{name}", **common))  # type: ignore[arg-type]
+            if w.namespace_labels:
+                out.append(WaiverScope(address=f"*/{kind}/*/{name}", namespace_labels=w.namespace_labels,
+                                       **common))  # type: ignore[arg-type]
+            continue
         out.append(WaiverScope(address=f"*/{kind}/{w.namespace}/{name}", **common))  # type: ignore[arg-type]
         if w.namespace == cluster_namespace:
             # Cluster-scoped objects are covered by waivers in the operator's own namespace.

@@ -92,6 +92,8 @@ class WaiverScope:
     opt_out: bool = False
     origin: str = ""  # "SOC2Waiver payments/legacy", "waivers.yaml:12", for the reader
     cluster_only: bool = False  # applies to cluster-scoped objects only
+    # labels the object's namespace must carry (SOC2ClusterWaiver namespaceSelector.matchLabels)
+    namespace_labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +283,10 @@ def waiver_condition(rule: Rule, waivers: Sequence[WaiverScope], scope: ExportSc
         parts = [] if w.address == "*" else [f"({_address_expr()}).matches({address})"]
         if w.cluster_only:
             parts.append(f"(!has({meta}.namespace) || {meta}.namespace == '')")
+        for k, v in w.namespace_labels:
+            ns_labels = "namespaceObject.metadata.labels"
+            parts.append(f"(namespaceObject != null && has({ns_labels}) && {cel_string(k)} in {ns_labels} && "
+                         f"{ns_labels}[{cel_string(k)}] == {cel_string(v)})")
         for k, v in w.labels:
             parts.append(f"({_map_has(meta, k)} && {meta}.labels[{cel_string(k)}] == {cel_string(v)})")
         if w.opt_out:

@@ -74,3 +74,26 @@ def test_desired_objects_use_the_webhooks_actions_and_scope():
     excluded = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]["values"]
     assert "soc2infra" in excluded and "kube-system" in excluded
     assert OperatorSettings().enforcement == "webhook"
+
+
+def test_soc2clusterwaivers_cover_cluster_objects_or_the_namespaces_they_pick():
+    def cw(**spec: object) -> object:
+        return waiver_from_object({"kind": "SOC2ClusterWaiver", "metadata": {"name": "c"},
+                                   "spec": {"rule": "SOC2-K8S-RBAC-001", "reason": "r", "owner": "o",
+                                            "expires": "2026-12-31", **spec}})
+
+    plain = cluster_waiver_scopes([cw(selector={"kind": "ClusterRole"})], "soc2infra", TODAY)
+    assert [(s.address, s.cluster_only) for s in plain] == [("*/ClusterRole/*", True)]
+    picked = cluster_waiver_scopes([cw(namespaces=["team-*"], namespaceSelector={"matchLabels": {"t": "a"}})],
+                                   "soc2infra", TODAY)
+    assert [(s.address, s.cluster_only, s.namespace_labels) for s in picked] == [
+        ("*/*/team-*/*", False, ()), ("*/*/*/*", False, (("t", "a"),))]
+    from soc2infra.engine.policy import load_pack as _load
+    from soc2infra_operator.vapsync import enforcement_plan as _plan
+
+    plan = next(p for p in _plan(_load(), "hybrid").plans if p.rule.id == "SOC2-K8S-RBAC-001")
+    from soc2infra.export.vap import policy_objects
+
+    policy, _ = policy_objects(plan, "deny", waivers=picked)
+    cond = {m["name"]: m["expression"] for m in policy["spec"]["matchConditions"]}["soc2infra-waivers"]
+    assert "namespaceObject.metadata.labels['t'] == 'a'" in cond
