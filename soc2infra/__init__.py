@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from soc2infra.engine.evaluate import evaluate
-    from soc2infra.engine.policy import PolicyPack, load_pack
+    from soc2infra.engine.policy import PolicyPack
     from soc2infra.model import Error, Finding, Resource, ScanResult, Unknown
+    from soc2infra.pack import load_pack
     from soc2infra.scan import scan
 
 _LAZY = {
     "evaluate": "soc2infra.engine.evaluate", "PolicyPack": "soc2infra.engine.policy",
-    "load_pack": "soc2infra.engine.policy", "Error": "soc2infra.model", "Finding": "soc2infra.model",
+    "load_pack": "soc2infra.pack", "Error": "soc2infra.model", "Finding": "soc2infra.model",
     "Resource": "soc2infra.model", "ScanResult": "soc2infra.model", "Unknown": "soc2infra.model",
     "scan": "soc2infra.scan",
 }

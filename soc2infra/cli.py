@@ -36,7 +36,7 @@ def policy() -> None:
               help="Include the built-in pack (default: only when no DIRS are given).")
 def policy_test(dirs: Sequence[Path], rules: Sequence[str], builtin: bool | None) -> None:
     """Run every rule's own pass/fail examples through the real parsers."""
-    from soc2infra.engine.policy import load_pack
+    from soc2infra.pack import load_pack
     from soc2infra.policytest import test_pack
 
     pack = load_pack(dirs, builtin=builtin if builtin is not None else not dirs)
@@ -55,7 +55,7 @@ def policy_test(dirs: Sequence[Path], rules: Sequence[str], builtin: bool | None
 @click.option("--policy-dir", multiple=True, type=click.Path(exists=True, path_type=Path))
 def policy_list(fmt: str, policy_dir: Sequence[Path]) -> None:
     """List rules with their SOC 2 criteria (markdown: the generated docs/rules.md)."""
-    from soc2infra.engine.policy import load_pack
+    from soc2infra.pack import load_pack
     from soc2infra.policydocs import rules_markdown
 
     pack = load_pack(policy_dir)
@@ -71,7 +71,7 @@ def policy_list(fmt: str, policy_dir: Sequence[Path]) -> None:
               show_default=True, help="Repository root holding README.md and docs/.")
 def policy_docs(repo: Path) -> None:
     """Regenerate docs/rules.md and the README's authentication rule table from the pack."""
-    from soc2infra.engine.policy import load_pack
+    from soc2infra.pack import load_pack
     from soc2infra.policydocs import write_docs
 
     for path in write_docs(load_pack(), repo):

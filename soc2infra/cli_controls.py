@@ -18,7 +18,7 @@ from soc2infra.controls import PROVIDERS
 def controls(provider: str | None, fmt: str) -> None:
     """Each SOC 2 criterion with its name and the number of rules per provider."""
     from soc2infra.controls import controls_markdown, controls_table, controls_text
-    from soc2infra.engine.policy import load_pack
+    from soc2infra.pack import load_pack
 
     pack = load_pack()
     if fmt == "json":
@@ -34,8 +34,8 @@ def controls(provider: str | None, fmt: str) -> None:
 def explain(rule_id: str) -> None:
     """Title, why it matters, criteria, remediation and the rule's failing and passing examples."""
     from soc2infra.controls import explain_text
-    from soc2infra.engine.policy import load_pack
     from soc2infra.errors import UserError
+    from soc2infra.pack import load_pack
 
     pack = load_pack()
     rule = next((r for r in pack.rules if r.id.lower() == rule_id.lower()), None)

@@ -63,8 +63,8 @@ def export_cmd(ledger: str, start: str | None, end: str | None, fmt: str, output
 def report_cmd(ledger: str, start: str | None, end: str | None, output: Path, json_output: Path | None,
                public_key: Sequence[Path]) -> None:
     """Per SOC 2 criterion: population, passes, failures, denials, waivers, coverage gaps, trend."""
-    from soc2infra.engine.policy import load_pack
     from soc2infra.evidence import build_report, render_html
+    from soc2infra.pack import load_pack
 
     controls = {cid: (c.name, c.intent) for cid, c in load_pack().controls.items()}
     report = build_report(ledger, start, end, controls, public_key=list(public_key) or None)

@@ -33,9 +33,9 @@ def export_vap(rules: Sequence[str], output: Path | None, policy_dir: Sequence[P
     the rules that stay on the webhook with the reason."""
     import yaml
 
-    from soc2infra.engine.policy import load_pack
     from soc2infra.errors import UserError
     from soc2infra.export.vap import ExportScope, export_objects, file_waiver_scopes, plan_pack, summarize
+    from soc2infra.pack import load_pack
     from soc2infra.waivers import load_waiver_file
 
     pack = load_pack(policy_dir)

@@ -217,11 +217,11 @@ def _settings(config_file: Path | None, no_config: bool, flags: dict[str, Any]) 
 
 def _load_pack(settings: Settings) -> tuple[PolicyPack, list[str]]:
     """The policy pack with the configured rule selection applied (and its warnings)."""
-    from soc2infra.config import apply_rule_selection
-    from soc2infra.engine.policy import load_pack
+    from soc2infra.config import select_rules
+    from soc2infra.pack import load_pack
 
     pack = load_pack(settings.rules.policy_dirs, builtin=settings.rules.builtin)
-    return pack, apply_rule_selection(pack, settings.rules)
+    return select_rules(pack, settings.rules)
 
 
 def _run(targets: Sequence[str], pack: PolicyPack, var_file: Sequence[Path], helm_values: Sequence[Path],

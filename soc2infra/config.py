@@ -271,19 +271,24 @@ def _pattern_matches(pattern: str, rule_id: str, category: str) -> bool:
     return pattern == category or fnmatch.fnmatchcase(rule_id, pattern)
 
 
-def apply_rule_selection(pack: PolicyPack, selection: RuleSelection) -> list[str]:
-    """Enable/disable the pack's rules per *selection* and reindex; returns warnings for
-    patterns that match no rule and no category (almost always a typo)."""
+def select_rules(pack: PolicyPack, selection: RuleSelection) -> tuple[PolicyPack, list[str]]:
+    """The pack with its rules enabled/disabled per *selection* (a new pack; *pack* is left
+    as it is), and warnings for patterns that match no rule and no category (almost always
+    a typo)."""
     if not selection.enable and not selection.disable:
-        return []
+        return pack, []
+    enabled = []
     for rule in pack.rules:
+        on = rule.enabled
         if selection.enable:
-            rule.enabled = any(_pattern_matches(p, rule.id, rule.category) for p in selection.enable)
+            on = any(_pattern_matches(p, rule.id, rule.category) for p in selection.enable)
         if any(_pattern_matches(p, rule.id, rule.category) for p in selection.disable):
-            rule.enabled = False
-    pack.reindex()
-    return [f"rule pattern {p!r} matches no rule or category"
-            for p in _unmatched(selection.enable + selection.disable, pack)]
+            on = False
+        if on:
+            enabled.append(rule.id)
+    warnings = [f"rule pattern {p!r} matches no rule or category"
+                for p in _unmatched(selection.enable + selection.disable, pack)]
+    return pack.with_enabled(enabled), warnings
 
 
 def _unmatched(patterns: Iterable[str], pack: PolicyPack) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soc2infra.engine.policy import load_pack
+from soc2infra.pack import load_pack
 from soc2infra.scan import scan
 
 TREE = Path(__file__).resolve().parent / "data" / "aws_tree"

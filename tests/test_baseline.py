@@ -14,8 +14,8 @@ from soc2infra.baseline import (
     write_baseline,
 )
 from soc2infra.cli import main
-from soc2infra.engine.policy import load_pack
 from soc2infra.model import Waiver
+from soc2infra.pack import load_pack
 from soc2infra.scan import scan
 
 POLICIES = Path(__file__).parent / "data" / "policies"

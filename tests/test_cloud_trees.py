@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.engine.policy import load_pack
+from soc2infra.pack import load_pack
 from soc2infra.reports import ReportInput, render
 from soc2infra.scan import scan
 

@@ -11,14 +11,14 @@ from soc2infra.config import (
     RuleSelection,
     Settings,
     WaiverSettings,
-    apply_rule_selection,
     find_config,
     find_repo_root,
     load_settings,
     read_config,
     resolve_settings,
+    select_rules,
 )
-from soc2infra.engine.policy import load_pack
+from soc2infra.pack import load_pack
 
 POLICIES = Path(__file__).parent / "data" / "policies"
 
@@ -151,7 +151,7 @@ def test_load_settings_finds_the_file_from_cwd_or_ignores_it(tmp_path):
 
 def _enabled(selection: RuleSelection) -> tuple[list[str], list[str], list[str]]:
     pack = load_pack([POLICIES], builtin=False)
-    warnings = apply_rule_selection(pack, selection)
+    pack, warnings = select_rules(pack, selection)
     indexed = sorted(r.id for r in pack.by_type.get("aws_s3_bucket", []))
     return sorted(r.id for r in pack.rules if r.enabled), indexed, warnings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soc2infra.engine.policy import load_pack
+from soc2infra.pack import load_pack
 from soc2infra.scan import scan
 
 ROOT = Path(__file__).resolve().parent.parent

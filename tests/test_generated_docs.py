@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soc2infra.engine.policy import load_pack
+from soc2infra.pack import load_pack
 from soc2infra.policydocs import rules_markdown
 
 ROOT = Path(__file__).resolve().parent.parent

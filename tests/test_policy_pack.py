@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from soc2infra.engine.policy import load_pack
+from soc2infra.pack import load_pack
 from soc2infra.policytest import run_example, structure_problems
 
 PACK = load_pack()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.engine.policy import load_pack
 from soc2infra.model import Finding, Resource, Waiver
+from soc2infra.pack import load_pack
 from soc2infra.scan import scan
 from soc2infra.waivers import (
     WaiverEntry,

@@ -20,7 +20,6 @@ import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from soc2infra.engine.actions import effective_action, rule_action, weaker
@@ -180,43 +179,12 @@ def kubernetes_kinds(pack: PolicyPack) -> list[str]:
 def rule_relations(pack: PolicyPack) -> dict[str, frozenset[str]]:
     """Rule id → kinds its condition looks up on *other* objects (``related: {types: …}``).
 
-    Read from the rule files once at start-up (the compiled predicate does not expose it).
     Admission caps these rules (see ``AdmissionSettings.cross_object_action``) and the audit
     lists these kinds too, so cross-object rules see a NetworkPolicy or a PDB.
     """
-    import yaml
-
-    by_file: dict[str, dict[str, Any]] = {}
-    out: dict[str, frozenset[str]] = {}
-    for rule in pack.rules:
-        if not rule.file or not any(t in kubernetes_kinds(pack) for t in rule.targets):
-            continue
-        if rule.file not in by_file:
-            try:
-                data = yaml.safe_load(Path(rule.file).read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError):
-                data = {}
-            items = data.get("rules") if isinstance(data, dict) else None
-            by_file[rule.file] = {i.get("id"): i for i in items or [] if isinstance(i, dict)}
-        item = by_file[rule.file].get(rule.id)
-        types = _related_types(item.get("condition") if isinstance(item, dict) else None)
-        if types:
-            out[rule.id] = frozenset(types)
-    return out
-
-
-def _related_types(node: Any) -> set[str]:
-    found: set[str] = set()
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "related" and isinstance(value, dict):
-                types = value.get("types")
-                found.update([types] if isinstance(types, str) else [str(t) for t in types or []])
-            found |= _related_types(value)
-    elif isinstance(node, list):
-        for value in node:
-            found |= _related_types(value)
-    return found
+    kinds = kubernetes_kinds(pack)
+    return {rule.id: rule.related_types for rule in pack.rules
+            if rule.related_types and any(t in kinds for t in rule.targets)}
 
 
 # --------------------------------------------------------------------------- decision

@@ -34,11 +34,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from soc2infra.engine.core import (
+    CompileEnv,
     ConditionError,
     EvalContext,
     Predicate,
     ResourceIndex,
-    SubCompiler,
     Tri,
     t_and,
     t_or,
@@ -227,7 +227,7 @@ def _as_float(v: Any) -> float:
         return -1.0
 
 
-def _c_backup_covered(arg: Any, _spec: Mapping[str, Any], where: str, _compile: SubCompiler) -> Predicate:
+def _c_backup_covered(arg: Any, _spec: Mapping[str, Any], where: str, _env: CompileEnv) -> Predicate:
     """``backup_covered: {min_retention_days: 35, arns: {type: template}}``."""
     if arg is True:
         arg = {}

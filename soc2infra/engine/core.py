@@ -4,7 +4,7 @@ A compiled predicate takes an :class:`EvalContext` and returns ``True`` (holds),
 ``False`` (does not hold) or ``None`` (unknown: it depends on a value that cannot be
 decided statically). Every operator module builds on these types; none of them imports
 the registry (:mod:`soc2infra.engine.registry`), which hands each operator a
-:data:`SubCompiler` for its nested conditions instead.
+:class:`CompileEnv` (the sub-compiler for nested conditions, and reference data) instead.
 """
 
 from __future__ import annotations
@@ -20,8 +20,19 @@ Tri = bool | None
 Predicate = Callable[["EvalContext"], Tri]
 SubCompiler = Callable[[Any, str], Predicate]
 """Compiles a nested condition (spec, where) with the full operator registry."""
-Compiler = Callable[[Any, Mapping[str, Any], str, SubCompiler], Predicate]
-"""An operator: (its argument, the whole condition mapping, where, sub-compiler) → predicate."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompileEnv:
+    """What an operator may use while it compiles: the sub-compiler for nested conditions and
+    the pack's reference data (``policies/data/*.yaml`` by name, read by the pack loader)."""
+
+    compile: SubCompiler
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+Compiler = Callable[[Any, Mapping[str, Any], str, CompileEnv], Predicate]
+"""An operator: (its argument, the whole condition mapping, where, compile env) → predicate."""
 
 
 class ConditionError(ValueError):

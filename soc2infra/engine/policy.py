@@ -1,37 +1,21 @@
-"""Load the policy pack (YAML) into compiled rules indexed by target type.
+"""Compile policy rules (already read from YAML) into predicates indexed by target type.
 
-A schema problem names the file, the rule and the field, so a policy author can fix
-it without reading Python.
+Pure: the files, the YAML and the digest belong to the loader (:mod:`soc2infra.pack`); this
+module checks the schema of one rule mapping and compiles its conditions. A schema problem
+names the file, the rule and the field, so a policy author can fix it without reading Python.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
-
-import yaml
 
 from soc2infra.engine.core import ConditionError, Predicate
 from soc2infra.engine.registry import compile_condition
 from soc2infra.errors import UserError
 from soc2infra.model import CATEGORIES, SEVERITIES
-
-
-def _builtin_policy_dir() -> Path:
-    # The pack lives in the repository's top-level policies/ (source checkout, editable
-    # install); a wheel carries it as soc2infra/policies.
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here.parent / "policies", here / "policies"):
-        if (candidate / "controls.yaml").is_file():
-            return candidate
-    return here.parent / "policies"
-
-
-BUILTIN_POLICY_DIR = _builtin_policy_dir()
 
 # Pod-bearing kinds share one normalized pod spec, so "@workload" rules are written once.
 TARGET_GROUPS: dict[str, tuple[str, ...]] = {
@@ -108,6 +92,8 @@ class Rule:
     #: compilers (ValidatingAdmissionPolicy CEL, soc2infra.export) translate
     condition_data: Any = None
     when_data: Any = None
+    #: types or kinds the condition looks up on *other* resources (``related: {types: ...}``)
+    related_types: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -121,20 +107,18 @@ class Control:
 
 @dataclass(slots=True)
 class PolicyPack:
-    """All rules, indexed by target type, plus the SOC 2 criteria catalog."""
+    """All rules, indexed by target type, plus the SOC 2 criteria catalog and the reference
+    data the rules were compiled with (``policies/data/*.yaml`` by name)."""
 
     rules: list[Rule]
     controls: dict[str, Control]
     digest: str
+    data: Mapping[str, Any] = field(default_factory=dict)
     by_type: dict[str, list[Rule]] = field(default_factory=dict)
     _globs: list[tuple[str, Rule]] = field(default_factory=list)
     _resolved: dict[str, list[Rule]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.reindex()
-
-    def reindex(self) -> None:
-        """Rebuild the type index (after enabling/disabling rules)."""
         self.by_type, self._globs, self._resolved = {}, [], {}
         for rule in self.rules:
             if not rule.enabled:
@@ -144,6 +128,14 @@ class PolicyPack:
                     self._globs.append((t, rule))
                 else:
                     self.by_type.setdefault(t, []).append(rule)
+
+    def with_enabled(self, enabled: Iterable[str]) -> PolicyPack:
+        """A new pack in which exactly the rules with ids in *enabled* are switched on; this
+        pack and its rules are left as they are."""
+        wanted = frozenset(enabled)
+        rules = [r if r.enabled == (r.id in wanted) else replace(r, enabled=r.id in wanted)
+                 for r in self.rules]
+        return PolicyPack(rules=rules, controls=self.controls, digest=self.digest, data=self.data)
 
     def rules_for(self, resource_type: str) -> list[Rule]:
         """Enabled rules targeting *resource_type*, exact targets and glob targets
@@ -173,28 +165,6 @@ class PolicyPack:
         return bool(self.rules_for(resource_type))
 
 
-def _line_of(node: Any) -> int | None:
-    mark = getattr(node, "start_mark", None)
-    return mark.line + 1 if mark is not None else None
-
-
-# libyaml's parser is about 10x faster than PyYAML's pure-Python one and still reports marks.
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _LineLoader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """Safe loader that remembers the line of every rule mapping."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
-    mapping["__line__"] = node.start_mark.line + 1  # type: ignore[index]
-    return mapping  # type: ignore[return-value]
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def _strip_lines(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _strip_lines(v) for k, v in value.items() if k != "__line__"}
@@ -203,70 +173,17 @@ def _strip_lines(value: Any) -> Any:
     return value
 
 
-def load_controls(path: Path) -> dict[str, Control]:
-    """Read the SOC 2 criteria catalog (``controls.yaml``)."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    out: dict[str, Control] = {}
-    for item in data.get("controls", []):
-        out[item["id"]] = Control(item["id"], item["name"], item.get("intent", ""))
-    return out
-
-
-def policy_files(dirs: Iterable[Path]) -> list[Path]:
-    """Every rule file under *dirs*, sorted for a stable digest (controls.yaml and catalog-*.yaml
-    excluded)."""
-    files: list[Path] = []
-    for d in dirs:
-        if d.is_file():
-            files.append(d)
-            continue
-        # controls.yaml and the catalog data files (catalog-*.yaml, read by soc2infra.coverage)
-        # sit beside the rule folders but hold no rules.
-        files.extend(p for p in sorted(d.rglob("*.y*ml")) if p.name != "controls.yaml"
-                     and not p.name.startswith("catalog-") and p.suffix in (".yaml", ".yml"))
-    return files
-
-
-def load_pack(extra_dirs: Iterable[Path] = (), builtin: bool = True) -> PolicyPack:
-    """Load and compile the built-in pack plus any user policy directories.
-
-    Raises :class:`PolicyError` on the first schema problem.
-    """
-    dirs = ([BUILTIN_POLICY_DIR] if builtin else []) + [Path(d) for d in extra_dirs]
-    for d in dirs:
-        if not d.exists():
-            raise PolicyError(str(d), None, None, "policy directory does not exist")
-    controls = load_controls(BUILTIN_POLICY_DIR / "controls.yaml")
-    digest = hashlib.sha256()
-    rules: list[Rule] = []
-    seen: dict[str, str] = {}
-    for path in policy_files(dirs):
-        raw = path.read_bytes()
-        digest.update(path.name.encode() + b"\0" + raw + b"\0")
-        for rule in load_rule_file(path, raw.decode("utf-8"), controls):
-            if rule.id in seen:
-                raise PolicyError(str(path), rule.id, "id", f"duplicate rule id (also in {seen[rule.id]})",
-                                  rule.line)
-            seen[rule.id] = str(path)
-            rules.append(rule)
-    return PolicyPack(rules=rules, controls=controls, digest="sha256:" + digest.hexdigest())
-
-
-def load_rule_file(path: Path, text: str, controls: dict[str, Control]) -> list[Rule]:
-    """Parse and compile every rule in one policy file."""
-    fname = str(path)
-    try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise PolicyError(fname, None, None, f"invalid YAML: {exc}",
-                          mark.line + 1 if mark else None) from None
-    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+def compile_rules(fname: str, document: Any, controls: dict[str, Control],
+                  data: Mapping[str, Any] | None = None) -> list[Rule]:
+    """Compile every rule of one policy file's parsed YAML (*document*) against the criteria
+    catalog and the pack's reference *data*."""
+    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
         raise PolicyError(fname, None, "rules", "a policy file is a mapping with a 'rules' list")
-    return [compile_rule(fname, item, controls) for item in data["rules"]]
+    return [compile_rule(fname, item, controls, data) for item in document["rules"]]
 
 
-def compile_rule(fname: str, item: Any, controls: dict[str, Control]) -> Rule:
+def compile_rule(fname: str, item: Any, controls: dict[str, Control],
+                 data: Mapping[str, Any] | None = None) -> Rule:
     """Validate one rule mapping and compile its conditions."""
     if not isinstance(item, dict):
         raise PolicyError(fname, None, None, "each rule must be a mapping")
@@ -320,8 +237,8 @@ def compile_rule(fname: str, item: Any, controls: dict[str, Control]) -> Rule:
     condition_data = _strip_lines(item.get("condition"))
     when_data = _strip_lines(item["when"]) if "when" in item else None
     try:
-        predicate = compile_condition(condition_data, "condition")
-        applies = compile_condition(when_data, "when") if when_data is not None else None
+        predicate = compile_condition(condition_data, "condition", data)
+        applies = compile_condition(when_data, "when", data) if when_data is not None else None
     except ConditionError as exc:
         raise fail(exc.field, str(exc)) from None
     examples = _examples(item.get("examples"), fail)
@@ -333,7 +250,23 @@ def compile_rule(fname: str, item: Any, controls: dict[str, Control]) -> Rule:
         line=line or 0, enabled=bool(item.get("enabled", True)), catalog=_catalog_ids(item, fail),
         enforcement=enforcement,
         condition_data=condition_data, when_data=when_data,
+        related_types=frozenset(_related_types(condition_data)),
     )
+
+
+def _related_types(node: Any) -> set[str]:
+    """Every ``related: {types: ...}`` named anywhere in a condition."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "related" and isinstance(value, dict):
+                types = value.get("types")
+                found.update([types] if isinstance(types, str) else [str(t) for t in types or []])
+            found |= _related_types(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _related_types(value)
+    return found
 
 
 def _catalog_ids(item: dict[str, Any], fail: Any) -> tuple[str, ...]:

@@ -2,8 +2,9 @@
 compiler that turns a condition mapping into a predicate.
 
 Operators come from their own modules (structural, IAM, secrets, backup); they are assembled here
-explicitly rather than registering themselves on import. Each operator receives
-:func:`compile_condition` as its sub-compiler, so no operator module imports this one.
+explicitly rather than registering themselves on import. Each operator receives a
+:class:`~soc2infra.engine.core.CompileEnv` (a sub-compiler and the pack's reference data), so
+no operator module imports this one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from soc2infra.engine.backup import BACKUP_OPERATORS
-from soc2infra.engine.core import Compiler, ConditionError, Predicate
+from soc2infra.engine.core import CompileEnv, Compiler, ConditionError, Predicate
 from soc2infra.engine.iam.operators import IAM_OPERATORS
 from soc2infra.engine.secrets import SECRET_OPERATORS
 from soc2infra.engine.structural import STRUCTURAL_OPERATORS
@@ -34,8 +35,24 @@ OPERATORS: dict[str, Compiler] = _assemble(STRUCTURAL_OPERATORS, IAM_OPERATORS, 
 """Every operator by name; path tests (``{path: ...}``) are handled separately."""
 
 
-def compile_condition(spec: Any, where: str = "condition") -> Predicate:
-    """Compile a condition mapping into a predicate; raise :class:`ConditionError` on bad input."""
+def compile_condition(spec: Any, where: str = "condition",
+                      data: Mapping[str, Any] | None = None) -> Predicate:
+    """Compile a condition mapping into a predicate; raise :class:`ConditionError` on bad input.
+
+    *data* is the pack's reference data (``policies/data``); without it, operators that need
+    it (AWS-managed policies) treat what they would look up as unknown."""
+    return _compile(spec, where, _env(data))
+
+
+def _env(data: Mapping[str, Any] | None) -> CompileEnv:
+    def sub(spec: Any, where: str) -> Predicate:
+        return _compile(spec, where, env)
+
+    env = CompileEnv(sub, data or {})
+    return env
+
+
+def _compile(spec: Any, where: str, env: CompileEnv) -> Predicate:
     if not isinstance(spec, Mapping) or not spec:
         raise ConditionError("a condition must be a non-empty mapping", where)
     if "path" in spec:
@@ -47,4 +64,4 @@ def compile_condition(spec: Any, where: str = "condition") -> Predicate:
             where,
         )
     key = keys[0]
-    return OPERATORS[key](spec[key], spec, f"{where}.{key}", compile_condition)
+    return OPERATORS[key](spec[key], spec, f"{where}.{key}", env)

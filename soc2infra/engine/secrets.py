@@ -17,12 +17,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from soc2infra.engine.core import (
+    CompileEnv,
     Compiler,
     ConditionError,
     EvalContext,
     Predicate,
     ResourceIndex,
-    SubCompiler,
     Tri,
 )
 from soc2infra.model import Resource, Unknown
@@ -117,7 +117,7 @@ def _record(ctx: EvalContext, found: list[tuple[str, str]]) -> None:
         ctx.notes["other_arguments"] = sorted({p for p, _v in found[1:]})
 
 
-def _c_no_secret_literals(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_no_secret_literals(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``no_secret_literals: true`` or ``{names: [value]}``: no sensitive argument of the
     resource (or provider block) holds a literal secret. *names* adds argument names that
     are sensitive for this rule only (``value`` of a SecureString parameter)."""
@@ -140,7 +140,7 @@ def _c_no_secret_literals(arg: Any, _spec: Mapping[str, Any], where: str, sub: S
     return pred
 
 
-def _c_no_secret_default(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_no_secret_default(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``no_secret_default: true``: a variable that holds a secret (by its name, or marked
     ``sensitive``) has no literal default; nor does any sensitive key of a map default."""
     if arg is not True:

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from soc2infra.engine.core import (
+    CompileEnv,
     Compiler,
     ConditionError,
     EvalContext,
     Predicate,
-    SubCompiler,
     Tri,
     bool_arg,
     t_and,
@@ -23,8 +23,8 @@ from soc2infra.engine.paths import flatten, parse_path, resolve
 from soc2infra.model import Resource, Unknown
 
 
-def _c_all(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
-    preds = [sub(c, f"{where}[{i}]") for i, c in enumerate(_as_list(arg, where))]
+def _c_all(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
+    preds = [env.compile(c, f"{where}[{i}]") for i, c in enumerate(_as_list(arg, where))]
 
     def pred(ctx: EvalContext) -> Tri:
         unknown = False
@@ -39,8 +39,8 @@ def _c_all(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> 
     return pred
 
 
-def _c_any(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
-    preds = [sub(c, f"{where}[{i}]") for i, c in enumerate(_as_list(arg, where))]
+def _c_any(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
+    preds = [env.compile(c, f"{where}[{i}]") for i, c in enumerate(_as_list(arg, where))]
 
     def pred(ctx: EvalContext) -> Tri:
         unknown = False
@@ -55,8 +55,8 @@ def _c_any(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> 
     return pred
 
 
-def _c_not(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
-    inner = sub(arg, where)
+def _c_not(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
+    inner = env.compile(arg, where)
     return lambda ctx: t_not(inner(ctx))
 
 
@@ -67,11 +67,11 @@ def _as_list(arg: Any, where: str) -> list[Any]:
 
 
 def _quantifier(mode: str) -> Compiler:
-    def compile_q(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+    def compile_q(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
         if not isinstance(arg, Mapping) or "path" not in arg or "where" not in arg:
             raise ConditionError(f"{mode} needs 'path' and 'where'", where)
         path = parse_path(str(arg["path"]))
-        inner = sub(arg["where"], f"{where}.where")
+        inner = env.compile(arg["where"], f"{where}.where")
 
         def pred(ctx: EvalContext) -> Tri:
             items = flatten(resolve(ctx.value, path))
@@ -92,7 +92,7 @@ def _quantifier(mode: str) -> Compiler:
 _LINKS = ("referenced_by", "references", "namespace", "selector", "any")
 
 
-def _c_related(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_related(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``related: {types: [...], link: referenced_by|references|namespace|selector|any,
     via: attr.path, where: condition}`` → true when such a related resource exists
     (and, with ``where``, satisfies it)."""
@@ -103,7 +103,7 @@ def _c_related(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler)
     if link not in _LINKS:
         raise ConditionError(f"related.link must be one of {_LINKS}", where + ".link")
     via = arg.get("via")
-    inner = sub(arg["where"], f"{where}.where") if "where" in arg else None
+    inner = env.compile(arg["where"], f"{where}.where") if "where" in arg else None
     # `unresolved: unknown`: a resource of `types` whose `via` cannot be resolved (its value
     # comes from outside the scanned tree) might be the one pointing here, so "none found"
     # becomes unknown instead of false; with link: references, this resource's own `via`
@@ -157,12 +157,12 @@ def _c_related(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler)
 
 
 
-def _c_count(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_count(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``count: {path: P, where: C, gte: n, lte: n}``: how many elements satisfy C."""
     if not isinstance(arg, Mapping) or "path" not in arg:
         raise ConditionError("count needs 'path'", where)
     path = parse_path(str(arg["path"]))
-    inner = sub(arg["where"], f"{where}.where") if "where" in arg else None
+    inner = env.compile(arg["where"], f"{where}.where") if "where" in arg else None
     lo, hi = arg.get("gte"), arg.get("lte")
 
     def pred(ctx: EvalContext) -> Tri:
@@ -179,14 +179,14 @@ def _c_count(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -
     return pred
 
 
-def _c_const(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_const(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``const: false`` — for resource types that must not exist at all."""
     if not isinstance(arg, bool):
         raise ConditionError("const must be true or false", where)
     return lambda _ctx: arg
 
 
-def _c_type_in(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_type_in(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``type_in: [aws_iam_policy_attachment]`` — the resource's own type is one of these."""
     types = frozenset([arg] if isinstance(arg, str) else arg or [])
     if not types:
@@ -195,7 +195,7 @@ def _c_type_in(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler)
 
 
 
-def _c_first_of_type(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_first_of_type(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``first_of_type: true``: this resource has the smallest address among the resources of
     its type in the scan. Anchors a tree-level rule on one resource, so it is reported once."""
     want = bool_arg(arg, where)

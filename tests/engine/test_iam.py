@@ -10,7 +10,12 @@ import pytest
 
 from soc2infra.engine.core import ConditionError, EvalContext, ResourceIndex
 from soc2infra.engine.evaluate import evaluate
-from soc2infra.engine.iam.attachments import effective_policies, managed_policy_statements, principal_of
+from soc2infra.engine.iam.attachments import (
+    ManagedPolicies,
+    effective_policies,
+    managed_policy_statements,
+    principal_of,
+)
 from soc2infra.engine.iam.patterns import (
     covers_action,
     grants_write,
@@ -21,15 +26,17 @@ from soc2infra.engine.iam.patterns import (
     patterns_overlap,
 )
 from soc2infra.engine.iam.statements import Statement, parse_policy_json, policies_at
-from soc2infra.engine.policy import PolicyPack, load_pack
+from soc2infra.engine.policy import PolicyPack
 from soc2infra.engine.registry import compile_condition
 from soc2infra.model import Resource, Unknown
+from soc2infra.pack import load_pack
 from soc2infra.scan import scan
 from soc2infra.sources.terraform import load_terraform
 from soc2infra.sources.terraform_plan import load_plan
 
 TREE = Path(__file__).resolve().parent.parent / "data" / "iam_tree"
 PACK = load_pack()
+MANAGED = ManagedPolicies.from_data(PACK.data)
 
 
 def _tree_resources() -> tuple[list[Resource], ResourceIndex]:
@@ -128,7 +135,7 @@ def test_effective_policies_follow_groups_and_every_attachment_kind():
     _resources, index = _tree_resources()
 
     def origins(user: str) -> set[str]:
-        found = effective_policies(principal_of(index.by_address[f"aws_iam_user.{user}"]), index)
+        found = effective_policies(principal_of(index.by_address[f"aws_iam_user.{user}"]), index, MANAGED)
         return {st.origin for st in found.statements}
 
     assert origins("u_jsonencode") == {"aws_iam_user_policy.u_jsonencode_mfa"}
@@ -139,9 +146,9 @@ def test_effective_policies_follow_groups_and_every_attachment_kind():
     assert origins("u_readonly") == {"arn:aws:iam::aws:policy/ReadOnlyAccess"}
     assert origins("u_none") == set()
 
-    role = effective_policies(principal_of(index.by_address["aws_iam_role.r_poweruser"]), index)
+    role = effective_policies(principal_of(index.by_address["aws_iam_role.r_poweruser"]), index, MANAGED)
     assert {st.origin for st in role.statements} == {"arn:aws:iam::aws:policy/PowerUserAccess"}
-    inline = effective_policies(principal_of(index.by_address["aws_iam_role.r_inline_write"]), index)
+    inline = effective_policies(principal_of(index.by_address["aws_iam_role.r_inline_write"]), index, MANAGED)
     assert [st.origin for st in inline.statements] == ["aws_iam_role.r_inline_write.inline_policy.policy"]
 
 
@@ -353,12 +360,12 @@ def test_read_only_classification():
 
 
 def test_managed_policies_known_by_name_and_unknown_ones_are_gaps():
-    admin = managed_policy_statements("arn:aws:iam::aws:policy/AdministratorAccess")
+    admin = managed_policy_statements("arn:aws:iam::aws:policy/AdministratorAccess", MANAGED)
     assert isinstance(admin, list) and covers_action(admin[0], "*") is True
-    job = managed_policy_statements("arn:aws:iam::aws:policy/job-function/ViewOnlyAccess")
+    job = managed_policy_statements("arn:aws:iam::aws:policy/job-function/ViewOnlyAccess", MANAGED)
     assert isinstance(job, list) and grants_write(job[0]) is False
-    assert isinstance(managed_policy_statements("arn:aws:iam::aws:policy/SomethingNew"), Unknown)
-    assert managed_policy_statements("arn:aws:iam::111122223333:policy/mine") is None
+    assert isinstance(managed_policy_statements("arn:aws:iam::aws:policy/SomethingNew", MANAGED), Unknown)
+    assert managed_policy_statements("arn:aws:iam::111122223333:policy/mine", MANAGED) is None
 
 
 def test_parse_policy_json_accepts_single_statement_and_string_principal():
@@ -372,7 +379,7 @@ def test_parse_policy_json_accepts_single_statement_and_string_principal():
 
 def _eval(condition: dict, res: Resource, index: ResourceIndex):
     ctx = EvalContext(res.attributes, res, index)
-    return compile_condition(condition)(ctx), ctx.notes
+    return compile_condition(condition, data=PACK.data)(ctx), ctx.notes
 
 
 def test_iam_statements_quantifiers_and_notes():

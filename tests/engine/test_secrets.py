@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from soc2infra.engine.policy import load_pack
 from soc2infra.engine.secrets import find_secrets, is_literal_secret, is_sensitive_name, mask
+from soc2infra.pack import load_pack
 from soc2infra.scan import scan
 
 PACK = load_pack()

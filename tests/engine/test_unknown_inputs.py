@@ -13,10 +13,10 @@ import yaml
 
 from soc2infra.engine.core import EvalContext, ResourceIndex
 from soc2infra.engine.iam.statements import Condition, Statement
-from soc2infra.engine.policy import BUILTIN_POLICY_DIR
 from soc2infra.engine.registry import OPERATORS, compile_condition
 from soc2infra.engine.values import VALUE_OPERATORS
 from soc2infra.model import Resource, Unknown
+from soc2infra.pack import BUILTIN_POLICY_DIR
 
 # Operators the built-in pack does not use (yet): one representative condition each.
 EXTRA_SAMPLES: dict[str, list[dict[str, Any]]] = {

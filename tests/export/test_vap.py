@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from soc2infra.cli import main
-from soc2infra.engine.policy import load_pack
 from soc2infra.export.cel import NotCompilable, compile_rule_condition
 from soc2infra.export.k8s_schema import KINDS
 from soc2infra.export.vap import (
@@ -22,6 +21,7 @@ from soc2infra.export.vap import (
     policy_objects,
     summarize,
 )
+from soc2infra.pack import load_pack
 from soc2infra.waivers import WaiverEntry
 
 POD, DEPLOY, SERVICE, CM = KINDS["Pod"], KINDS["Deployment"], KINDS["Service"], KINDS["ConfigMap"]

@@ -17,8 +17,8 @@ from typing import Any
 import kopf
 import pytest
 
-from soc2infra.engine.policy import load_pack
 from soc2infra.evidence.records import normalize_entry
+from soc2infra.pack import load_pack
 from soc2infra.sources.kubernetes import object_to_resource
 from soc2infra_operator.admission import (
     MAX_WARNING_CHARS,

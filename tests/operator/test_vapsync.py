@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from soc2infra.engine.policy import load_pack
+from soc2infra.pack import load_pack
 from soc2infra_operator.settings import OperatorSettings, load_settings
 from soc2infra_operator.vapsync import (
     cluster_waiver_scopes,

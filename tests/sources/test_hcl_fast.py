@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.engine.policy import load_pack
+from soc2infra.pack import load_pack
 from soc2infra.sources.hcl_ast import HclSyntaxError, parse_hcl
 from soc2infra.sources.hcl_fast import _parser, _Translator, _Unsupported, available, parse_hcl_fast
 

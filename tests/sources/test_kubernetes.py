@@ -15,8 +15,9 @@ import pytest
 
 from soc2infra.engine.core import ResourceIndex
 from soc2infra.engine.evaluate import evaluate
-from soc2infra.engine.policy import TARGET_GROUPS, PolicyPack, load_pack
+from soc2infra.engine.policy import TARGET_GROUPS, PolicyPack
 from soc2infra.model import Resource
+from soc2infra.pack import load_pack
 from soc2infra.sources.kubernetes import (
     WORKLOAD_KINDS,
     is_helm_chart,

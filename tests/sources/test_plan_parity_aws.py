@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from soc2infra.engine.policy import load_pack
+from soc2infra.pack import load_pack
 from soc2infra.scan import scan
 
 PACK = load_pack()

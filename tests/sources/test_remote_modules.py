@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from soc2infra.cli import main
-from soc2infra.engine.policy import load_pack
 from soc2infra.lab.pki import write_webhook_pki
+from soc2infra.pack import load_pack
 from soc2infra.scan import ScanOptions, scan
 from soc2infra.sources.terraform_modules import (
     newest_matching,

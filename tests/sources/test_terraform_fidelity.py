@@ -11,8 +11,9 @@ import pytest
 
 from soc2infra.engine.core import ResourceIndex
 from soc2infra.engine.evaluate import evaluate
-from soc2infra.engine.policy import PolicyPack, load_pack
+from soc2infra.engine.policy import PolicyPack
 from soc2infra.model import Resource, Unknown
+from soc2infra.pack import load_pack
 from soc2infra.sources.terraform import load_terraform
 
 PACK = load_pack()

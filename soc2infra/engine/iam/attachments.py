@@ -4,8 +4,9 @@ roles), their inline and attached policies and group membership."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from typing import Any
 
 from soc2infra.engine.core import ResourceIndex
 from soc2infra.engine.iam.statements import (
@@ -36,82 +37,66 @@ USER_OWNED = {
 
 # --------------------------------------------------------------------------- AWS managed policies
 
-_READ = ("*:Get*", "*:List*", "*:Describe*", "*:BatchGet*", "*:View*", "*:Search*", "*:Lookup*")
-# The statements that decide what a managed policy allows (admin, write or read only),
-# not verbatim copies of the AWS documents.
-MANAGED_POLICIES: dict[str, list[tuple[str, tuple[str, ...], tuple[str, ...]]]] = {
-    # name: [(Allow | NotAction marker, actions or not-actions, resources)]
-    "AdministratorAccess": [("Action", ("*",), ("*",))],
-    "PowerUserAccess": [
-        ("NotAction", ("iam:*", "organizations:*", "account:*"), ("*",)),
-        ("Action", ("iam:CreateServiceLinkedRole", "iam:DeleteServiceLinkedRole", "iam:ListRoles",
-                    "organizations:DescribeOrganization", "account:ListRegions"), ("*",)),
-    ],
-    "IAMFullAccess": [
-        ("Action", ("iam:*", "organizations:DescribeAccount", "organizations:DescribeOrganization",
-                    "organizations:ListAccounts"), ("*",)),
-    ],
-    "IAMReadOnlyAccess": [("Action", ("iam:GenerateCredentialReport", "iam:Get*", "iam:List*",
-                                      "iam:SimulateCustomPolicy", "iam:SimulatePrincipalPolicy"), ("*",))],
-    "IAMUserChangePassword": [("Action", ("iam:ChangePassword",), ("arn:aws:iam::*:user/${aws:username}",)),
-                              ("Action", ("iam:GetAccountPasswordPolicy",), ("*",))],
-    "ReadOnlyAccess": [("Action", _READ, ("*",))],
-    "ViewOnlyAccess": [("Action", ("*:List*", "*:Describe*", "*:View*"), ("*",))],
-    "SecurityAudit": [("Action", _READ, ("*",))],
-    "AmazonS3FullAccess": [("Action", ("s3:*", "s3-object-lambda:*"), ("*",))],
-    "AmazonS3ReadOnlyAccess": [("Action", ("s3:Get*", "s3:List*", "s3:Describe*", "s3-object-lambda:Get*",
-                                           "s3-object-lambda:List*"), ("*",))],
-    "AmazonEC2FullAccess": [("Action", ("ec2:*", "elasticloadbalancing:*", "cloudwatch:*", "autoscaling:*",
-                                        "iam:CreateServiceLinkedRole"), ("*",))],
-    "AmazonEC2ReadOnlyAccess": [("Action", ("ec2:Describe*", "elasticloadbalancing:Describe*",
-                                            "cloudwatch:ListMetrics", "cloudwatch:GetMetricStatistics",
-                                            "cloudwatch:Describe*", "autoscaling:Describe*"), ("*",))],
-    "AmazonDynamoDBFullAccess": [("Action", ("dynamodb:*", "dax:*", "application-autoscaling:*",
-                                             "cloudwatch:*", "iam:PassRole"), ("*",))],
-    "AmazonRDSFullAccess": [("Action", ("rds:*", "application-autoscaling:*", "cloudwatch:*",
-                                        "ec2:Describe*"), ("*",))],
-    "AWSLambda_FullAccess": [("Action", ("lambda:*", "cloudformation:DescribeStacks", "iam:PassRole",
-                                         "logs:*", "s3:*"), ("*",))],
-    "AWSLambdaBasicExecutionRole": [("Action", ("logs:CreateLogGroup", "logs:CreateLogStream",
-                                                "logs:PutLogEvents"), ("*",))],
-    "AmazonSSMManagedInstanceCore": [("Action", ("ssm:DescribeAssociation", "ssm:GetDocument",
-                                                 "ssm:UpdateInstanceInformation", "ssmmessages:*",
-                                                 "ec2messages:*"), ("*",))],
-    "AmazonEKSClusterPolicy": [("Action", ("autoscaling:DescribeAutoScalingGroups", "ec2:CreateTags",
-                                           "ec2:Describe*", "elasticloadbalancing:*", "kms:DescribeKey"),
-                                ("*",))],
-    "AmazonEKSWorkerNodePolicy": [("Action", ("ec2:Describe*", "eks:DescribeCluster",
-                                              "eks-auth:AssumeRoleForPodIdentity"), ("*",))],
-    "AmazonEKS_CNI_Policy": [("Action", ("ec2:AssignPrivateIpAddresses", "ec2:AttachNetworkInterface",
-                                         "ec2:CreateNetworkInterface", "ec2:Describe*"), ("*",))],
-    "AmazonEC2ContainerRegistryReadOnly": [("Action", ("ecr:GetAuthorizationToken", "ecr:BatchGetImage",
-                                                       "ecr:GetDownloadUrlForLayer", "ecr:Describe*",
-                                                       "ecr:List*"), ("*",))],
-}
 _MANAGED_ARN = re.compile(r"^arn:aws[a-z-]*:iam::aws:policy/(?:[\w+=,.@-]+/)*([\w+=,.@-]+)$")
+MANAGED_POLICIES_DATA = "aws-managed-policies"
+"""The name of the reference data (``policies/data/aws-managed-policies.yaml``) read by the loader."""
 
 
-@lru_cache(maxsize=1024)
-def managed_policy_statements(arn: str) -> list[Statement] | Unknown | None:
-    """Statements of an AWS-managed policy ARN; Unknown when the name is not in the table;
-    None when *arn* is not an AWS-managed policy at all."""
-    m = _MANAGED_ARN.match(arn)
-    if m is None:
-        return None
-    table = MANAGED_POLICIES.get(m.group(1))
-    if table is None:
-        return Unknown(f"AWS managed policy {m.group(1)} is not in soc2infra's table of managed policies")
-    return [Statement(effect="Allow", actions=acts if kind == "Action" else (),
-                      not_actions=acts if kind == "NotAction" else (), resources=res, origin=arn)
-            for kind, acts, res in table]
+class ManagedPolicies:
+    """The table of AWS-managed policies (name → the statements that decide what it allows),
+    built from the pack's reference data."""
+
+    def __init__(self, table: Mapping[str, Any] | None = None) -> None:
+        self._table: Mapping[str, Any] = table or {}
+        self._memo: dict[str, list[Statement] | Unknown | None] = {}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> ManagedPolicies:
+        """The table in *data* (the pack's reference data), parsed once per data mapping."""
+        raw = data.get(MANAGED_POLICIES_DATA)
+        key = id(raw)
+        held = _FROM_DATA.get(key)
+        if held is None or held[0] is not raw:
+            table = raw.get("policies") if isinstance(raw, Mapping) else None
+            held = (raw, cls(table if isinstance(table, Mapping) else None))
+            _FROM_DATA[key] = held
+        return held[1]
+
+    def statements(self, arn: str) -> list[Statement] | Unknown | None:
+        """Statements of an AWS-managed policy ARN; Unknown when the name is not in the table;
+        None when *arn* is not an AWS-managed policy at all."""
+        if arn not in self._memo:
+            self._memo[arn] = self._statements(arn)
+        return self._memo[arn]
+
+    def _statements(self, arn: str) -> list[Statement] | Unknown | None:
+        m = _MANAGED_ARN.match(arn)
+        if m is None:
+            return None
+        entries = self._table.get(m.group(1))
+        if not isinstance(entries, list):
+            return Unknown(f"AWS managed policy {m.group(1)} is not in soc2infra's table of managed policies")
+        return [Statement(effect="Allow", actions=tuple(e.get("actions") or ()),
+                          not_actions=tuple(e.get("not_actions") or ()),
+                          resources=tuple(e.get("resources") or ()), origin=arn)
+                for e in entries if isinstance(e, Mapping)]
 
 
-def policy_arn_policies(arn: str, index: ResourceIndex) -> PolicySet:
+# Parsed tables by the identity of their raw data (kept alive here, so an id is never reused).
+_FROM_DATA: dict[int, tuple[Any, ManagedPolicies]] = {}
+
+
+def managed_policy_statements(arn: str, managed: ManagedPolicies) -> list[Statement] | Unknown | None:
+    """Statements of an AWS-managed policy ARN (see :meth:`ManagedPolicies.statements`)."""
+    return managed.statements(arn)
+
+
+def policy_arn_policies(arn: str, index: ResourceIndex, managed: ManagedPolicies) -> PolicySet:
     """The statements behind a policy ARN: an AWS-managed policy known by name, or a
     customer policy defined in the scanned tree; anything else is a gap."""
-    managed = managed_policy_statements(arn)
-    if managed is not None:
-        return _statements_or_gap(managed)
+    known = managed.statements(arn)
+    if known is not None:
+        return _statements_or_gap(known)
     name = arn.rsplit("/", 1)[-1]
     for res in index.by_type.get("aws_iam_policy", ()):
         if arn in res.identities or res.attributes.get("name") == name:
@@ -142,18 +127,18 @@ def _managed_arn_of(value: Unknown) -> str | None:
     return f"arn:aws:iam::aws:policy/{m.group(1)}" if m else None
 
 
-def arn_policies_at(res: Resource, path: str, index: ResourceIndex) -> PolicySet:
+def arn_policies_at(res: Resource, path: str, index: ResourceIndex, managed: ManagedPolicies) -> PolicySet:
     """Policies named by ARN at *path* of *res* (``policy_arn``, ``managed_policy_arns``):
     literal ARNs, or references to ``aws_iam_policy`` / ``data.aws_iam_policy`` resources."""
     out = PolicySet()
     unresolved: Unknown | None = None
     for value in flatten(resolve(res.attributes, parse_path(path))):
         if isinstance(value, str):
-            out.add(policy_arn_policies(value, index))
+            out.add(policy_arn_policies(value, index, managed))
         elif isinstance(value, Unknown):
             names = _arns_of(value)
             for arn in names:
-                out.add(policy_arn_policies(arn, index))
+                out.add(policy_arn_policies(arn, index, managed))
             if not names and unresolved is None:
                 unresolved = value
     if unresolved is None:
@@ -163,11 +148,11 @@ def arn_policies_at(res: Resource, path: str, index: ResourceIndex) -> PolicySet
     if not found:
         out.gap(f"{res.address}.{path} is not known statically ({unresolved.reason})", unresolved.kind)
     for target in found:
-        out.add(_policy_resource_policies(target, index))
+        out.add(_policy_resource_policies(target, index, managed))
     return out
 
 
-def _policy_resource_policies(target: Resource, index: ResourceIndex) -> PolicySet:
+def _policy_resource_policies(target: Resource, index: ResourceIndex, managed: ManagedPolicies) -> PolicySet:
     if target.type == "aws_iam_policy":
         return document_policies(target, index)
     if target.type == "data.aws_iam_policy":
@@ -176,7 +161,7 @@ def _policy_resource_policies(target: Resource, index: ResourceIndex) -> PolicyS
             value = target.attributes.get(key)
             if isinstance(value, str):
                 arn = value if key == "arn" else f"arn:aws:iam::aws:policy/{value}"
-                found = policy_arn_policies(arn, index)
+                found = policy_arn_policies(arn, index, managed)
                 if not found.gaps or key == "name":
                     return found
     out = PolicySet()
@@ -308,11 +293,11 @@ def _groups_and_gaps(user: Principal, index: ResourceIndex) -> tuple[list[tuple[
     return groups, gaps
 
 
-def effective_policies(principal: Principal, index: ResourceIndex) -> PolicySet:
+def effective_policies(principal: Principal, index: ResourceIndex, managed: ManagedPolicies) -> PolicySet:
     """Every statement that applies to *principal*: inline and managed policies attached
     to it, plus (for a user) those of its groups. Trust policies are not included."""
     memo = _cache(index)
-    key = ("effective", principal.key)
+    key = ("effective", principal.key, id(managed))
     if key in memo:
         return memo[key]
     memo[key] = PolicySet()  # a group cannot contain itself, but never loop
@@ -322,17 +307,17 @@ def effective_policies(principal: Principal, index: ResourceIndex) -> PolicySet:
                 "not_scanned")
     elif principal.kind == "role":
         out.add(policies_at(principal.resource, "inline_policy.policy", index))
-        out.add(arn_policies_at(principal.resource, "managed_policy_arns", index))
+        out.add(arn_policies_at(principal.resource, "managed_policy_arns", index, managed))
     for rtype, via, policy_attr, by_arn in ATTACHMENTS[principal.kind]:
         for attachment, certain in linked(index, rtype, via, principal):
-            found = (arn_policies_at(attachment, policy_attr, index) if by_arn
+            found = (arn_policies_at(attachment, policy_attr, index, managed) if by_arn
                      else policies_at(attachment, policy_attr, index))
             out.add(found, certain)
     if principal.kind == "user":
         groups, gaps = _groups_and_gaps(principal, index)
         out.add_gaps(gaps)
         for group, certain in groups:
-            out.add(effective_policies(group, index), certain)
+            out.add(effective_policies(group, index, managed), certain)
     memo[key] = out
     return out
 

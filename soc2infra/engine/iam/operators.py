@@ -8,18 +8,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from soc2infra.engine.core import (
+    CompileEnv,
     Compiler,
     ConditionError,
     EvalContext,
     Predicate,
-    SubCompiler,
     Tri,
     bool_arg,
     t_and,
     t_not,
     t_or,
 )
-from soc2infra.engine.iam.attachments import effective_policies, principal_for
+from soc2infra.engine.iam.attachments import ManagedPolicies, effective_policies, principal_for
 from soc2infra.engine.iam.patterns import (
     _any_of,
     condition_matches,
@@ -81,7 +81,7 @@ def _over_queries(queries: frozenset[str], test: Callable[[Statement, str], Tri]
 
 # --------------------------------------------------------------------------- statement-level operators
 
-def _c_effect(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_effect(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``effect: Allow`` (or Deny), case-insensitive."""
     wanted = _names(arg, where)
 
@@ -91,17 +91,17 @@ def _c_effect(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) 
     return _statement_test(test)
 
 
-def _c_action_matches(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_action_matches(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``action_matches: "iam:Pass*"`` (or a list): the statement applies to at least one such action."""
     return _over_queries(_names(arg, where, lower=False), matches_action)
 
 
-def _c_covers_action(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_covers_action(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``covers_action: "iam:*"`` (or a list, any of): the statement applies to every such action."""
     return _over_queries(_names(arg, where, lower=False), covers_action)
 
 
-def _c_allows_action(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_allows_action(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``allows_action: "iam:*"``: an Allow statement covering every such action."""
     queries = _names(arg, where, lower=False)
 
@@ -112,7 +112,7 @@ def _c_allows_action(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCom
     return _statement_test(test)
 
 
-def _c_covers_all_actions(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_covers_all_actions(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``covers_all_actions: true`` or ``{except_services: [iam, sts]}``."""
     if arg is True:
         services: frozenset[str] = frozenset()
@@ -123,19 +123,19 @@ def _c_covers_all_actions(arg: Any, _spec: Mapping[str, Any], where: str, sub: S
     return _statement_test(lambda st: covers_all_actions(st, services))
 
 
-def _c_grants_write(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_grants_write(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``grants_write: true``: the statement's actions include a non-read action."""
     want = bool_arg(arg, where)
     return _statement_test(lambda st: grants_write(st) if want else t_not(grants_write(st)))
 
 
-def _c_resource_is_wildcard(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_resource_is_wildcard(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``resource_is_wildcard: true``: Resource ``*`` (or NotResource)."""
     want = bool_arg(arg, where)
     return _statement_test(lambda st: resource_is_wildcard(st) if want else t_not(resource_is_wildcard(st)))
 
 
-def _c_resource_matches(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_resource_matches(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``resource_matches: "arn:aws:s3:::logs*"``: some Resource overlaps the pattern."""
     queries = _names(arg, where, lower=False)
 
@@ -148,7 +148,7 @@ def _c_resource_matches(arg: Any, _spec: Mapping[str, Any], where: str, sub: Sub
     return _statement_test(test)
 
 
-def _c_has_condition(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_has_condition(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``has_condition: {key: aws:MultiFactorAuthPresent, operator: [Bool], values: [false]}``:
     the statement has a condition matching every filter given (each one or a list)."""
     if not isinstance(arg, Mapping) or not arg or not set(arg) <= {"key", "operator", "values"}:
@@ -159,7 +159,7 @@ def _c_has_condition(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCom
     return _statement_test(lambda st: t_or([condition_matches(c, ops, keys, vals) for c in st.conditions]))
 
 
-def _c_principal_types(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_principal_types(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``principal_types: [AWS]``: the statement names a principal of one of these types
     (AWS, Service, Federated, CanonicalUser; ``"Principal": "*"`` counts as AWS)."""
     wanted = _names(arg, where)
@@ -182,7 +182,7 @@ def _ident_by_shape(ident: Unknown, exact: frozenset[str] | None, globs: frozens
     return None if could else False
 
 
-def _c_principal_matches(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_principal_matches(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``principal_matches: {type: AWS, identifiers: ["*"]}``: a principal of that type whose
     identifier equals one of *identifiers*, or matches one of the shell patterns in ``glob``."""
     if not isinstance(arg, Mapping) or not set(arg) <= {"type", "identifiers", "glob"}:
@@ -212,13 +212,13 @@ QUANTIFIERS = ("any", "all", "none")
 
 
 def _statement_query(arg: Any, where: str, allowed: set[str],
-                     sub: SubCompiler) -> tuple[Predicate | None, str]:
+                     env: CompileEnv) -> tuple[Predicate | None, str]:
     if not isinstance(arg, Mapping) or not set(arg) <= allowed:
         raise ConditionError(f"expected a mapping with keys among {sorted(allowed)}", where)
     quantifier = arg.get("quantifier", "any")
     if quantifier not in QUANTIFIERS:
         raise ConditionError(f"quantifier must be one of {', '.join(QUANTIFIERS)}", f"{where}.quantifier")
-    inner = sub(arg["where"], f"{where}.where") if "where" in arg else None
+    inner = env.compile(arg["where"], f"{where}.where") if "where" in arg else None
     return inner, quantifier
 
 
@@ -288,11 +288,11 @@ def _note(ctx: EvalContext, outcome: Tri, quantifier: str, hit: dict[str, str] |
         ctx.notes["failing_statement"] = miss
 
 
-def _c_iam_statements(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_iam_statements(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``iam_statements: {path: policy, where: C, quantifier: any|all|none}``: the statements
     of the policy document(s) at *path* (default ``policy``; a policy document data source
     is its own document) tested with C."""
-    inner, quantifier = _statement_query(arg, where, {"path", "where", "quantifier"}, sub)
+    inner, quantifier = _statement_query(arg, where, {"path", "where", "quantifier"}, env)
     path = arg.get("path")
 
     def pred(ctx: EvalContext) -> Tri:
@@ -306,10 +306,10 @@ def _c_iam_statements(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCo
     return pred
 
 
-def _c_iam_trust(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompiler) -> Predicate:
+def _c_iam_trust(arg: Any, _spec: Mapping[str, Any], where: str, env: CompileEnv) -> Predicate:
     """``iam_trust: {where: C, quantifier: any|all|none}``: the statements of a role's trust
     policy (``assume_role_policy``)."""
-    inner, quantifier = _statement_query(arg, where, {"where", "quantifier"}, sub)
+    inner, quantifier = _statement_query(arg, where, {"where", "quantifier"}, env)
     def pred(ctx: EvalContext) -> Tri:
         return quantify(policies_at(ctx.resource, "assume_role_policy", ctx.index), inner, quantifier, ctx)
 
@@ -317,13 +317,14 @@ def _c_iam_trust(arg: Any, _spec: Mapping[str, Any], where: str, sub: SubCompile
 
 
 def _c_iam_effective_statements(arg: Any, _spec: Mapping[str, Any], where: str,
-                                sub: SubCompiler) -> Predicate:
+                                env: CompileEnv) -> Predicate:
     """``iam_effective_statements: {where: C, quantifier: any|all|none, via: user}``: every
     statement that applies to the principal (inline and attached policies, and for a user
     those of its groups). On a login profile or access key the principal is its user;
     *via* names another attribute holding a principal."""
-    inner, quantifier = _statement_query(arg, where, {"where", "quantifier", "via"}, sub)
+    inner, quantifier = _statement_query(arg, where, {"where", "quantifier", "via"}, env)
     via = arg.get("via")
+    managed = ManagedPolicies.from_data(env.data)
 
     def pred(ctx: EvalContext) -> Tri:
         principal = principal_for(ctx.resource, ctx.index, via)
@@ -331,7 +332,7 @@ def _c_iam_effective_statements(arg: Any, _spec: Mapping[str, Any], where: str,
             ctx.notes["unresolved"] = [principal.reason]
             return None
         ctx.notes["principal"] = principal.label
-        return quantify(effective_policies(principal, ctx.index), inner, quantifier, ctx)
+        return quantify(effective_policies(principal, ctx.index, managed), inner, quantifier, ctx)
 
     return pred
 
