@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from soc2infra.errors import UserError
 from soc2infra.model import Finding, Waiver
 
 BASELINE_VERSION = 1
 DEFAULT_BASELINE_FILE = ".soc2infra-baseline.json"
 
 
-class BaselineError(ValueError):
+class BaselineError(UserError):
     """A baseline file that cannot be read; ``file`` and ``problem`` are kept apart for reports."""
 
     def __init__(self, file: str, problem: str) -> None:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from soc2infra.exitcodes import FINDINGS, OK
+
 if TYPE_CHECKING:
     from soc2infra.lab import LabInfo, ProcessSpec
 
@@ -28,7 +30,7 @@ def lab() -> None:
 @click.option("--operator/--no-operator", default=True, show_default=True,
               help="Also start the soc2infra admission operator against the lab.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lab's details as JSON.")
-def lab_up_cmd(workdir: Path, operator: bool, as_json: bool) -> None:
+def lab_up_cmd(workdir: Path, operator: bool, as_json: bool) -> int:
     """Start (or reuse) the lab and print the KUBECONFIG to use with kubectl."""
     from soc2infra.lab import lab_up
 
@@ -37,7 +39,7 @@ def lab_up_cmd(workdir: Path, operator: bool, as_json: bool) -> None:
     kubectl_dir = _link_kubectl(workdir)
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2))
-        return
+        return OK
     state = "already running" if info.reused else f"started in {info.startup_seconds:.1f} s"
     click.echo(f"lab {state}: {info.server}")
     for name, pid in info.pids.items():
@@ -46,32 +48,35 @@ def lab_up_cmd(workdir: Path, operator: bool, as_json: bool) -> None:
     if kubectl_dir is not None:
         click.echo(f"export PATH={kubectl_dir.resolve()}:$PATH   # a kubectl of the apiserver's version")
     click.echo(f"logs: {info.logs_dir}    stop with: soc2infra lab down --workdir {workdir}")
+    return OK
 
 
 @lab.command("down")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
               show_default=True)
 @click.option("--purge", is_flag=True, help="Also delete logs, certificates and the kubeconfig.")
-def lab_down_cmd(workdir: Path, purge: bool) -> None:
+def lab_down_cmd(workdir: Path, purge: bool) -> int:
     """Stop every process of the lab."""
     from soc2infra.lab import lab_down
 
     lab_down(workdir, purge=purge)
     click.echo("lab stopped")
+    return OK
 
 
 @lab.command("status")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
               show_default=True)
-def lab_status_cmd(workdir: Path) -> None:
+def lab_status_cmd(workdir: Path) -> int:
     """Show whether the lab is running (exit 1 when it is not)."""
     from soc2infra.lab import lab_status
 
     info = lab_status(workdir)
     if info is None:
         click.echo("lab is not running")
-        raise SystemExit(1)
+        return FINDINGS  # "not running" is the answer to the question, not an error
     click.echo(json.dumps(info.to_dict(), indent=2))
+    return OK
 
 
 def _link_kubectl(workdir: Path) -> Path | None:

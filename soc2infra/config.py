@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from soc2infra.errors import UserError
 from soc2infra.model import CATEGORIES, SEVERITIES
 
 if TYPE_CHECKING:
@@ -26,9 +27,10 @@ if TYPE_CHECKING:
 CONFIG_FILE_NAMES = (".soc2infra.yaml", ".soc2infra.yml")
 FORMATS = ("text", "json", "sarif", "junit", "markdown")
 DEFAULT_WARNING_DAYS = 14
+DEFAULT_KUBE_VERSION = "1.34.0"  # what helm renders charts for
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration file that cannot be used; names the file, the key and the line if known."""
 
     def __init__(self, file: str, key: str | None, message: str, line: int | None = None) -> None:
@@ -61,8 +63,38 @@ class WaiverSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ScanOptions:
+    """Inputs to a scan besides the paths and the pack."""
+
+    var_files: tuple[Path, ...] = ()
+    helm_values: tuple[Path, ...] = ()
+    kube_version: str = DEFAULT_KUBE_VERSION
+    jobs: int | None = None
+    base_dir: Path | None = None  # paths in results are relative to this (default: cwd)
+    # Fetch registry/git/HTTP modules that `terraform init` has not fetched (network access).
+    download_external_modules: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSettings:
+    """Where the report goes and how it looks."""
+
+    file: Path | None = None  # None: standard output
+    color: bool = True  # only ever used on a terminal
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceSettings:
+    """Recording scans in the evidence ledger."""
+
+    ledger: str | None = None  # None: do not record
+    key: Path | None = None  # Ed25519 private key that signs the record
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything a scan needs to know beyond its paths, fully resolved."""
+    """Everything a scan needs to know beyond its paths, fully resolved: the one options
+    object, built once from the configuration file and the flags (:func:`load_settings`)."""
 
     severity_threshold: str = "low"
     fail_on_unknown: bool = False
@@ -72,6 +104,10 @@ class Settings:
     rules: RuleSelection = field(default_factory=RuleSelection)
     waivers: WaiverSettings = field(default_factory=WaiverSettings)
     source: Path | None = None  # the configuration file these came from, if any
+    inputs: ScanOptions = field(default_factory=ScanOptions)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    changed_only: bool = False  # the paths are changed files (pre-commit), not scan roots
 
 
 # Every key a configuration file may set, with what it means (shown in the unknown-key error).
@@ -253,6 +289,15 @@ def resolve_settings(file_values: Mapping[str, Any], flags: Mapping[str, Any],
                                warning_days=int(pick("waiver_warning_days", DEFAULT_WARNING_DAYS)),
                                baseline=pick("baseline", None)),
         source=source,
+        # Flag-only groups (no configuration key): what to read and where results go.
+        inputs=ScanOptions(var_files=tuple(flags.get("var_file") or ()),
+                           helm_values=tuple(flags.get("helm_values") or ()),
+                           kube_version=flags.get("kube_version") or DEFAULT_KUBE_VERSION,
+                           jobs=flags.get("jobs"),
+                           download_external_modules=bool(pick("download_external_modules", False))),
+        output=OutputSettings(file=flags.get("output_file"), color=not flags.get("no_color")),
+        evidence=EvidenceSettings(ledger=flags.get("evidence_ledger"), key=flags.get("evidence_key")),
+        changed_only=bool(flags.get("changed_only")),
     )
 
 

@@ -8,6 +8,7 @@ OK = 0
 FINDINGS = 1
 ERROR = 2
 INTERNAL = 3
+INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 def severity_rank(severity: str) -> int:

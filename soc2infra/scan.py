@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from soc2infra.config import ScanOptions as ScanOptions  # re-exported: part of the scan API
 from soc2infra.engine.evaluate import evaluate
 from soc2infra.engine.policy import PolicyPack
 from soc2infra.model import Coverage, Error, Resource, ScanResult, SkippedFile
@@ -21,19 +22,6 @@ SKIP_DIRS = frozenset({".git", ".terraform", "node_modules", ".venv", "venv", "_
                        ".mypy_cache", ".pytest_cache", ".ruff_cache"})
 YAML_SUFFIXES = (".yaml", ".yml")
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-
-
-@dataclass(frozen=True, slots=True)
-class ScanOptions:
-    """Inputs to a scan besides the paths and the pack."""
-
-    var_files: tuple[Path, ...] = ()
-    helm_values: tuple[Path, ...] = ()
-    kube_version: str = "1.34.0"
-    jobs: int | None = None
-    base_dir: Path | None = None  # paths in results are relative to this (default: cwd)
-    # Fetch registry/git/HTTP modules that `terraform init` has not fetched (network access).
-    download_external_modules: bool = False
 
 
 @dataclass(slots=True)

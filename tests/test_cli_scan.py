@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from soc2infra.changed import scan_units
 from soc2infra.cli import main
-from soc2infra.cli_scan import scan_units
 
 POLICIES = Path(__file__).parent / "data" / "policies"
 PACK_ARGS = ["--policy-dir", str(POLICIES), "--no-builtin-policies", "--no-config"]

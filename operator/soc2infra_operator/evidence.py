@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from soc2infra.errors import UserError
 from soc2infra_operator.admission import Decision, RuleOutcome
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ SOURCE_AUDIT = "audit"
 SOURCE_WAIVER = "waiver"
 
 
-class EvidenceError(RuntimeError):
+class EvidenceError(UserError, RuntimeError):
     """A record could not be committed (ledger unavailable, timeout)."""
 
 

@@ -32,6 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from soc2infra.errors import UserError
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -54,7 +56,7 @@ WAIVER_KEYS = frozenset({"source", "owner", "expires", "reason", "ticket", "loca
 UNHASHED = frozenset({"hash", "signature"})
 
 
-class EvidenceError(ValueError):
+class EvidenceError(UserError):
     """An entry that cannot become a record, or a ledger that cannot be used as asked."""
 
 

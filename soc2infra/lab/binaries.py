@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from soc2infra import binaries
+from soc2infra.errors import UserError
 
 __all__ = [
     "BINARIES", "BUILD_SCRIPT", "BinariesMissing", "binary", "build_command", "ensure_binaries",
@@ -35,7 +36,7 @@ BUILD_SCRIPT: Path = binaries.BUILD_SCRIPT
 _CHECK_MISSING = 3
 
 
-class BinariesMissing(RuntimeError):
+class BinariesMissing(UserError, RuntimeError):
     """The control-plane binaries are not available (and were not, or could not be, built)."""
 
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from soc2infra.errors import UserError
 from soc2infra.lab.binaries import binary, ensure_binaries
 from soc2infra.lab.pki import ControlPlanePKI, write_control_plane_pki
 
@@ -60,7 +61,7 @@ _TERM_GRACE = 3.0
 _POLL = 0.05
 
 
-class ControlPlaneError(RuntimeError):
+class ControlPlaneError(UserError, RuntimeError):
     """The control plane failed to start (message includes the relevant log tails)."""
 
 
