@@ -4,17 +4,11 @@ admission control without a cluster."""
 from __future__ import annotations
 
 import json
-import socket
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from soc2infra.exitcodes import FINDINGS, OK
-
-if TYPE_CHECKING:
-    from soc2infra.lab import LabInfo, ProcessSpec
 
 DEFAULT_WORKDIR = Path(".soc2infra-lab")
 
@@ -33,8 +27,9 @@ def lab() -> None:
 def lab_up_cmd(workdir: Path, operator: bool, as_json: bool) -> int:
     """Start (or reuse) the lab and print the KUBECONFIG to use with kubectl."""
     from soc2infra.lab import lab_up
+    from soc2infra.lab.operator import operator_process_spec
 
-    hook = _operator_processes if operator else None
+    hook = (lambda info: [operator_process_spec(info)]) if operator else None
     info = lab_up(workdir, build=True, extra_processes=hook)
     kubectl_dir = _link_kubectl(workdir)
     if as_json:
@@ -96,26 +91,3 @@ def _link_kubectl(workdir: Path) -> Path | None:
         link.unlink()
     link.symlink_to(kubectl.resolve())
     return link.parent
-
-
-def _operator_processes(info: LabInfo) -> list[ProcessSpec]:
-    """The admission operator as a lab process: serving the lab's webhook certificate on a free
-    loopback port, registering its own webhook configuration, auditing every 60 s, and
-    recording evidence in ``<workdir>/evidence.db``."""
-    from soc2infra.lab import ProcessSpec, free_port
-
-    port = free_port()
-    argv = [
-        sys.executable, "-m", "soc2infra_operator", "run", "--kubeconfig", str(info.kubeconfig),
-        "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1", "--webhook-port", str(port),
-        "--cert-file", str(info.webhook.certfile), "--key-file", str(info.webhook.pkeyfile),
-        "--ca-file", str(info.webhook.cafile), "--install-crds", "--audit-interval", "60",
-        "--ledger", str(info.workdir / "evidence.db"),
-    ]
-    return [ProcessSpec(name="operator", argv=argv, ready=lambda: _listening(port), ready_timeout=60)]
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0

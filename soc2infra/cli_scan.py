@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 import click
 
 from soc2infra import __version__
-from soc2infra.config import FORMATS, Settings, load_settings
+from soc2infra.config import Settings, load_settings
 from soc2infra.exitcodes import OK
+from soc2infra.reports import FORMATS
 
 SEVERITY_CHOICES = ("critical", "high", "medium", "low")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,7 +72,7 @@ def settings_from_flags(flags: dict[str, Any]) -> Settings:
 @click.command()
 @click.argument("paths", nargs=-1)
 @scan_options
-@click.option("--format", "-f", "format", type=click.Choice(FORMATS), default=None,
+@click.option("--format", "-f", "format", type=click.Choice(list(FORMATS)), default=None,
               help="Output format (default: text, or the config's format).")
 @click.option("--output-file", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report here (the text summary still goes to the terminal).")

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from soc2infra.errors import UserError
 from soc2infra.model import CATEGORIES, SEVERITIES
+from soc2infra.reports import FORMATS
 
 if TYPE_CHECKING:
     from soc2infra.engine.policy import PolicyPack
 
 CONFIG_FILE_NAMES = (".soc2infra.yaml", ".soc2infra.yml")
-FORMATS = ("text", "json", "sarif", "junit", "markdown")
 DEFAULT_WARNING_DAYS = 14
 DEFAULT_KUBE_VERSION = "1.34.0"  # what helm renders charts for
 

@@ -6,6 +6,7 @@ processes, results can be cached, and the engine stays free of I/O.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -392,3 +393,8 @@ class ScanResult:
     def unknowns(self) -> list[Finding]:
         """Findings whose rule could not be decided."""
         return [f for f in self.findings if f.status == "unknown"]
+
+
+def control_sort_key(control_id: str) -> tuple[object, ...]:
+    """Natural order for criterion ids: ``CC6.2`` before ``CC6.10``, ``A1.1`` before ``CC1.1``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", control_id))

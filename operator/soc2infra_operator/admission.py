@@ -191,22 +191,56 @@ def rule_relations(pack: PolicyPack) -> dict[str, frozenset[str]]:
 
 @dataclass(frozen=True, slots=True)
 class RuleOutcome:
-    """One rule that did not pass on the object, and what it does at admission."""
+    """One rule that did not pass on the object (its :class:`~soc2infra.model.Finding`), and
+    what it does at admission."""
 
-    rule_id: str
-    title: str
-    severity: str
-    category: str
-    controls: tuple[str, ...]
-    message: str
-    remediation: str
-    status: str  # "fail" | "unknown"
+    finding: Finding
     action: str  # effective action: deny | warn | audit
     cross_object: bool = False
     # The action with admission.mode at enforce: what a staged rollout will do once it enforces.
     enforced_action: str = ""
     waiver: dict[str, Any] | None = None  # the waiver that suppresses it (model.Waiver.to_dict())
     waiver_status: str = "none"  # none | active | expiring | expired
+
+    @property
+    def rule_id(self) -> str:
+        """The rule's id."""
+        return self.finding.rule_id
+
+    @property
+    def title(self) -> str:
+        """The rule's title."""
+        return self.finding.title
+
+    @property
+    def severity(self) -> str:
+        """The rule's severity."""
+        return self.finding.severity
+
+    @property
+    def category(self) -> str:
+        """The rule's category."""
+        return self.finding.category
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """The SOC 2 criteria the rule evidences."""
+        return self.finding.controls
+
+    @property
+    def message(self) -> str:
+        """What is wrong with this object."""
+        return self.finding.message
+
+    @property
+    def remediation(self) -> str:
+        """What to change."""
+        return self.finding.remediation
+
+    @property
+    def status(self) -> str:
+        """``fail`` or ``unknown``."""
+        return self.finding.status
 
     @property
     def waived(self) -> bool:
@@ -384,11 +418,8 @@ def _outcomes(findings: Sequence[Finding], facts: ObjectFacts, policy: Admission
                          f"{entry.expires} (renew it or fix the finding)")
         elif entry is not None and status == "expired":
             notes.append(f"{entry.location} for {f.rule_id} expired on {entry.expires} and no longer applies")
-        outcomes.append(RuleOutcome(
-            rule_id=f.rule_id, title=f.title, severity=f.severity, category=f.category, controls=f.controls,
-            message=f.message, remediation=f.remediation, status=f.status, action=action, cross_object=cross,
-            waiver=waiver, waiver_status=status, enforced_action=enforced,
-        ))
+        outcomes.append(RuleOutcome(finding=f, action=action, cross_object=cross, waiver=waiver,
+                                    waiver_status=status, enforced_action=enforced))
     return outcomes, notes
 
 

@@ -3,7 +3,8 @@
 :func:`operator_argv` is the command line; :class:`OperatorProcess` starts it in its own session
 (killable as a group), waits until it serves admission requests, and stops it with SIGTERM (a
 clean exit removes its webhook configuration) or SIGKILL (tests of durability).
-:func:`operator_process_spec` adapts it to the lab's ``extra_processes`` hook.
+The command line and the readiness probe are :mod:`soc2infra.lab.operator`'s (one copy, shared
+with ``soc2infra lab up``).
 """
 
 from __future__ import annotations
@@ -11,39 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
-import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
-def operator_argv(kubeconfig: Path | str, port: int, certfile: Path | str, pkeyfile: Path | str,
-                  cafile: Path | str, ledger: Path | str | None = None, audit_interval: float | None = None,
-                  extra: Sequence[str] = (), python: str | None = None) -> list[str]:
-    """``python -m soc2infra_operator run …`` for an out-of-cluster operator on 127.0.0.1:*port*."""
-    argv = [python or sys.executable, "-m", "soc2infra_operator", "run", "--kubeconfig", str(kubeconfig),
-            "--webhook-addr", "127.0.0.1", "--webhook-port", str(port), "--cert-file", str(certfile),
-            "--key-file", str(pkeyfile), "--ca-file", str(cafile), "--install-crds"]
-    if ledger is not None:
-        argv += ["--ledger", str(ledger)]
-    if audit_interval is not None:
-        argv += ["--audit-interval", str(audit_interval)]
-    return [*argv, *extra]
-
-
-def port_serves_tls(port: int, cafile: Path | str, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
-    """Whether an HTTPS server with a certificate from *cafile* answers on *port*."""
-    ctx = ssl.create_default_context(cafile=str(cafile))
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock, \
-                ctx.wrap_socket(sock, server_hostname=host):
-            return True
-    except OSError:
-        return False
+from soc2infra.lab.operator import operator_argv as operator_argv
+from soc2infra.lab.operator import port_serves_tls as port_serves_tls
 
 
 class OperatorProcess:
@@ -114,18 +90,3 @@ class OperatorProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
-
-
-def operator_process_spec(info: Any, port: int | None = None, ledger: Path | None = None) -> Any:
-    """A :class:`soc2infra.lab.ProcessSpec` running the operator against a lab (``lab_up`` hook).
-
-    Ready when its HTTPS endpoint answers with the lab's webhook certificate; the evidence ledger
-    defaults to ``<workdir>/evidence.db``.
-    """
-    from soc2infra.lab import ProcessSpec, free_port
-
-    port = port or free_port()
-    argv = operator_argv(info.kubeconfig, port, info.webhook.certfile, info.webhook.pkeyfile,
-                         info.webhook.cafile, ledger or info.workdir / "evidence.db", audit_interval=60)
-    return ProcessSpec(name="soc2infra-operator", argv=argv,
-                       ready=lambda: port_serves_tls(port, info.webhook.cafile), ready_timeout=60.0)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from soc2infra.evidence.ledger import Ledger, open_ledger, time_bounds
 from soc2infra.evidence.records import now, parse_time
 from soc2infra.evidence.rollout import RolloutTally
 from soc2infra.evidence.verify import KeySpec, verify_ledger
+from soc2infra.model import control_sort_key
 
 REPORT_SCHEMA = "soc2infra.evidence-report/1"
 STATE_SOURCES = frozenset({"audit", "ci", "cli", "pre-commit"})
@@ -52,10 +52,6 @@ def _control_text(info: ControlInfo) -> tuple[str, str]:
     if isinstance(info, Mapping):
         return str(info.get("name", "")), str(info.get("intent", ""))
     return str(getattr(info, "name", "")), str(getattr(info, "intent", ""))
-
-
-def _criterion_key(cid: str) -> tuple[Any, ...]:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", cid))
 
 
 @dataclass(slots=True)
@@ -193,7 +189,7 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
     gaps = [d for d in day_strs if d not in audit_days]
 
     criteria = []
-    ids = sorted(set(controls) | set(tallies), key=_criterion_key)
+    ids = sorted(set(controls) | set(tallies), key=control_sort_key)
     for cid in ids:
         t = tallies.get(cid) or _Tally()
         name, intent = _control_text(controls[cid]) if cid in controls else ("(not in the catalog)", "")

@@ -13,7 +13,6 @@ evidence only.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -92,11 +91,6 @@ def sorted_findings(data: ReportInput, findings: Iterable[Finding]) -> list[Find
     """*findings* in report order: file, line, rule id, address."""
     return sorted(findings, key=lambda f: (data.rel(f.resource.file), f.resource.line, f.rule_id,
                                            f.resource.address))
-
-
-def control_sort_key(control_id: str) -> tuple[object, ...]:
-    """Natural order for criterion ids: ``CC6.2`` before ``CC6.10``, ``A1.1`` before ``CC1.1``."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", control_id))
 
 
 def _text(data: ReportInput) -> str:

@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from soc2infra.model import CATEGORIES, SEVERITIES
-from soc2infra.reports import TOOL_NAME, ReportInput, control_sort_key, sorted_findings
+from soc2infra.model import CATEGORIES, SEVERITIES, control_sort_key
+from soc2infra.reports import TOOL_NAME, ReportInput, sorted_findings
 
 if TYPE_CHECKING:
     from soc2infra.model import Finding

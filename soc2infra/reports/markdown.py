@@ -12,8 +12,8 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from soc2infra.model import SEVERITIES
-from soc2infra.reports import TOOL_NAME, ReportInput, control_sort_key, sorted_findings
+from soc2infra.model import SEVERITIES, control_sort_key
+from soc2infra.reports import TOOL_NAME, ReportInput, sorted_findings
 
 if TYPE_CHECKING:
     from soc2infra.model import Finding
