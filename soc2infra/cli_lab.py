@@ -26,8 +26,7 @@ def lab() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the lab's details as JSON.")
 def lab_up_cmd(workdir: Path, operator: bool, as_json: bool) -> int:
     """Start (or reuse) the lab and print the KUBECONFIG to use with kubectl."""
-    from soc2infra.lab import lab_up
-    from soc2infra.lab.operator import operator_process_spec
+    from soc2infra.lab import lab_up, operator_process_spec
 
     hook = (lambda info: [operator_process_spec(info)]) if operator else None
     info = lab_up(workdir, build=True, extra_processes=hook)

@@ -22,13 +22,18 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, TypedDict
 
-from soc2infra.engine.actions import effective_action, rule_action, weaker
-from soc2infra.engine.core import ResourceIndex
-from soc2infra.engine.evaluate import evaluate
-from soc2infra.engine.policy import PolicyPack
-from soc2infra.model import Finding, Resource
-from soc2infra.sources.kubernetes import object_to_resource
-from soc2infra.waivers import match_entry
+from soc2infra import (
+    Finding,
+    PolicyPack,
+    Resource,
+    ResourceIndex,
+    effective_action,
+    evaluate,
+    match_entry,
+    object_to_resource,
+    rule_action,
+    weaker,
+)
 from soc2infra_operator.settings import OperatorSettings, ScopeSettings
 from soc2infra_operator.waivers import ClusterWaiver, ObjectFacts, entries_for, grants_opt_out, object_facts
 

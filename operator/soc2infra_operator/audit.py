@@ -33,11 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from soc2infra.engine.core import ResourceIndex
-from soc2infra.engine.evaluate import evaluate
-from soc2infra.model import Resource
-from soc2infra.sources.kubernetes import object_to_resource
-from soc2infra.waivers import match_entry
+from soc2infra import Resource, ResourceIndex, evaluate, match_entry, object_to_resource
 from soc2infra_operator import waivers as cluster_waivers
 from soc2infra_operator.admission import (
     BUILTIN_GROUPS,

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from soc2infra.errors import UserError
+from soc2infra import UserError
 from soc2infra_operator.admission import Decision, RuleOutcome
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class EvidenceWriter:
         """Open the ledger at *url* with a group committer (or a disabled writer for None)."""
         if not url:
             return cls(None, timeout)
-        from soc2infra.evidence.ledger import GroupCommitter, open_ledger
+        from soc2infra.evidence import GroupCommitter, open_ledger
 
         ledger = open_ledger(url, Path(signing_key) if signing_key else None)
         committer = GroupCommitter(ledger)

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from soc2infra.lab.operator import operator_argv as operator_argv
-from soc2infra.lab.operator import port_serves_tls as port_serves_tls
+from soc2infra.lab import operator_argv as operator_argv
+from soc2infra.lab import port_serves_tls as port_serves_tls
 
 
 class OperatorProcess:

@@ -17,9 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from soc2infra.engine.policy import PolicyPack
-from soc2infra.model import Resource
-from soc2infra.pack import load_pack
+from soc2infra import PolicyPack, Resource, load_pack
 from soc2infra_operator import waivers as cluster_waivers
 from soc2infra_operator.admission import (
     BUILTIN_GROUPS,

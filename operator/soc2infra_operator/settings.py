@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from soc2infra.engine.actions import ACTION_STRENGTH, ACTIONS
+from soc2infra import ACTION_STRENGTH, ACTIONS
 
 __all__ = ["ACTIONS", "ACTION_STRENGTH", "OperatorSettings", "SettingsError", "load_settings"]
 

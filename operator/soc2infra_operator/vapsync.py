@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from soc2infra.engine.policy import PolicyPack
+from soc2infra import PolicyPack
 from soc2infra.export.vap import (
     MANAGED_LABEL,
     MANAGED_VALUE,

@@ -43,8 +43,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from soc2infra.sources.kubernetes import as_mapping, as_text
-from soc2infra.waivers import WaiverEntry
+from soc2infra import WaiverEntry, as_mapping, as_text
 
 GROUP = "soc2infra.io"
 VERSION = "v1alpha1"

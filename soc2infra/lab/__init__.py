@@ -36,12 +36,13 @@ from soc2infra.lab.controlplane import (
     stop_processes,
     write_state,
 )
+from soc2infra.lab.operator import operator_argv, operator_process_spec, port_serves_tls
 from soc2infra.lab.pki import WebhookPKI, write_webhook_pki
 
 __all__ = [
     "BINARIES", "BinariesMissing", "ControlPlane", "ControlPlaneError", "ExtraProcesses", "LabInfo",
     "ProcessRecord", "ProcessSpec", "WebhookPKI", "ensure_binaries", "free_port", "lab_down", "lab_status",
-    "lab_up", "write_webhook_pki",
+    "lab_up", "operator_argv", "operator_process_spec", "port_serves_tls", "write_webhook_pki",
 ]
 
 
