@@ -34,6 +34,9 @@ echo "== lint"
 ruff check .
 lint-imports
 
+echo "== types (mypy --strict, configured in pyproject.toml)"
+mypy
+
 echo "== policy pack examples"
 soc2infra policy test
 

@@ -166,7 +166,7 @@ def read_config(path: Path) -> dict[str, Any]:
     made absolute relative to the file's directory. Raises :class:`ConfigError`."""
     file = str(path)
     if path.name == "pyproject.toml":
-        raw, lines = _read_pyproject(path), {}
+        raw, lines = _read_pyproject(path), dict[str, int]()
         where = f"{file} [tool.soc2infra]"
     else:
         raw, lines = _read_yaml(path)

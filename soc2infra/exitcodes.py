@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from soc2infra.model import SEVERITIES, ScanResult
+from soc2infra.model import SEVERITIES, Finding, ScanResult
 
 OK = 0
 FINDINGS = 1
@@ -16,7 +16,7 @@ def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity)
 
 
-def blocking(result: ScanResult, threshold: str, fail_on_unknown: bool = False) -> list:
+def blocking(result: ScanResult, threshold: str, fail_on_unknown: bool = False) -> list[Finding]:
     """Unsuppressed findings at or above *threshold* (unknowns only when asked)."""
     limit = severity_rank(threshold)
     return [f for f in result.findings if not f.suppressed and severity_rank(f.severity) <= limit

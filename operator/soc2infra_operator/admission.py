@@ -71,6 +71,31 @@ class RequestPayload(TypedDict, total=False):
     dryRun: bool
 
 
+class ResponseStatus(TypedDict):
+    """``response.status`` of a denial."""
+
+    code: int
+    message: str
+
+
+class ResponsePayload(TypedDict, total=False):
+    """``AdmissionReview.response``: what the API server is told."""
+
+    uid: str
+    allowed: bool
+    warnings: list[str]
+    status: ResponseStatus
+
+
+class AdmissionReview(TypedDict, total=False):
+    """An ``admission.k8s.io/v1`` AdmissionReview: a request in, the same kind with a response out."""
+
+    apiVersion: str
+    kind: str
+    request: RequestPayload
+    response: ResponsePayload
+
+
 @dataclass(frozen=True, slots=True)
 class ReviewRequest:
     """One admission request, normalised; built from a raw review or from Kopf's kwargs."""
@@ -100,8 +125,9 @@ def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def request_from_review(review: Any) -> ReviewRequest:
-    """Normalise an ``AdmissionReview`` (the whole document or just its ``request``); never raises."""
+def request_from_review(review: AdmissionReview | RequestPayload | Any) -> ReviewRequest:
+    """Normalise an ``AdmissionReview`` (the whole document or just its ``request``); never raises:
+    the wire data is not trusted to have the declared shape."""
     data = _mapping(review)
     req: Mapping[str, Any] = _mapping(data.get("request")) if "request" in data else data
     user = _mapping(req.get("userInfo"))
@@ -489,12 +515,12 @@ def build_response(decision: Decision) -> AdmissionResponse:
                              warnings=tuple(warnings))
 
 
-def review_response(review: Any, response: AdmissionResponse) -> dict[str, Any]:
+def review_response(review: AdmissionReview | Any, response: AdmissionResponse) -> AdmissionReview:
     """A complete ``AdmissionReview`` reply for *review* (used by tests and the benchmark; Kopf
     builds its own from the handler's outcome)."""
     data = _mapping(review)
     req = _mapping(data.get("request"))
-    out: dict[str, Any] = {"uid": _text(req.get("uid")), "allowed": response.allowed}
+    out: ResponsePayload = {"uid": _text(req.get("uid")), "allowed": response.allowed}
     if response.warnings:
         out["warnings"] = list(response.warnings)
     if not response.allowed:

@@ -112,7 +112,8 @@ def audit_kinds(policy: AdmissionPolicy, skip: Iterable[str] = ()) -> list[str]:
 
 
 def _ref(obj: Mapping[str, Any]) -> dict[str, str]:
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    found = obj.get("metadata")
+    meta: Mapping[str, Any] = found if isinstance(found, dict) else {}
     out = {"apiVersion": str(obj.get("apiVersion") or ""), "kind": str(obj.get("kind") or ""),
            "name": str(meta.get("name") or "")}
     if meta.get("namespace"):

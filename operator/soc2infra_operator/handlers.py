@@ -207,7 +207,7 @@ def apply_webhook_configuration(runtime: Runtime, client_config: dict[str, Any])
         client_config["caBundle"] = base64.b64encode(Path(w.cafile).read_bytes()).decode("ascii")
     config = webhook_configuration(runtime.settings, webhook_targets(runtime), client_config)
     path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{w.configuration_name}"
-    result = runtime.kube.apply(path, config)
+    result: dict[str, Any] = runtime.kube.apply(path, config)
     logger.info("registered %d validating webhooks in %s", len(config["webhooks"]), w.configuration_name)
     return result
 

@@ -310,7 +310,8 @@ def _norm(key: Any) -> str:
 
 def merge(settings: OperatorSettings, data: Mapping[str, Any], origin: str) -> OperatorSettings:
     """*settings* with the values of a nested mapping (YAML file layout) applied."""
-    return _merge(settings, data, origin, "")
+    merged: OperatorSettings = _merge(settings, data, origin, "")
+    return merged
 
 
 def _merge(obj: Any, data: Mapping[str, Any], origin: str, prefix: str) -> Any:

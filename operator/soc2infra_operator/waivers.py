@@ -89,7 +89,7 @@ class ClusterWaiver:
         }
         if self.ticket:
             out["ticket"] = self.ticket
-        selector = {k: v for k, v in (("kind", self.kind), ("name", self.object_name)) if v}
+        selector: dict[str, Any] = {k: v for k, v in (("kind", self.kind), ("name", self.object_name)) if v}
         if self.match_labels:
             selector["matchLabels"] = dict(self.match_labels)
         if selector:

@@ -110,13 +110,13 @@ class SOC2WebhookServer(kopf.WebhookServer):
       failure policy, instead of a server error.
     """
 
-    def __init__(self, *, on_client_config: Callable[[dict[str, Any]], None] | None = None,
+    def __init__(self, *, on_client_config: Callable[[dict[str, Any]], object] | None = None,
                  fail_closed: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._on_client_config = on_client_config
         self._fail_closed = fail_closed
 
-    async def __call__(self, fn: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         guarded = guard_webhook_fn(fn, self._fail_closed)
         async for client_config in super().__call__(guarded):
             if self._on_client_config is not None:
@@ -128,6 +128,7 @@ class SOC2WebhookServer(kopf.WebhookServer):
 def guard_webhook_fn(fn: Any, fail_closed: bool) -> Any:
     """Wrap Kopf's webhook function (see :class:`SOC2WebhookServer`)."""
     from soc2infra_operator.admission import (
+        AdmissionReview,
         build_response,
         failure_decision,
         request_from_review,
@@ -135,7 +136,7 @@ def guard_webhook_fn(fn: Any, fail_closed: bool) -> Any:
         unreadable_review,
     )
 
-    def answer(review: Any, reason: str) -> dict[str, Any]:
+    def answer(review: Any, reason: str) -> AdmissionReview:
         decision = failure_decision(request_from_review(review), reason, fail_closed)
         return review_response(review, build_response(decision))
 

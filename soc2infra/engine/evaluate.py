@@ -56,13 +56,13 @@ def evaluate(resources: list[Resource], pack: PolicyPack, index: ResourceIndex |
         for res in resources:
             scopes.setdefault(scope_of(res), []).append(res)
         if len(scopes) > 1:
-            findings: list[Finding] = []
-            passes: list[tuple[str, str]] = []
+            all_findings: list[Finding] = []
+            all_passes: list[tuple[str, str]] = []
             for group in scopes.values():
                 f, p = evaluate(group, pack, ResourceIndex(group))
-                findings += f
-                passes += p
-            return findings, passes
+                all_findings += f
+                all_passes += p
+            return all_findings, all_passes
     idx = index if index is not None else ResourceIndex(resources)
     findings: list[Finding] = []
     passes: list[tuple[str, str]] = []

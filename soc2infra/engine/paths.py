@@ -54,7 +54,7 @@ def parse_path(path: str) -> tuple[str | int, ...]:
     for m in _TOKEN.finditer(path):
         q1, q2, idx, bare = m.groups()
         if q1 is not None or q2 is not None:
-            out.append(q1 if q1 is not None else q2)  # type: ignore[arg-type]
+            out.append(q1 if q1 is not None else q2)
         elif idx is not None:
             out.append(int(idx))
         elif bare is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from soc2infra.engine.core import ConditionError, EvalContext, Predicate, Tri, t_and, t_or
@@ -51,7 +51,7 @@ def _is_empty(v: Any) -> bool:
     return v is None or v == "" or v == [] or v == {}
 
 
-def _cidr_overlaps_any(v: Any, nets: list[ipaddress._BaseNetwork]) -> bool:
+def _cidr_overlaps_any(v: Any, nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     try:
         net = ipaddress.ip_network(str(v), strict=False)
     except ValueError:
@@ -185,7 +185,7 @@ def compile_path_test(spec: Mapping[str, Any], where: str) -> Predicate:
     op = ops[0]
     has_default = "default" in spec
     default = spec.get("default")
-    quant = spec.get("quantifier", "all")
+    quant = str(spec.get("quantifier", "all"))
     if quant not in ("all", "any"):
         raise ConditionError("quantifier must be 'all' or 'any'", where + ".quantifier")
 
@@ -204,7 +204,8 @@ def compile_path_test(spec: Mapping[str, Any], where: str) -> Predicate:
 
     arg = spec[op]
     dynamic = isinstance(arg, Mapping) and len(arg) == 1 and next(iter(arg)) in OPERAND_REFS
-    ref_kind, ref_path = "", ()
+    ref_kind = ""
+    ref_path: tuple[str | int, ...] = ()
     if dynamic:
         ref_kind = next(iter(arg))
         ref_path = parse_path(str(arg[ref_kind]))

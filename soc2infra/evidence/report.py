@@ -330,14 +330,15 @@ def render_chart(daily: list[dict[str, Any]], gaps: set[str] | None = None, titl
     segments: list[list[str]] = [[]]
     dots = []
     for i, day in enumerate(daily):
-        pct = day.get("compliance")
-        if pct is None:
+        compliance = day.get("compliance")
+        if compliance is None:
             segments.append([])
             continue
-        segments[-1].append(f"{x(i):.1f},{y(pct):.1f}")
-        colour = "#1a7f37" if pct >= 100 else "#cf222e" if pct < 80 else "#9a6700"
-        tip = f'{day["date"]}: {pct:.1f}% ({day.get("passes", 0)} pass, {day.get("failures", 0)} fail)'
-        dots.append(f'<circle cx="{x(i):.1f}" cy="{y(pct):.1f}" r="2.5" fill="{colour}">'
+        share = float(compliance)
+        segments[-1].append(f"{x(i):.1f},{y(share):.1f}")
+        colour = "#1a7f37" if share >= 100 else "#cf222e" if share < 80 else "#9a6700"
+        tip = f'{day["date"]}: {share:.1f}% ({day.get("passes", 0)} pass, {day.get("failures", 0)} fail)'
+        dots.append(f'<circle cx="{x(i):.1f}" cy="{y(share):.1f}" r="2.5" fill="{colour}">'
                     f"<title>{_e(tip)}</title></circle>")
     for seg in segments:
         if len(seg) > 1:

@@ -181,7 +181,7 @@ def _keys(public_key: KeySpec) -> dict[str, Ed25519PublicKey] | None:
     if public_key is None or (isinstance(public_key, Sequence) and not isinstance(public_key, str)
                               and not public_key):
         return None
-    return load_public_keys(public_key)  # type: ignore[arg-type]
+    return load_public_keys(public_key)
 
 
 def _anchor(expect_head: str | Anchor | None) -> Anchor | None:
@@ -317,8 +317,8 @@ def verify_records(bodies: Iterable[str], public_key: KeySpec = None,
                     and anchor.seq in (0, last.seq):
                 found = True
         if anchor is not None and not found:
-            last = chain.last.seq if chain and chain.last else 0
-            raise _Broken(last + 1, "the anchored hash is not among the records: truncated or rewritten")
+            last_seq = chain.last.seq if chain and chain.last else 0
+            raise _Broken(last_seq + 1, "the anchored hash is not among the records: truncated or rewritten")
     except _Broken as broken:
         result.ok, result.first_bad_seq, result.reason = False, broken.seq, broken.reason
     if chain is not None:

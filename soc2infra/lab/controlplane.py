@@ -558,7 +558,8 @@ class ControlPlane:
         """A ``kubernetes`` (python client) ApiClient for the admin user; needs the ``kubernetes`` package."""
         from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        client: ApiClient = config.new_client_from_config(config_file=str(self.kubeconfig))
+        return client
 
     def is_running(self) -> bool:
         """True if etcd and kube-apiserver are both still running."""

@@ -69,8 +69,8 @@ def parse_hcl(text: str) -> Body:
     except (UnexpectedCharacters, UnexpectedToken) as exc:
         raise HclSyntaxError(f"syntax error: {_short(exc)}", exc.line if exc.line > 0 else None) from None
     except UnexpectedInput as exc:
-        line = getattr(exc, "line", None)
-        raise HclSyntaxError(f"syntax error: {_short(exc)}", line if line and line > 0 else None) from None
+        at = getattr(exc, "line", None)
+        raise HclSyntaxError(f"syntax error: {_short(exc)}", at if at and at > 0 else None) from None
     body = tree.children[0]
     return _body(body)
 
@@ -84,11 +84,11 @@ def _line_of_offset(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
-def _trees(node: Tree) -> list[Tree]:
+def _trees(node: Tree[Any]) -> list[Tree[Any]]:
     return [c for c in node.children if isinstance(c, Tree) and c.data != "new_line_or_comment"]
 
 
-def _body(node: Tree) -> Body:
+def _body(node: Tree[Any]) -> Body:
     body = Body()
     for child in _trees(node):
         if child.data == "attribute":
@@ -115,7 +115,7 @@ def _name(node: Any) -> str:
     return str(node.children[0])
 
 
-def _label(node: Tree) -> str:
+def _label(node: Tree[Any]) -> str:
     if node.data == "string":
         parts = []
         for p in _trees(node):
@@ -204,11 +204,11 @@ def _expr(node: Any) -> Expr:  # noqa: C901 - one dispatch over grammar rules
     if kind in ("attr_splat_expr_term", "full_splat_expr_term"):
         obj, splat = _trees(node)
         ops: list[tuple[str, Any]] = []
-        for op in _trees(splat):
-            if op.data == "get_attr":
-                ops.append(("get", _name(_trees(op)[0])))
+        for step in _trees(splat):
+            if step.data == "get_attr":
+                ops.append(("get", _name(_trees(step)[0])))
             else:
-                ops.append(("idx", _index(op)))
+                ops.append(("idx", _index(step)))
         return ("splat", _expr(obj), ops)
     if kind in ("for_tuple_expr", "for_object_expr"):
         return _for(node, kind == "for_object_expr")
@@ -225,13 +225,13 @@ def _token_expr(tok: Token) -> Expr:
     return ("unknown", f"unexpected token {tok.type}")
 
 
-def _index(node: Tree) -> Expr:
+def _index(node: Tree[Any]) -> Expr:
     if node.data == "short_index":
         return ("lit", int(str(node.children[-1])))
     return _expr(_trees(node)[0])
 
 
-def _object_key(node: Tree) -> Expr:
+def _object_key(node: Tree[Any]) -> Expr:
     inner = _trees(node)
     target = inner[0] if inner else node
     if target.data == "keyword":
@@ -243,7 +243,7 @@ def _object_key(node: Tree) -> Expr:
     return expr
 
 
-def _string(node: Tree) -> Expr:
+def _string(node: Tree[Any]) -> Expr:
     parts: list[Any] = []
     for part in _trees(node):
         child = part.children[0]
@@ -272,7 +272,8 @@ def _template(parts: list[Any]) -> Expr:
         return ("lit", "".join(parts))
     if len(parts) == 1:
         # "${expr}" alone keeps the expression's own type (a number stays a number).
-        return parts[0]
+        alone: tuple[Any, ...] = parts[0]
+        return alone
     return ("tmpl", parts)
 
 
@@ -344,7 +345,7 @@ def parse_expression(source: str) -> Expr:
     return body.attrs["__x"][0]
 
 
-def _for(node: Tree, is_object: bool) -> Expr:
+def _for(node: Tree[Any], is_object: bool) -> Expr:
     intro = next(c for c in node.children if isinstance(c, Tree) and c.data == "for_intro")
     names = [str(c.children[0]) for c in intro.children if isinstance(c, Tree) and c.data == "identifier"]
     coll = _expr([c for c in _trees(intro) if c.data != "identifier"][0])

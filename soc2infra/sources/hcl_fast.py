@@ -224,7 +224,8 @@ class _Translator:
             return _heredoc(raw + "\n", trim, parse_expression_fast)
         parts = self.quoted_parts(node)
         if parts and parts[0] == ("unknown", "template directive"):
-            return parts[0]
+            directive: Expr = parts[0]
+            return directive
         return _template(parts)
 
     def collection(self, node: Any) -> Expr:

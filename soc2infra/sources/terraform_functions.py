@@ -269,7 +269,8 @@ def _compact(lst: list[Any]) -> list[Any]:
 
 
 def _distinct(lst: list[Any]) -> list[Any]:
-    return _toset(lst)
+    out: list[Any] = _toset(lst)  # a list in, a list out
+    return out
 
 
 def _tomap(v: Any) -> Any:

@@ -30,7 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,11 +157,11 @@ def registry_token(host: str, env: dict[str, str] | None = None) -> str | None:
     ``credentials "<host>" { token = … }`` in ``TF_CLI_CONFIG_FILE`` or ``~/.terraformrc``, and
     ``~/.terraform.d/credentials.tfrc.json`` (what ``terraform login`` writes).
     """
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     name = "TF_TOKEN_" + host.replace("-", "__").replace(".", "_").replace(":", "_")
-    if env.get(name):
-        return env[name]
-    home = Path(env.get("HOME", str(Path.home())))
+    if environ.get(name):
+        return environ[name]
+    home = Path(environ.get("HOME", str(Path.home())))
     creds = home / ".terraform.d" / "credentials.tfrc.json"
     try:
         data = json.loads(creds.read_text(encoding="utf-8"))
@@ -170,7 +170,7 @@ def registry_token(host: str, env: dict[str, str] | None = None) -> str | None:
             return token
     except (OSError, ValueError, AttributeError):
         pass
-    rc = Path(env["TF_CLI_CONFIG_FILE"]) if env.get("TF_CLI_CONFIG_FILE") else home / ".terraformrc"
+    rc = Path(environ["TF_CLI_CONFIG_FILE"]) if environ.get("TF_CLI_CONFIG_FILE") else home / ".terraformrc"
     try:
         text = rc.read_text(encoding="utf-8")
     except OSError:
@@ -310,9 +310,10 @@ class ModuleFetcher:
         if not header:
             raise ModuleFetchError(f"{redact_url(url)}: no X-Terraform-Get download address")
         # A relative address is relative to the download endpoint (registry protocol).
-        if "::" not in header and not re.match(r"^[a-z]+://", header) and source_kind(header) != "git":
-            header = urllib.parse.urljoin(url, header)
-        return header
+        address = str(header)
+        if "::" not in address and not re.match(r"^[a-z]+://", address) and source_kind(address) != "git":
+            address = urllib.parse.urljoin(url, address)
+        return address
 
     # -- git and archives
     def fetch_address(self, address: str) -> Fetched:

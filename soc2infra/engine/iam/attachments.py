@@ -244,7 +244,8 @@ def _link_table(index: ResourceIndex, rtype: str, via: str) -> _LinkTable:
             if any(isinstance(v, Unknown) for v in values) and not refs:
                 table.undecided.append(res)
         memo[key] = table
-    return memo[key]
+    found: _LinkTable = memo[key]
+    return found
 
 
 def linked(index: ResourceIndex, rtype: str, via: str, principal: Principal) -> list[tuple[Resource, bool]]:
@@ -299,7 +300,8 @@ def effective_policies(principal: Principal, index: ResourceIndex, managed: Mana
     memo = _cache(index)
     key = ("effective", principal.key, id(managed))
     if key in memo:
-        return memo[key]
+        done: PolicySet = memo[key]
+        return done
     memo[key] = PolicySet()  # a group cannot contain itself, but never loop
     out = PolicySet()
     if principal.resource is None:

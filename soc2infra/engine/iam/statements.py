@@ -337,7 +337,8 @@ def policies_at(res: Resource, path: str, index: ResourceIndex) -> PolicySet:
     memo = _cache(index)
     key = ("doc", id(res), path)
     if key in memo:
-        return memo[key]
+        done: PolicySet = memo[key]
+        return done
     memo[key] = PolicySet(gaps=[f"{res.address}.{path} refers to itself"])  # cycle guard
     out = PolicySet()
     unresolved: Unknown | None = None
@@ -386,7 +387,8 @@ def document_policies(res: Resource, index: ResourceIndex) -> PolicySet:
         if key not in memo:
             memo[key] = PolicySet(gaps=[f"{res.address} refers to itself"])
             memo[key] = data_document_policies(res, index)
-        return memo[key]
+        found: PolicySet = memo[key]
+        return found
     return policies_at(res, "policy", index)
 
 
