@@ -13,9 +13,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIONS", "ACTION_STRENGTH", "Error", "Finding", "PolicyPack", "Resource", "ResourceIndex", "Rule",
-    "ScanOptions", "ScanResult", "Unknown", "UserError", "Waiver", "WaiverEntry", "__version__",
-    "as_mapping", "as_text", "effective_action", "evaluate", "load_pack", "match_entry",
+    "ACTIONS", "ACTION_STRENGTH", "DEFAULT_WARNING_DAYS", "Error", "Finding", "PolicyPack", "Resource",
+    "ResourceIndex", "Rule", "ScanOptions", "ScanResult", "Unknown", "UserError", "Waiver", "WaiverEntry",
+    "__version__", "as_mapping", "as_text", "effective_action", "evaluate", "load_pack", "match_entry",
     "object_to_resource", "rule_action", "scan", "weaker",
 ]
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from soc2infra.pack import load_pack
     from soc2infra.scan import ScanOptions, scan
     from soc2infra.sources.kubernetes import as_mapping, as_text, object_to_resource
-    from soc2infra.waivers import WaiverEntry, match_entry
+    from soc2infra.waivers import DEFAULT_WARNING_DAYS, WaiverEntry, match_entry
 
 _LAZY = {
     # what a failed rule does at admission (actions, overrides)
@@ -50,7 +50,7 @@ _LAZY = {
     # Kubernetes objects (admission, audit) and waivers
     "object_to_resource": "soc2infra.sources.kubernetes", "as_mapping": "soc2infra.sources.kubernetes",
     "as_text": "soc2infra.sources.kubernetes", "WaiverEntry": "soc2infra.waivers",
-    "match_entry": "soc2infra.waivers",
+    "match_entry": "soc2infra.waivers", "DEFAULT_WARNING_DAYS": "soc2infra.waivers",
 }
 
 

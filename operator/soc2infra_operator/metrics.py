@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from soc2infra.waivers import DEFAULT_WARNING_DAYS
+from soc2infra import DEFAULT_WARNING_DAYS
 
 __all__ = ["OperatorMetrics", "serve"]
 
