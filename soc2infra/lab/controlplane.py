@@ -7,6 +7,9 @@ ready in a few seconds. Flags follow envtest (controller-runtime's test control 
 Processes run in their own sessions (hence process groups) so teardown can ``killpg`` them along
 with anything they spawned. Every start records pids in ``<workdir>/state.json`` so a different
 process (``soc2infra lab down``) can stop a control plane it did not start.
+
+Why one module of about 600 lines: starting, probing, recording and stopping the two processes
+share their state file and process-group handling; most of the length is flags and clean-up.
 """
 
 from __future__ import annotations

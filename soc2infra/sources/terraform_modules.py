@@ -13,6 +13,9 @@ resolved in this order:
 
 Every call gets a :class:`ModuleRecord` (scanned or not, and why), so nothing is skipped in
 silence: the scan result lists the records in its ``coverage`` section.
+
+Why one module of over 500 lines: the four ways of getting a module (init's record, registry,
+git, HTTPS archive) share the cache, the credentials and the redaction of URLs in messages.
 """
 
 from __future__ import annotations
