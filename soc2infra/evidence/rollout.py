@@ -39,7 +39,8 @@ class RolloutTally:
 
     def add(self, record: Mapping[str, Any]) -> None:
         """Take one ledger record into account (records of other sources are ignored)."""
-        context = record.get("context") if isinstance(record.get("context"), dict) else {}
+        found = record.get("context")
+        context: Mapping[str, Any] = found if isinstance(found, dict) else {}
         source = record.get("source")
         if source == "admission":
             mode = str(context.get("mode") or "enforce")
@@ -71,7 +72,7 @@ class RolloutTally:
     def to_dict(self) -> dict[str, Any]:
         """The report section: admission modes seen and one row per rule, most requests first."""
         rules = sorted(set(self.rows) | set(self.failing_now))
-        out = []
+        out: list[dict[str, Any]] = []
         for rule_id in rules:
             row = self.rows.get(rule_id, _Row())
             out.append({"rule_id": rule_id, "requests": row.requests, "dry_runs": row.dry_runs,
