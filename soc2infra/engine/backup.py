@@ -98,7 +98,10 @@ def _arn_match(pattern: str, template: str | None, res: Resource) -> Tri:
             results.append(True if fnmatch.fnmatchcase(_PLACEHOLDER.sub("x", t), p)
                            and fnmatch.fnmatchcase(_PLACEHOLDER.sub("y-z", t), p) else None)
         else:
-            filled = _PLACEHOLDER.sub(lambda m, v=values: v.get(m.group(1), "*"), t)
+            def fill(m: re.Match[str], v: dict[str, str] = values) -> str:
+                return v.get(m.group(1), "*")
+
+            filled = _PLACEHOLDER.sub(fill, t)
             results.append(fnmatch.fnmatchcase(filled, p))
     return t_and(results)
 
