@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 import click
+
+from soc2infra.exitcodes import FINDINGS, OK
 
 
 @click.group()
@@ -16,7 +19,7 @@ def waiver() -> None:
 @click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
 @click.option("--days", type=click.IntRange(1, 366), default=90, show_default=True,
               help="expires this many days from today (review it)")
-def suggest(source: click.utils.LazyFile, days: int) -> None:
+def suggest(source: TextIO, days: int) -> int:
     """Read kubectl/helm dry-run output (SOURCE or stdin) and print one SOC2Waiver per denied object
     and rule, with owner and reason placeholders to fill in. Exit 1 when there was no denial."""
     from soc2infra.waiver_suggest import parse_denials, suggest_waivers
@@ -24,5 +27,6 @@ def suggest(source: click.utils.LazyFile, days: int) -> None:
     denials = parse_denials(source.read())
     if not denials:
         click.echo("no soc2infra denial found in the input", err=True)
-        sys.exit(1)
+        sys.exit(FINDINGS)  # exits even when called through click's standalone runner
     click.echo(suggest_waivers(denials, days=days), nl=False)
+    return OK
