@@ -192,8 +192,8 @@ def _compile(spec: Any, cur: Val, env: _Env) -> str:
     if key == "count":
         return _count(arg, cur, env)
     if key == "related":
-        types = arg.get("types") if isinstance(arg, Mapping) else None
-        names = ", ".join([types] if isinstance(types, str) else list(types or []))
+        related = arg.get("types") if isinstance(arg, Mapping) else None
+        names = ", ".join([related] if isinstance(related, str) else list(related or []))
         raise NotCompilable(f"reads other objects (related: {names}); the API server's CEL sees only the "
                             "object under review")
     raise NotCompilable(f"operator '{key}' has no CEL form")
