@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.engine.policy import load_pack
+from soc2infra.pack import load_pack
 from soc2infra.result_cache import CacheStats, results_dir, scan_cached
 from soc2infra.scan import ScanOptions, scan
 

@@ -145,7 +145,8 @@ def waiver_from_object(obj: Any) -> ClusterWaiver:
     if problem is None and expires is None:
         problem = "spec.expires must be an ISO date (YYYY-MM-DD)"
     cluster = as_text(data.get("kind")) == CLUSTER_KIND
-    names = spec.get("namespaces") if cluster and isinstance(spec.get("namespaces"), list) else []
+    listed = spec.get("namespaces")
+    names: list[Any] = listed if cluster and isinstance(listed, list) else []
     ns_labels = as_mapping(as_mapping(spec.get("namespaceSelector")).get("matchLabels"))
     return ClusterWaiver(
         namespace="" if cluster else as_text(meta.get("namespace")) or "default",
