@@ -88,7 +88,7 @@ def test_soc2clusterwaivers_cover_cluster_objects_or_the_namespaces_they_pick():
                                    "soc2infra", TODAY)
     assert [(s.address, s.cluster_only, s.namespace_labels) for s in picked] == [
         ("*/*/team-*/*", False, ()), ("*/*/*/*", False, (("t", "a"),))]
-    from soc2infra.engine.policy import load_pack as _load
+    from soc2infra.pack import load_pack as _load
     from soc2infra_operator.vapsync import enforcement_plan as _plan
 
     plan = next(p for p in _plan(_load(), "hybrid").plans if p.rule.id == "SOC2-K8S-RBAC-001")
