@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, TypedDict
@@ -113,11 +114,26 @@ class ReviewRequest:
     groups: tuple[str, ...] = ()
     resource: str = ""  # group/version/plural, for messages and evidence
     subresource: str | None = None
+    user_uid: str = ""  # userInfo.uid: ties a record to the API server's audit log
 
     @property
     def actor(self) -> dict[str, Any]:
         """Who asked, for evidence."""
-        return {"username": self.username, "groups": list(self.groups)}
+        return {"username": self.username, "uid": self.user_uid, "groups": list(self.groups)}
+
+    @property
+    def object_ref(self) -> tuple[str, str]:
+        """The object's (uid, resourceVersion): the new object, or the old one on DELETE."""
+        for candidate in (self.obj, self.old):
+            meta = _mapping(_mapping(candidate).get("metadata"))
+            if meta:
+                return _text(meta.get("uid")), _text(meta.get("resourceVersion"))
+        return "", ""
+
+
+# The uid of the AdmissionReview being served. Kopf does not hand it to handlers, so the webhook
+# server's guard sets it around each request (context variables follow the request's task).
+CURRENT_REVIEW_UID: ContextVar[str] = ContextVar("soc2infra_review_uid", default="")
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -143,7 +159,7 @@ def request_from_review(review: AdmissionReview | RequestPayload | Any) -> Revie
         groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (),
         resource="/".join(p for p in (_text(res.get("group")), _text(res.get("version")),
                                       _text(res.get("resource"))) if p),
-        subresource=_text(req.get("subResource")) or None,
+        subresource=_text(req.get("subResource")) or None, user_uid=_text(user.get("uid")),
     )
 
 
@@ -305,6 +321,8 @@ class Decision:
     notes: tuple[str, ...] = ()  # extra warnings (expiring/expired waivers, ignored opt-outs)
     reason: str = ""  # why a request was skipped or could not be evaluated
     request_uid: str = ""
+    object_uid: str = ""  # metadata.uid of the object (empty when the request carries none)
+    resource_version: str = ""  # metadata.resourceVersion: which version of the object was decided
     mode: str = "enforce"  # admission.mode when decided
     waiver_namespace: str = ""  # where a SOC2Waiver for this object goes (cluster scoped: own namespace)
 
@@ -414,6 +432,7 @@ def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[Cluste
         namespace=facts.namespace, name=resource.name, operation=req.operation, dry_run=req.dry_run,
         actor=req.actor, outcomes=tuple(outcomes), passed=tuple(rule for rule, _addr in passes),
         notes=tuple(dict.fromkeys(notes)), request_uid=req.uid, mode=policy.mode,
+        object_uid=req.object_ref[0], resource_version=req.object_ref[1],
         waiver_namespace=facts.namespace if facts.namespace is not None else policy.cluster_waiver_namespace,
     )
 
@@ -558,6 +577,7 @@ def failure_decision(req: ReviewRequest, reason: str, fail_closed: bool) -> Deci
     error): rejected when *fail_closed*, otherwise admitted with a warning."""
     note = f"soc2infra could not operate ({reason}); admitted because the failure policy is Ignore"
     return Decision(verdict="error", allowed=not fail_closed, operation=req.operation, dry_run=req.dry_run,
+                    object_uid=req.object_ref[0], resource_version=req.object_ref[1],
                     actor=req.actor, reason=reason, notes=() if fail_closed else (note,), request_uid=req.uid)
 
 

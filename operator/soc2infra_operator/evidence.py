@@ -66,14 +66,18 @@ _LEDGER_DECISION = {"allow": "allow", "waived": "allow", "warn": "warn", "deny":
 
 
 def admission_record(decision: Decision, pack_digest: str,
-                     pack_severities: RuleMeta | None = None) -> dict[str, Any]:
+                     pack_severities: RuleMeta | None = None, cluster: str = "") -> dict[str, Any]:
     """The ledger entry for one admission request that was evaluated (or could not be).
 
     ``results`` holds every rule evaluated on the object: failures (``fail``/``unknown``, or
     ``waived`` with the waiver) and passes (``pass``; severity and controls from
     *pack_severities*, rule id → (severity, controls), when given) — the population an auditor
     samples. ``decision`` is allow, warn or deny; ``context`` keeps the finer verdict (waived,
-    error), each failing rule's admission action, the operation and whether it was a dry run.
+    error), each failing rule's admission action (a list of ``{rule_id, action}``: rule ids are
+    values, never keys, so redaction cannot mistake ``…SECRET…`` for a secret), the operation,
+    whether it was a dry run, and what traces the record to the API server's audit log and to the
+    object: ``request_uid``, ``user`` (username, uid, groups), ``object_uid``, ``resource_version``
+    and the ``cluster`` id.
     """
     results = [_result(o, decision.address) for o in decision.outcomes]
     meta = pack_severities or {}
@@ -85,11 +89,14 @@ def admission_record(decision: Decision, pack_digest: str,
         "verdict": decision.verdict, "operation": decision.operation, "dry_run": decision.dry_run,
         "kind": decision.kind, "namespace": decision.namespace, "name": decision.name,
         "groups": list(decision.actor.get("groups") or []), "instance": instance_id(),
+        "request_uid": decision.request_uid, "cluster": cluster,
+        "user": {"username": str(decision.actor.get("username") or ""),
+                 "uid": str(decision.actor.get("uid") or ""),
+                 "groups": list(decision.actor.get("groups") or [])},
+        "object_uid": decision.object_uid, "resource_version": decision.resource_version,
     }
-    if decision.request_uid:
-        context["request_uid"] = decision.request_uid
     if decision.outcomes:
-        context["actions"] = {o.rule_id: o.action for o in decision.outcomes}
+        context["actions"] = [{"rule_id": o.rule_id, "action": o.action} for o in decision.outcomes]
     if decision.mode != "enforce":
         # Staged rollout: what enforcing would have rejected (soc2infra evidence report lists it).
         context["mode"] = decision.mode
@@ -128,7 +135,7 @@ def audit_record(results: Sequence[Mapping[str, Any]], pack_digest: str, summary
         "results": items,
         "decision": "fail" if any(r.get("status") == "fail" for r in items) else "pass",
         "context": {"summary": dict(summary), "waivers": list(waivers), "instance": instance_id(),
-                    **(extra or {})},
+                    "cluster": cluster, **(extra or {})},
     }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import kopf
 
 from soc2infra_operator import waivers as cluster_waivers
-from soc2infra_operator.admission import ReviewRequest
+from soc2infra_operator.admission import CURRENT_REVIEW_UID, ReviewRequest
 from soc2infra_operator.runtime import Runtime
 from soc2infra_operator.webhookconfig import (
     SOC2WebhookServer,
@@ -56,6 +56,7 @@ def request_from_kopf(*, body: Any, old: Any, operation: Any, dryrun: Any, useri
         username=str(user.get("username") or ""),
         groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (), resource=res,
         subresource=subresource if isinstance(subresource, str) and subresource else None,
+        uid=CURRENT_REVIEW_UID.get(), user_uid=str(user.get("uid") or ""),
     )
 
 
@@ -227,7 +228,8 @@ async def audit_loop(runtime: Runtime) -> None:
 
     a = runtime.settings.audit
     auditor = Auditor(runtime.kube, runtime.policy, runtime.settings, runtime.writer, runtime.identity,
-                      on_context=runtime.set_context, cluster_name=str(runtime.kube.configuration.host))
+                      on_context=runtime.set_context,
+                      cluster_name=runtime.cluster_id or str(runtime.kube.configuration.host))
     await asyncio.sleep(a.initial_delay_seconds)
     while True:
         try:

@@ -154,13 +154,15 @@ async def run(settings: OperatorSettings, ready_flag: asyncio.Event | threading.
 
     from soc2infra_operator.handlers import register
     from soc2infra_operator.kube import Kube, load_configuration
-    from soc2infra_operator.runtime import Runtime
+    from soc2infra_operator.runtime import Runtime, resolve_cluster_id
 
     if not settings.webhook.certfile:
         raise SettingsError("webhook certificate files are required (--cert-file/--key-file/--ca-file); "
                             "Kopf's self-signed mode is not used (oscrypto cannot read OpenSSL 3)")
     runtime = Runtime.build(settings)
     runtime.kube = Kube(load_configuration(settings.kubeconfig, settings.context))
+    runtime.cluster_id = await asyncio.to_thread(resolve_cluster_id, runtime.kube,
+                                                 settings.evidence.cluster_id)
     if settings.install_crds:
         from soc2infra_operator.install import apply_crds
 

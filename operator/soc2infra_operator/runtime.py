@@ -56,6 +56,19 @@ def admission_kinds(pack: PolicyPack, settings: OperatorSettings) -> list[str]:
     return kinds
 
 
+def resolve_cluster_id(kube: Any, configured: str | None) -> str:
+    """The cluster id for evidence: *configured*, else the kube-system namespace's uid (stable for
+    the cluster's life, different in every cluster); empty when neither can be had."""
+    if configured:
+        return configured
+    try:
+        namespace = kube.call("GET", "/api/v1/namespaces/kube-system")
+        return str((namespace.get("metadata") or {}).get("uid") or "")
+    except Exception:  # noqa: BLE001 - no read access to kube-system: records say so by an empty id
+        logger.warning("could not read the kube-system namespace uid; set evidence.cluster_id")
+        return ""
+
+
 @dataclass(slots=True)
 class Runtime:
     """Everything a running operator shares between its handlers and background tasks."""
@@ -78,6 +91,7 @@ class Runtime:
     # webhook decides with (those rules disabled); None: the webhook decides every rule.
     cel_rules: frozenset[str] = frozenset()
     webhook_policy: AdmissionPolicy | None = None
+    cluster_id: str = ""  # evidence.cluster_id, or the kube-system namespace uid (resolve_cluster_id)
     vap_wake: asyncio.Event | None = None  # set on waiver changes: resync the policies
     vap_task: asyncio.Task[None] | None = None
     loop: asyncio.AbstractEventLoop | None = None  # the operator's loop (waiver events arrive in threads)
@@ -137,7 +151,8 @@ class Runtime:
             return decision
         started = time.perf_counter()
         try:
-            await self.writer.commit(admission_record(decision, self.pack.digest, self.rule_meta))
+            await self.writer.commit(admission_record(decision, self.pack.digest, self.rule_meta,
+                                                      self.cluster_id))
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
         except EvidenceError as exc:
             self.metrics.commit_failures.inc()

@@ -157,6 +157,9 @@ class EvidenceSettings:
     fail_closed: bool | None = None
     timeout_seconds: float = 5.0
     record_dry_run: bool = True  # dry-run decisions are recorded, flagged context.dry_run
+    # A stable id for this cluster in every record (reports filter on it). None: the uid of the
+    # kube-system namespace, which lives as long as the cluster and differs between clusters.
+    cluster_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,6 +128,7 @@ class SOC2WebhookServer(kopf.WebhookServer):
 def guard_webhook_fn(fn: Any, fail_closed: bool) -> Any:
     """Wrap Kopf's webhook function (see :class:`SOC2WebhookServer`)."""
     from soc2infra_operator.admission import (
+        CURRENT_REVIEW_UID,
         AdmissionReview,
         build_response,
         failure_decision,
@@ -145,6 +146,7 @@ def guard_webhook_fn(fn: Any, fail_closed: bool) -> Any:
         if problem is not None:
             logger.warning("unreadable admission review: %s", problem)
             return answer(review, problem)
+        token = CURRENT_REVIEW_UID.set(request_from_review(review).uid)
         try:
             return await fn(review, **kwargs)
         except Exception as exc:
@@ -153,5 +155,7 @@ def guard_webhook_fn(fn: Any, fail_closed: bool) -> Any:
                 raise
             logger.exception("admission request failed inside Kopf")
             return answer(review, f"internal error ({type(exc).__name__})")
+        finally:
+            CURRENT_REVIEW_UID.reset(token)
 
     return guarded

@@ -1,7 +1,10 @@
 """Export evidence for an auditor: the records of a period as JSONL or CSV.
 
 - **JSONL**: one record per line, byte for byte the canonical JSON stored in the ledger, so each
-  line can be re-hashed independently (``soc2infra.evidence.verify.verify_jsonl``).
+  line can be re-hashed independently (``soc2infra.evidence.verify.verify_jsonl``) and checked
+  against the ledger (``soc2infra evidence verify-export``).
+- Only the records of the :class:`~soc2infra.evidence.population.Population` asked for are
+  written: by default every source, with dry-run admission requests left out.
 - **CSV**: one row per rule result — the population an auditor samples from — with the record's
   seq, time, source, actor, subject, pack digest and decision repeated on each row, the waiver
   (owner, expiry, reason) for waived results, the context as JSON and the record hash to trace a
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from soc2infra.evidence.ledger import Ledger, open_ledger, time_bounds
+from soc2infra.evidence.population import Population, PopulationTally
 from soc2infra.evidence.records import EvidenceError, canonical_json
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv")
@@ -66,29 +70,38 @@ def result_rows(record: Mapping[str, Any]) -> Iterator[dict[str, str]]:
 
 
 def write_records(ledger: Ledger, out: IO[str], start: TimeBound = None, end: TimeBound = None,
-                  fmt: str = "jsonl") -> int:
-    """Write the records with time in ``[start, end)`` to *out*; returns lines/rows written."""
+                  fmt: str = "jsonl", population: Population | None = None,
+                  tally: PopulationTally | None = None) -> int:
+    """Write the records with time in ``[start, end)`` that belong to *population* (default: every
+    source, dry runs left out) to *out*; returns lines/rows written. *tally*, when given, counts
+    what was kept and left out (the export's header for the auditor)."""
     if fmt not in FORMATS:
         raise EvidenceError(f"unknown export format {fmt!r} (use {' or '.join(FORMATS)})")
     lo, hi = time_bounds(start, end)
+    tally = tally if tally is not None else PopulationTally(population or Population())
     count = 0
-    if fmt == "jsonl":
-        for row in ledger.iter_rows(lo, hi):
+    writer = None
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=list(CSV_COLUMNS), lineterminator="\r\n")
+        writer.writeheader()
+    for row in ledger.iter_rows(lo, hi):
+        record = json.loads(row.body)
+        if not tally.keep(record):
+            continue
+        if writer is None:
             out.write(row.body)
             out.write("\n")
             count += 1
-        return count
-    writer = csv.DictWriter(out, fieldnames=list(CSV_COLUMNS), lineterminator="\r\n")
-    writer.writeheader()
-    for row in ledger.iter_rows(lo, hi):
-        for line in result_rows(json.loads(row.body)):
+            continue
+        for line in result_rows(record):
             writer.writerow(line)
             count += 1
     return count
 
 
 def export_records(url: str | Path | Ledger, start: TimeBound = None, end: TimeBound = None,
-                   fmt: str = "jsonl", out: Path | str | IO[str] | None = None) -> int:
+                   fmt: str = "jsonl", out: Path | str | IO[str] | None = None,
+                   population: Population | None = None, tally: PopulationTally | None = None) -> int:
     """Export the ledger's records between *start* and *end* as JSONL or CSV.
 
     *url* is a ledger URL (or an open :class:`Ledger`); *start*/*end* are datetimes with a zone,
@@ -99,11 +112,11 @@ def export_records(url: str | Path | Ledger, start: TimeBound = None, end: TimeB
     ledger = url if isinstance(url, Ledger) else open_ledger(url, create=False)
     try:
         if out is None or out == "-":
-            return write_records(ledger, sys.stdout, start, end, fmt)
+            return write_records(ledger, sys.stdout, start, end, fmt, population, tally)
         if isinstance(out, str | Path):
             with Path(out).open("w", encoding="utf-8", newline="") as fh:
-                return write_records(ledger, fh, start, end, fmt)
-        return write_records(ledger, out, start, end, fmt)
+                return write_records(ledger, fh, start, end, fmt, population, tally)
+        return write_records(ledger, out, start, end, fmt, population, tally)
     finally:
         if ledger is not url:
             ledger.close()

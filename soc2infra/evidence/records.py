@@ -51,6 +51,20 @@ ADMISSION_DECISIONS: tuple[str, ...] = ("allow", "deny", "warn")
 SCAN_DECISIONS: tuple[str, ...] = ("pass", "fail", "error")
 REDACTED = "[REDACTED]"
 
+
+def _tool_version() -> str:
+    # The installed distribution's version (importing the soc2infra package would pull in the
+    # scanner: the evidence layer sits below it).
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("soc2infra")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+TOOL_VERSION = _tool_version()
+
 ENTRY_KEYS = frozenset({"source", "actor", "subject", "pack_digest", "results", "decision", "context",
                         "time"})
 RESULT_KEYS = frozenset({"rule_id", "status", "severity", "controls", "address", "waiver"})
@@ -145,6 +159,9 @@ _SECRET_TF_TYPES = frozenset({"kubernetes_secret", "kubernetes_secret_v1"})
 _SECRET_DATA_KEYS = frozenset({"data", "stringData", "binaryData", "binary_data"})
 _SECRET_BODY_KEYS = frozenset({"attributes", "values", "after", "before"})
 _ENV_LIST_KEYS = frozenset({"env", "environment"})
+# A policy rule id (SOC2-K8S-SECRET-001, SECRET-003): a name of a check, never a secret, even when
+# it contains SECRET or TOKEN; its value (an action, a count) must survive redaction.
+_RULE_ID = re.compile(r"[A-Z][A-Z0-9]*(?:[-_][A-Z0-9]+)*[-_][0-9]{3,}")
 
 
 @lru_cache(maxsize=8192)
@@ -189,8 +206,9 @@ def redact(obj: Any) -> Any:
       object, Secret data included);
     - strings holding a PEM private key, and the password part of ``scheme://user:pass@host``.
 
-    Mapping keys are never changed (but become strings). Tuples become lists; the input is not
-    modified; values of other types are returned as they are.
+    Policy rule ids used as keys (``SOC2-K8S-SECRET-001``) are names of checks, not secrets: their
+    values are kept. Mapping keys are never changed (but become strings). Tuples become lists; the
+    input is not modified; values of other types are returned as they are.
     """
     return _redact(obj, False, False)
 
@@ -207,6 +225,8 @@ def _key_kind(key: str) -> int:
         return _SECRET_BODY
     if key.endswith("last-applied-configuration"):
         return _LAST_APPLIED
+    if _RULE_ID.fullmatch(key):
+        return _PLAIN
     if is_sensitive_key(key):
         return _SENSITIVE
     if key in _ENV_LIST_KEYS:

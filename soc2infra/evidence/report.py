@@ -4,6 +4,8 @@ For each Trust Services Criterion the report counts, over the records of ``[from
 
 - **population**: records and evaluations (one rule on one address) touching a rule mapped to
   the criterion, and the distinct resources and rules involved — what an auditor samples from;
+  every ``audit`` snapshot record also counts for CC4.1 and CC7.1 (``audit_snapshots``): the
+  snapshot itself shows the detective control ran, whatever rules it held;
 - **passes**, **failures**, **unknown** and **waived** evaluations. A failed evaluation in an
   admission request that was *denied* is not a failure that got through: it is counted under
   **denials** (evidence that a preventive control operated); failures from audits and scans, and
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from soc2infra.evidence.ledger import Ledger, open_ledger, time_bounds
+from soc2infra.evidence.population import Population, PopulationTally, describe
 from soc2infra.evidence.records import now, parse_time
 from soc2infra.evidence.rollout import RolloutTally
 from soc2infra.evidence.verify import KeySpec, verify_ledger
@@ -43,6 +46,9 @@ from soc2infra.model import control_sort_key
 
 REPORT_SCHEMA = "soc2infra.evidence-report/1"
 STATE_SOURCES = frozenset({"audit", "ci", "cli", "pre-commit"})
+# An audit snapshot is itself evidence that the detective control ran: configuration drift and
+# deviations were looked for (CC7.1) and controls were monitored (CC4.1), whatever rules it held.
+SNAPSHOT_CRITERIA: tuple[str, ...] = ("CC4.1", "CC7.1")
 
 TimeBound = datetime | date | str | None
 ControlInfo = tuple[str, str] | Mapping[str, str] | Any
@@ -67,6 +73,7 @@ class _Tally:
     waived: int = 0
     denials: int = 0
     warnings: int = 0
+    snapshots: int = 0  # audit snapshot records (SNAPSHOT_CRITERIA only)
     state_passes: int = 0
     state_failures: int = 0
     resources: set[str] = field(default_factory=set)
@@ -87,27 +94,33 @@ def _days(first: date, last: date) -> list[date]:
 
 def build_report(ledger: Ledger | str | Path, start: TimeBound, end: TimeBound,
                  controls: Mapping[str, ControlInfo], *, verify: bool = True,
-                 public_key: KeySpec = None, expect_head: str | None = None) -> dict[str, Any]:
+                 public_key: KeySpec = None, expect_head: str | None = None,
+                 population: Population | None = None) -> dict[str, Any]:
     """The JSON report of the records with time in the period (see the module docstring).
 
     *start*/*end*: dates (``end`` included), ISO strings or datetimes with a zone (``end``
     excluded); None takes the first/last record's day. *controls* maps criterion id to
     ``(name, intent)`` (a mapping or an object with those attributes works too); every catalog
     criterion appears, with a zero population when nothing touched it — a gap to explain.
-    With *verify* the whole ledger is verified first and the result included.
+    With *verify* the whole ledger is verified first and the result included. *population*
+    filters the records counted (default: every source, dry-run admission requests left out);
+    the report's ``population`` section states it, with the seq range and what was left out.
     """
     own = not isinstance(ledger, Ledger)
     led = open_ledger(ledger, create=False) if not isinstance(ledger, Ledger) else ledger
     try:
-        return _build(led, start, end, controls, verify, public_key, expect_head)
+        return _build(led, start, end, controls, verify, public_key, expect_head,
+                      population or Population())
     finally:
         if own:
             led.close()
 
 
 def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[str, ControlInfo],
-           verify: bool, public_key: KeySpec, expect_head: str | None) -> dict[str, Any]:
+           verify: bool, public_key: KeySpec, expect_head: str | None,
+           population: Population) -> dict[str, Any]:
     lo, hi = time_bounds(start, end)
+    tally = PopulationTally(population)
     tallies: dict[str, _Tally] = defaultdict(_Tally)
     by_source: Counter[str] = Counter()
     decisions: Counter[str] = Counter()
@@ -118,8 +131,13 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
     overall: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # state sources, each evaluation once
     first_day = last_day = None
     rollout = RolloutTally()
+    snapshot_criteria = [cid for cid in SNAPSHOT_CRITERIA if cid in controls]  # the catalog's only
     for record in ledger.iter(lo, hi):
-        rollout.add(record)
+        kept = tally.keep(record)
+        if kept or population.excludes(record) == "dry_run":
+            rollout.add(record)  # the rollout section counts dry runs apart, so it sees them all
+        if not kept:
+            continue
         day = record["time"][:10]
         first_day = first_day or day
         last_day = day
@@ -177,6 +195,11 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
                         "evaluations": 0, "first_seen": record["time"], "last_seen": record["time"]})
                     entry["evaluations"] += 1
                     entry["last_seen"] = record["time"]
+        if source == "audit":
+            for cid in snapshot_criteria:
+                tallies[cid].snapshots += 1
+                tallies[cid].days.add(day)
+                touched.add(cid)
         for cid in touched:
             tallies[cid].records += 1
         for cid in failed_in:
@@ -207,7 +230,7 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
             "population": {"records": t.records, "evaluations": t.evaluations,
                            "resources": len(t.resources), "rules": sorted(t.rules)},
             "passes": t.passes, "failures": t.failures, "unknown": t.unknown, "waived": t.waived,
-            "denials": t.denials, "warnings": t.warnings,
+            "denials": t.denials, "warnings": t.warnings, "audit_snapshots": t.snapshots,
             "compliance": _pct(t.state_passes, t.state_failures),
             "days_with_evidence": len(t.days & set(day_strs)) if day_strs else len(t.days),
             "waivers": waivers,
@@ -229,6 +252,7 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
                    "to": period_last.isoformat() if period_last else None,
                    "days": len(days), "start": lo, "end": hi},
         "verification": verification,
+        "population": tally.to_dict(),
         "totals": {"records": sum(by_source.values()), "evaluations": evaluations,
                    "by_source": dict(sorted(by_source.items())), "decisions": dict(sorted(decisions.items())),
                    "pack_digests": dict(sorted(digests.items()))},
@@ -379,17 +403,31 @@ def _num(value: Any, extra: str = "") -> tuple[str, str]:
 
 
 def _verification_html(verification: Mapping[str, Any] | None) -> list[str]:
+    """The tamper-evidence badge: green only when the chain is intact, every record is signed and
+    an external anchor confirms the head; amber when merely consistent; red when broken."""
     if verification is None:
         return ['<p><span class="badge warn">chain not verified</span> '
                 "this report was built without verifying the ledger.</p>"]
-    if verification.get("ok"):
-        signed = verification.get("signatures")
-        extra = f", {_e(signed)} signatures valid" if signed else ""
-        out = [f'<p><span class="badge ok">chain verified</span> {_e(verification.get("records"))} records '
-               f'intact{extra}, head <code>{_e(verification.get("head"))}</code></p>']
+    trust = f' <span class="small">Trust: {_e(verification.get("trust"))}.</span>'
+    if verification.get("ok") and verification.get("fully_trusted"):
+        out = [f'<p><span class="badge ok">chain verified, signed and anchored</span> '
+               f'{_e(verification.get("records"))} records intact, {_e(verification.get("signatures"))} '
+               f'signatures valid, head <code>{_e(verification.get("head"))}</code> confirmed by the anchor '
+               f'<code>{_e(verification.get("anchor"))}</code>.{trust}</p>']
+    elif verification.get("ok"):
+        missing = [what for what, have in (("signed", verification.get("signed")),
+                                           ("anchored", verification.get("anchored_through")
+                                            and verification.get("head")
+                                            and str(verification.get("head")).startswith(
+                                                f'{verification.get("anchored_through")}:')))
+                   if not have]
+        out = [f'<p><span class="badge warn">chain consistent, not {" and not ".join(missing)}</span> '
+               f'{_e(verification.get("records"))} records link correctly, head '
+               f'<code>{_e(verification.get("head"))}</code>; without signatures and an anchor kept outside '
+               f"the ledger, a rewrite with recomputed hashes would not show.{trust}</p>"]
     else:
         out = [f'<p><span class="badge bad">chain BROKEN</span> first bad record: seq '
-               f'{_e(verification.get("first_bad_seq"))} — {_e(verification.get("reason"))}</p>']
+               f'{_e(verification.get("first_bad_seq"))} — {_e(verification.get("reason"))}.{trust}</p>']
     out.extend(f'<p class="small muted">Note: {_e(note)}</p>' for note in verification.get("notes", []))
     return out
 
@@ -400,7 +438,8 @@ _CRITERIA_HEADERS = [("Criterion", False), ("Name", False), ("Records", True), (
 
 _HOW_TO_READ = (
     "Population: records and evaluations (one rule on one resource) touching a rule mapped to the "
-    "criterion. Failures: failed evaluations from audit snapshots and scans, and from admission requests "
+    "criterion; every audit snapshot also counts for CC4.1 and CC7.1 (the detective control ran). "
+    "Failures: failed evaluations from audit snapshots and scans, and from admission requests "
     "that were allowed or only warned about. Denials: admission requests denied with a failed rule mapped "
     "to the criterion (the preventive control operated). Waived: failed evaluations accepted by a waiver. "
     "Compliance: passes / (passes + failures) in audit snapshots and scans. Coverage gaps: days without an "
@@ -426,6 +465,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         f'({_e(period.get("days"))} days, UTC)</div>',
     ]
     out.extend(_verification_html(report.get("verification")))
+    if report.get("population"):
+        out.append(f'<p class="small" id="population">Population: {_e(describe(report["population"]))}</p>')
 
     audit_days = f"{coverage.get('audit_days', 0)} / {period.get('days', 0)}"
     cards = (("records", totals.get("records", 0)), ("evaluations", totals.get("evaluations", 0)),
@@ -516,7 +557,10 @@ def _criterion_html(c: Mapping[str, Any], gaps: set[str]) -> list[str]:
                f'rule(s) on {pop["resources"]} resource(s); {c["passes"]} passed, {c["failures"]} failed, '
                f'{c["unknown"]} unknown, {c["waived"]} waived; {c["denials"]} admission denial(s), '
                f'{c["warnings"]} warning(s). Compliance {_fmt_pct(c["compliance"])}.</p>')
-    if pop["evaluations"] == 0:
+    if c.get("audit_snapshots"):
+        out.append(f'<p>{_e(c["audit_snapshots"])} audit snapshot(s): the background audit (detective '
+                   "control) ran and recorded the cluster's state.</p>")
+    if pop["evaluations"] == 0 and not c.get("audit_snapshots"):
         out.append('<p class="warn">No evaluation touched this criterion in the period.</p>')
     else:
         out.append(render_chart(c["daily"], gaps, f"{c['id']}: compliance % per day"))

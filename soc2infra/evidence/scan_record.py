@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from soc2infra.engine.policy import PolicyPack
+from soc2infra.evidence.change import change_context
 from soc2infra.evidence.records import EvidenceEntry, results_from_scan
 from soc2infra.model import ScanResult
 
@@ -60,6 +61,9 @@ def scan_entry(result: ScanResult, pack: PolicyPack, paths: Sequence[str], exit_
         # whether the population really was the whole configuration.
         "modules": [m.to_dict() for m in result.coverage.modules] or None,
         "modules_not_scanned": len(result.coverage.unscanned_modules) or None,
+        "change": change_context(env, cwd),
+        # Which variable named the actor: USER/USERNAME is a local login, not a CI identity.
+        "actor_from": next((n for n in _ACTOR_VARS if env.get(n)), None),
     }
     return {
         "source": scan_source(env),

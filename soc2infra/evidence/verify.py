@@ -1,7 +1,9 @@
 """Verify an evidence ledger: every hash, every link, seq continuity, time order, signatures.
 
-The result names the *first* record that can no longer be trusted (``first_bad_seq``): every
-record before it was checked and is intact. How each kind of tampering shows up:
+The result names the *first* record where the chain breaks (``first_bad_seq``). Every record
+before it links correctly, but that alone proves only internal consistency: what can be *relied
+on* is the range confirmed by an external anchor (``anchored_through``) — see :meth:`VerifyResult.trust`.
+How each kind of tampering shows up:
 
 ============================  ===================================================================
 edit a record's content       its hash no longer matches its content → that record
@@ -65,6 +67,42 @@ class VerifyResult:
     reason: str | None = None
     signatures: int = 0  # signatures verified
     notes: list[str] = field(default_factory=list)
+    anchor: Anchor | None = None  # the expected head checked against, if any
+    anchored_through: int | None = None  # highest seq confirmed by the anchor (None: not confirmed)
+    first_seq: int = 1  # the first record checked (an export may start mid-chain)
+
+    @property
+    def signed(self) -> bool:
+        """Every intact record carried a valid signature of a trusted key."""
+        return self.records > 0 and self.signatures >= self.records
+
+    @property
+    def fully_trusted(self) -> bool:
+        """Intact, every record signed, and the anchor confirms the head: what an auditor can rely on."""
+        return (self.ok and self.signed and self.head is not None
+                and self.anchored_through is not None and self.anchored_through >= self.head.seq)
+
+    def trust(self) -> str:
+        """One sentence naming exactly which seq range can be relied on, and on what grounds."""
+        n, f = self.records + self.first_seq - 1, self.first_seq
+        signed = " and carry valid signatures" if self.signed else ""
+        if self.anchored_through:
+            a = self.anchored_through
+            text = f"records {f}..{a} match the anchor ({self.anchor}){signed} and can be relied on"
+            if n > a:
+                text += (f"; records {a + 1}..{n} only link consistently after it (internal consistency, "
+                         "not proven against an anchor)")
+            return text
+        if self.anchor is not None and not self.ok:
+            span = (f"records {f}..{n} link consistently{signed}, but" if self.records
+                    else "no record is intact, and")
+            return (f"{span} the anchor ({self.anchor}) was NOT confirmed: the chain may have been rewritten "
+                    f"from any seq up to {self.anchor.seq or 'the anchor'}, so none of them is proven intact"
+                    + (" beyond their signatures" if self.signed else ""))
+        if not self.records:
+            return "no record is intact"
+        return (f"records {f}..{n} link consistently{signed} (no anchor: internal consistency only, "
+                "a rewrite with recomputed hashes would not show)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -77,15 +115,20 @@ class VerifyResult:
             "reason": self.reason,
             "signatures": self.signatures,
             "notes": list(self.notes),
+            "anchor": str(self.anchor) if self.anchor else None,
+            "anchored_through": self.anchored_through,
+            "signed": self.signed,
+            "fully_trusted": self.fully_trusted,
+            "trust": self.trust(),
         }
 
     def __str__(self) -> str:
         if self.ok:
             signed = f", {self.signatures} signatures valid" if self.signatures else ""
             head = f"; head {self.head}" if self.head else ""
-            return f"OK: {self.records} records verified{signed}{head}"
-        return (f"BROKEN at seq {self.first_bad_seq}: {self.reason} "
-                f"({self.records} records before it are intact)")
+            anchored = f"; anchored through seq {self.anchored_through}" if self.anchored_through else ""
+            return f"OK: {self.records} records verified{signed}{head}{anchored}"
+        return f"BROKEN at seq {self.first_bad_seq}: {self.reason}. Trust: {self.trust()}"
 
 
 class _Broken(Exception):
@@ -231,7 +274,8 @@ def _verify(ledger: Ledger, keys: dict[str, Ed25519PublicKey] | None, anchor: An
         chain.watch.add(anchor.seq)
     found_anchor = False
     beyond = 0  # first seq stored past the head row
-    result = VerifyResult(ok=True, records=0, notes=_notes(keys, anchor, expect_count))
+    result = VerifyResult(ok=True, records=0, notes=_notes(keys, anchor, expect_count), anchor=anchor)
+    found_at = 0  # seq where a bare-hash anchor was found
     try:
         for row in ledger.iter_rows():
             if row.seq > head_seq:
@@ -241,7 +285,7 @@ def _verify(ledger: Ledger, keys: dict[str, Ed25519PublicKey] | None, anchor: An
                 break
             chain.feed(row.body, row)
             if anchor is not None and not anchor.seq and row.hash == anchor.hash:
-                found_anchor = True
+                found_anchor, found_at = True, row.seq
         n = chain.count
         if beyond:
             # Past the head: appended since we read it, or the head row was moved back.
@@ -277,8 +321,21 @@ def _verify(ledger: Ledger, keys: dict[str, Ed25519PublicKey] | None, anchor: An
     else:
         result.records = chain.count
     result.head = chain.intact_head(result.first_bad_seq)
-    result.signatures = chain.signatures
+    result.signatures = min(chain.signatures, result.records)
+    result.anchored_through = _anchored_through(anchor, chain, found_at, result.records)
     return result
+
+
+def _anchored_through(anchor: Anchor | None, chain: _Chain, found_at: int, intact: int) -> int | None:
+    """The seq the anchor confirms: its record was read intact and carries the anchored hash."""
+    if anchor is None:
+        return None
+    seq = anchor.seq or found_at
+    if not seq or seq > intact:
+        return None
+    if anchor.seq and chain.hashes_seen.get(seq) != anchor.hash:
+        return None
+    return seq
 
 
 def verify_records(bodies: Iterable[str], public_key: KeySpec = None,
@@ -291,8 +348,9 @@ def verify_records(bodies: Iterable[str], public_key: KeySpec = None,
     keys = _keys(public_key)
     anchor = _anchor(expect_head)
     chain: _Chain | None = None
-    result = VerifyResult(ok=True, records=0, notes=_notes(keys, anchor, None))
+    result = VerifyResult(ok=True, records=0, notes=_notes(keys, anchor, None), anchor=anchor)
     found = False
+    found_at = 0
     try:
         for line in bodies:
             body = line.rstrip("\n")
@@ -315,7 +373,7 @@ def verify_records(bodies: Iterable[str], public_key: KeySpec = None,
             last = chain.last
             if anchor is not None and last is not None and last.hash == anchor.hash \
                     and anchor.seq in (0, last.seq):
-                found = True
+                found, found_at = True, last.seq
         if anchor is not None and not found:
             last_seq = chain.last.seq if chain and chain.last else 0
             raise _Broken(last_seq + 1, "the anchored hash is not among the records: truncated or rewritten")
@@ -324,8 +382,11 @@ def verify_records(bodies: Iterable[str], public_key: KeySpec = None,
     if chain is not None:
         bad = result.first_bad_seq
         result.records = chain.count if bad is None else max(0, min(chain.count, bad - chain.first))
-        result.signatures = chain.signatures
+        result.signatures = min(chain.signatures, result.records)
         result.head = chain.intact_head(result.first_bad_seq)
+        result.first_seq = chain.first
+        if found and result.head is not None and found_at <= result.head.seq:
+            result.anchored_through = found_at
     return result
 
 

@@ -139,7 +139,7 @@ def test_html_is_self_contained(synthetic: Ledger, tmp_path: Path) -> None:
     assert page.count("<svg") >= 3  # the overall chart and one per criterion with evaluations
     assert "<polyline" in page and "no audit snapshot" in page
     assert "2025-03-07 – 2025-03-09 (3 days)" in page
-    assert "used after expiry" in page and "chain verified" in page
+    assert "used after expiry" in page and "chain consistent, not signed and not anchored" in page
     # No script, no external resource: renders offline.
     assert "<script" not in page.lower()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)

@@ -602,7 +602,7 @@ def test_evidence_record_has_results_and_no_object_content(policy, pack):
     assert record["actor"] == "alice" and record["context"]["groups"] == ["developers"]
     assert record["subject"] == "apps/v1/Deployment/shop/api"
     assert record["context"]["dry_run"] is True and record["pack_digest"] == pack.digest
-    assert record["context"]["actions"]["SOC2-K8S-POD-001"] == "deny"
+    assert {"rule_id": "SOC2-K8S-POD-001", "action": "deny"} in record["context"]["actions"]
     statuses = {r["rule_id"]: r["status"] for r in record["results"]}
     assert statuses["SOC2-K8S-POD-001"] == "fail" and statuses["SOC2-K8S-POD-003"] == "pass"
     passed = next(r for r in record["results"] if r["rule_id"] == "SOC2-K8S-POD-003")
@@ -752,3 +752,34 @@ def test_cli_config_and_errors(capsys: pytest.CaptureFixture[str], monkeypatch: 
     # No serving certificate: refused up front (Kopf's self-signed mode is never used).
     assert main(["run", "--kubeconfig", "/nonexistent"]) == 2
     assert "certificate" in capsys.readouterr().err
+
+
+def test_evidence_record_traces_to_the_audit_log_and_the_object(policy, pack):
+    """Request uid, user name/uid/groups, object uid + resourceVersion, operation, dry run, cluster."""
+    obj = deployment()
+    obj["metadata"].update(uid="6b2c-obj", resourceVersion="4711")
+    d = decide(request_from_review(review(obj, operation="UPDATE", userInfo={
+        "username": "alice", "uid": "u-42", "groups": ["developers", "system:authenticated"]})),
+        policy, (), (), TODAY)
+    ctx = admission_record(d, pack.digest, cluster="c-prod-eu")["context"]
+    assert ctx["request_uid"] == "d7f1" and ctx["operation"] == "UPDATE" and ctx["dry_run"] is False
+    assert ctx["user"] == {"username": "alice", "uid": "u-42", "groups": ["developers", "system:authenticated"]}
+    assert (ctx["object_uid"], ctx["resource_version"], ctx["cluster"]) == ("6b2c-obj", "4711", "c-prod-eu")
+    # DELETE carries only the old object: its uid and version identify it.
+    gone = request_from_review(review(None, operation="DELETE", oldObject=obj))
+    assert gone.object_ref == ("6b2c-obj", "4711")
+
+
+def test_rule_ids_with_secret_in_their_name_survive_redaction():
+    """A rule id is a name, not a secret: its action must not become [REDACTED] (issue 20)."""
+    from soc2infra.evidence.records import normalize_entry
+
+    entry = {"source": "admission", "actor": "a", "subject": "s", "decision": "deny",
+             "context": {"actions": {"SOC2-K8S-SECRET-001": "deny", "SECRET-003": "warn"},
+                         "would_deny": ["SOC2-K8S-SECRET-001"], "apiToken": "abc"},
+             "results": [{"rule_id": "SOC2-K8S-SECRET-001", "status": "fail", "controls": ["CC6.1"]}]}
+    out = normalize_entry(entry)
+    assert out["context"]["actions"] == {"SOC2-K8S-SECRET-001": "deny", "SECRET-003": "warn"}
+    assert out["context"]["would_deny"] == ["SOC2-K8S-SECRET-001"]
+    assert out["results"][0]["rule_id"] == "SOC2-K8S-SECRET-001"
+    assert out["context"]["apiToken"] == "[REDACTED]"  # a real secret key still is
