@@ -117,9 +117,9 @@ def report_cmd(ledger: str, start: str | None, end: str | None, output: Path, js
     """Per SOC 2 criterion: population, passes, failures, denials, waivers, coverage gaps, trend.
 
     Exits 1 when the chain is broken (the report is still written, with the break named)."""
-    from soc2infra.pack import load_pack
     from soc2infra.evidence import build_report, render_html
     from soc2infra.evidence.population import describe
+    from soc2infra.pack import load_pack
 
     controls = {cid: (c.name, c.intent) for cid, c in load_pack().controls.items()}
     report = build_report(ledger, start, end, controls, public_key=list(public_key) or None,

@@ -17,6 +17,7 @@ from soc2infra.evidence import Ledger, build_report, export_records
 from soc2infra.evidence.population import Population, PopulationTally
 from soc2infra.evidence.records import EvidenceError
 
+
 class _Run:
     """What a CLI command returned (commands return their exit code) and printed."""
 
@@ -118,7 +119,7 @@ def test_audit_snapshots_count_for_cc71_and_cc41(mixed: Ledger) -> None:
 
 
 def test_probes_and_image_pinning_are_not_claimed_as_recovery_monitoring_or_change_evidence() -> None:
-    from soc2infra.engine.policy import load_pack
+    from soc2infra.pack import load_pack
 
     rules = {r.id: r for r in load_pack().rules}
     for rid in ("SOC2-K8S-AVAIL-003", "SOC2-K8S-AVAIL-004", "SOC2-K8S-IMAGE-001", "SOC2-K8S-IMAGE-002"):

@@ -14,6 +14,7 @@ from soc2infra.cli import cli
 from soc2infra.evidence import Ledger, export_records
 from soc2infra.evidence.verify_export import verify_export
 
+
 class _Run:
     """What a CLI command returned (commands return their exit code) and printed."""
 
