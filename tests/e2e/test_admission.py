@@ -453,6 +453,14 @@ def test_admission_decisions_are_in_the_ledger(operator, kubectl, ns):
     assert "SOC2-K8S-POD-001" in failing
     assert {r["status"] for r in allow["results"]} == {"pass"} and len(allow["results"]) >= 20
     assert deny["pack_digest"].startswith("sha256:")
+    # Traceable to the API server's audit log and to the object (issue 20): the review's uid, the
+    # user, the object's uid as stored, and the cluster id (kube-system's uid by default).
+    assert deny["context"]["request_uid"] and deny["context"]["request_uid"] != allow["context"]["request_uid"]
+    assert deny["context"]["user"]["username"] == deny["actor"]
+    stored = kubectl("get", "deployment", "ev-allow", "-n", ns, "-o", "jsonpath={.metadata.uid}")
+    assert stored.returncode == 0 and allow["context"]["object_uid"] == stored.stdout.strip() != ""
+    system = kubectl("get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}")
+    assert deny["context"]["cluster"] == allow["context"]["cluster"] == system.stdout.strip() != ""
     result = verify_ledger(operator.ledger)
     assert result.ok, str(result)
 
