@@ -230,6 +230,36 @@ def sample_cmd(ledger: str, criterion: str, size: int, seed: str, start: str | N
     return OK
 
 
+@evidence.command("anchor")
+@click.argument("ledger", envvar="SOC2INFRA_LEDGER")
+@click.option("--git", "repo", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A git work tree whose pushes the ledger's writer cannot rewrite.")
+@click.option("--name", default="ledger", show_default=True, help="Which ledger (one anchors file each).")
+@click.option("--signing-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Ed25519 private key that signs the checkpoint.")
+def anchor_cmd(ledger: str, repo: Path, name: str, signing_key: Path | None) -> int:
+    """Commit and tag a signed SEQ:HASH checkpoint of the ledger's head (run it on a schedule)."""
+    from soc2infra.evidence.anchor import write_anchor
+
+    checkpoint = write_anchor(ledger, repo, name, signing_key)
+    click.echo(str(checkpoint.anchor))
+    return OK
+
+
+@evidence.command("anchor-head")
+@click.option("--git", "repo", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", default="ledger", show_default=True)
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The checkpoint's signature must verify with this key.")
+@click.option("--rev", default="HEAD", show_default=True, help="Read the anchors file at this git revision.")
+def anchor_head_cmd(repo: Path, name: str, public_key: Path | None, rev: str) -> int:
+    """Print the newest anchored SEQ:HASH (for --expect-head)."""
+    from soc2infra.evidence.anchor import read_anchor
+
+    click.echo(str(read_anchor(repo, name, public_key, rev).anchor))
+    return OK
+
+
 @evidence.command("keygen")
 @click.argument("private_key", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("public_key", type=click.Path(dir_okay=False, path_type=Path), required=False)
