@@ -60,10 +60,7 @@ def _compiled_pack() -> tuple[PolicyPack, set[str]]:
     """The pack with only the rules that have a CEL form enabled (what the policies enforce)."""
     pack = load_pack()
     compiled = {p.rule.id for p in plan_pack(pack) if p.cel}
-    for rule in pack.rules:
-        rule.enabled = rule.id in compiled
-    pack.reindex()
-    return pack, compiled
+    return pack.with_enabled(compiled), compiled
 
 
 def _cases() -> list[Case]:
