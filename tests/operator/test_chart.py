@@ -282,3 +282,10 @@ def test_signing_key_comes_from_a_secret(helm, tmp_path: Path):
     assert settings.evidence.signing_key == f"{mount['mountPath']}/k.pem"
     assert "BEGIN" not in render(helm, "evidence.signingKey.existingSecret=ledger-signing").stdout
     assert load_settings(_config_file(objects(helm), tmp_path), environ={}).evidence.signing_key is None
+
+
+def test_cluster_id_reaches_the_operator_settings(helm, tmp_path: Path):
+    """evidence.clusterId → evidence.cluster_id (records filterable per cluster); empty: resolved at start."""
+    named = load_settings(_config_file(objects(helm, "evidence.clusterId=prod-eu-1"), tmp_path), environ={})
+    assert named.evidence.cluster_id == "prod-eu-1"
+    assert load_settings(_config_file(objects(helm), tmp_path), environ={}).evidence.cluster_id is None
