@@ -12,6 +12,12 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e '.[test]'
 export PATH="$PWD/.venv/bin:$PATH"
 
+echo "== checkov lens environment (soc2infra[checkov] in its own venv: checkov pins shared deps)"
+python3 -m venv .venv-checkov
+.venv-checkov/bin/python -m pip install --quiet --upgrade pip
+.venv-checkov/bin/python -m pip install --quiet -e '.[checkov]'
+export SOC2INFRA_CHECKOV_ENV="$PWD/.venv-checkov"
+
 echo "== system packages (PostgreSQL, Chromium)"
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

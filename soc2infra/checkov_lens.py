@@ -3,7 +3,7 @@ Python API, mapped to SOC 2 criteria and merged into soc2infra's own findings.
 
 Teams that already run checkov get its results in soc2infra's terms: every mapped checkov
 failure becomes a finding with SOC 2 criteria, a category and a severity
-(``policies/data/checkov-soc2.yaml``, generated from the SOC 2 catalog's cross-references), and
+(``policies/catalog-checkov.yaml``, generated from the SOC 2 catalog's cross-references), and
 goes through the same waivers, reports and evidence as native findings. When a native rule and a
 checkov check test the same catalog check on the same resource, one finding carries both ids
 (``details.checkov``). Unmapped checkov ids are left out unless asked for.

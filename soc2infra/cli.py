@@ -59,11 +59,12 @@ def _register_commands() -> None:
     from soc2infra.cli_evidence import evidence
     from soc2infra.cli_export import export
     from soc2infra.cli_lab import lab
+    from soc2infra.cli_merge import merge
     from soc2infra.cli_policy import policy
     from soc2infra.cli_scan import scan
     from soc2infra.cli_waiver import waiver
 
-    for command in (scan, baseline, policy, lab, evidence, controls, explain, waiver, export):
+    for command in (scan, baseline, policy, lab, evidence, controls, explain, waiver, export, merge):
         cli.add_command(command)
 
 

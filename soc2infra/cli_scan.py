@@ -91,6 +91,15 @@ def settings_from_flags(flags: dict[str, Any]) -> Settings:
               help="Record this scan in the evidence ledger (SQLite file or postgresql://…).")
 @click.option("--evidence-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               envvar="SOC2INFRA_EVIDENCE_KEY", help="Ed25519 private key that signs the record.")
+@click.option("--shard", "shard", default=None, metavar="I/N",
+              help="Scan only the I-th of N deterministic parts of the scan units (a CI matrix job); "
+                   "combine the JSON results with `soc2infra merge`.")
+@click.option("--with-checkov", is_flag=True,
+              help="Also run checkov's Terraform and Kubernetes checks "
+                   "(pip install 'soc2infra[checkov]') and merge their SOC 2-relevant findings.")
+@click.option("--all-checkov", is_flag=True,
+              help="With --with-checkov: keep checkov ids with no SOC 2 mapping.")
+@click.option("--no-cache", is_flag=True, help="Evaluate everything again (no result cache).")
 @click.option("--no-color", is_flag=True, help="Plain text output.")
 def scan(paths: Sequence[str], **flags: Any) -> int:
     """Scan Terraform (HCL or plan JSON) and Kubernetes manifests. Use - for standard input."""
@@ -111,7 +120,8 @@ def scan(paths: Sequence[str], **flags: Any) -> int:
 
     data = ReportInput(result=result, pack=pack, threshold=settings.severity_threshold,
                        tool_version=__version__, base_dir=str(Path.cwd()),
-                       color=settings.output.color and sys.stdout.isatty())
+                       color=settings.output.color and sys.stdout.isatty(),
+                       include_passes=settings.pipeline.shard is not None)
     if settings.output.file is not None:
         settings.output.file.write_text(render(settings.format, data), encoding="utf-8")
         if settings.format != "text":

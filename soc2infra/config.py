@@ -13,6 +13,7 @@ the line: the CLI turns it into exit code 2.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,29 @@ class ScanOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """How the scan runs around the plain pipeline (flags only): the result cache, one shard of a
+    CI matrix, the checkov lens."""
+
+    result_cache: bool = True
+    shard: tuple[int, int] | None = None  # (I, N): the I-th of N parts
+    with_checkov: bool = False
+    all_checkov: bool = False
+
+
+class ShardError(UserError):
+    """A ``--shard`` value that is not ``I/N`` with 1 ≤ I ≤ N."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` → ``(2, 4)``."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise ShardError(f"--shard must be I/N with 1 <= I <= N (for example 2/4), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+@dataclass(frozen=True, slots=True)
 class OutputSettings:
     """Where the report goes and how it looks."""
 
@@ -108,6 +132,7 @@ class Settings:
     output: OutputSettings = field(default_factory=OutputSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     changed_only: bool = False  # the paths are changed files (pre-commit), not scan roots
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
 
 # Every key a configuration file may set, with what it means (shown in the unknown-key error).
@@ -298,6 +323,10 @@ def resolve_settings(file_values: Mapping[str, Any], flags: Mapping[str, Any],
         output=OutputSettings(file=flags.get("output_file"), color=not flags.get("no_color")),
         evidence=EvidenceSettings(ledger=flags.get("evidence_ledger"), key=flags.get("evidence_key")),
         changed_only=bool(flags.get("changed_only")),
+        pipeline=PipelineSettings(result_cache=not flags.get("no_cache"),
+                                  shard=parse_shard(flags["shard"]) if flags.get("shard") else None,
+                                  with_checkov=bool(flags.get("with_checkov")),
+                                  all_checkov=bool(flags.get("all_checkov"))),
     )
 
 

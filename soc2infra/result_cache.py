@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,8 @@ from soc2infra.scan import (
 from soc2infra.shard import select, terraform_units
 from soc2infra.sources import reads
 
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"
+RACY_NS = 2_000_000_000
 
 
 def results_dir() -> Path | None:
@@ -147,8 +149,12 @@ def fingerprint(paths: Iterable[str]) -> list[list[Any]]:
     return out
 
 
-def still_valid(recorded: list[list[Any]]) -> bool:
-    """Every recorded input unchanged: same size and mtime, or else the same content."""
+def still_valid(recorded: list[list[Any]], stored_ns: int = 0) -> bool:
+    """Every recorded input unchanged: same size and mtime, or else the same content.
+
+    A file modified within :data:`RACY_NS` of *stored_ns* (when the entry was written) is always
+    hashed: a same-size rewrite inside one timestamp tick would otherwise look unchanged (git's
+    "racily clean" case)."""
     for item in recorded:
         path = item[0]
         if path.startswith(reads.LISTING):
@@ -165,7 +171,7 @@ def still_valid(recorded: list[list[Any]]) -> bool:
             continue
         if digest is None:
             return False
-        if st.st_size == size and st.st_mtime_ns == mtime:
+        if st.st_size == size and st.st_mtime_ns == mtime and st.st_mtime_ns + RACY_NS < stored_ns:
             continue
         if _sha256(path) != digest:
             return False
@@ -214,7 +220,8 @@ def _store(path: Path, inputs: list[list[Any]], result: ScanResult) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"format": CACHE_FORMAT, "inputs": inputs, "result": result_to_dict(result)}, fh)
+            json.dump({"format": CACHE_FORMAT, "stored_ns": time.time_ns(), "inputs": inputs,
+                       "result": result_to_dict(result)}, fh)
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except OSError:
@@ -269,7 +276,7 @@ def _evaluate_unit(unit: Unit, pack: PolicyPack, options: ScanOptions, base: Pat
 
 
 def _usable(entry: dict[str, Any] | None) -> bool:
-    return entry is not None and still_valid(entry["inputs"])
+    return entry is not None and still_valid(entry["inputs"], int(entry.get("stored_ns", 0)))
 
 
 def _prefetch_parses(units: Sequence[Unit], options: ScanOptions) -> None:
@@ -280,6 +287,11 @@ def _prefetch_parses(units: Sequence[Unit], options: ScanOptions) -> None:
         from soc2infra.sources.terraform import parse_files
 
         parse_files(files, options.jobs)
+
+
+def scan_uncached_inputs(inputs: Inputs, pack: PolicyPack, options: ScanOptions) -> ScanResult:
+    """The plain pipeline over already-discovered *inputs* (one shard's, say), no entries."""
+    return _evaluate_unit(Unit("all", inputs), pack, options, options.base_dir or Path.cwd(), set())
 
 
 def scan_cached(paths: Sequence[str], pack: PolicyPack, options: ScanOptions | None = None,

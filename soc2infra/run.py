@@ -17,7 +17,7 @@ from soc2infra.evidence.records import EvidenceError
 from soc2infra.exitcodes import exit_code
 from soc2infra.model import ScanResult
 from soc2infra.pack import load_pack
-from soc2infra.scan import scan
+from soc2infra.pipeline import run_pipeline
 
 
 @dataclass(slots=True)
@@ -47,7 +47,7 @@ def selected_pack(settings: Settings) -> tuple[PolicyPack, list[str]]:
 def run_scan(paths: Sequence[str], targets: list[str], pack: PolicyPack, settings: Settings) -> ScanResult:
     """Scan *targets* and apply the waiver file and baseline. *paths* are what the user named:
     changed files are not scan roots, so their waiver file is the repository's."""
-    result = scan(targets, pack, settings.inputs)
+    result = run_pipeline(targets, pack, settings.inputs, settings.pipeline)
     apply_accepted_risks(result, settings, waiver_dirs([] if settings.changed_only else paths, settings))
     return result
 

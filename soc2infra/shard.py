@@ -15,23 +15,13 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from soc2infra.errors import UserError
+from soc2infra.config import ShardError, parse_shard
 from soc2infra.scan import Inputs
+
+__all__ = ["KUBERNETES_UNIT", "ShardError", "parse_shard", "select", "shard_of", "terraform_units"]
 
 _LOCAL_SOURCE_RE = re.compile(r'^\s*source\s*=\s*"(\.\.?/[^"]*)"', re.MULTILINE)
 KUBERNETES_UNIT = "kubernetes"
-
-
-class ShardError(UserError):
-    """A ``--shard`` value that is not ``I/N`` with 1 ≤ I ≤ N."""
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"2/4"`` → ``(2, 4)``."""
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise ShardError(f"--shard must be I/N with 1 <= I <= N (for example 2/4), got {text!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 def shard_of(key: str, count: int) -> int:

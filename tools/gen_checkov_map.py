@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Regenerate policies/data/checkov-soc2.yaml from the SOC 2 catalog's checkov cross-references.
+"""Regenerate policies/catalog-checkov.yaml from the SOC 2 catalog's checkov cross-references.
 
-Usage: python tools/gen_checkov_map.py [CATALOG_JSON] > policies/data/checkov-soc2.yaml
+Usage: python tools/gen_checkov_map.py [CATALOG_JSON] > policies/catalog-checkov.yaml
 
 The catalog (../shared/docs/soc2-catalog.json in the development workspace) lists, per SOC 2
 check, the checkov ids that test the same setting. Each checkov id gets the union of the
