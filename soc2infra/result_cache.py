@@ -77,7 +77,8 @@ class CacheStats:
 
 
 def split_units(inputs: Inputs) -> list[Unit]:
-    """The scan units of *inputs* (discovery errors ride with the first unit)."""
+    """The scan units of *inputs* (discovery's own errors are not part of any unit: discovery runs
+    on every scan, so they are never cached)."""
     units: list[Unit] = []
     rep_of = terraform_units(inputs.tf_files)
     groups: dict[Path, list[Path]] = {}
@@ -94,9 +95,6 @@ def split_units(inputs: Inputs) -> list[Unit]:
         every = (*k8s.manifest_files, *k8s.helm_charts, *k8s.kustomizations)
         ident = "kubernetes:" + "\n".join(sorted(str(p.resolve()) for p in every))
         units.append(Unit(ident, k8s, list(inputs.manifest_files)))
-    if units:
-        units[0].inputs.errors = list(inputs.errors)
-        units[0].inputs.skipped = list(inputs.skipped)
     return units
 
 
@@ -110,7 +108,9 @@ def _options_digest(options: ScanOptions, base: Path) -> str:
 def unit_key(unit: Unit, pack: PolicyPack, options: ScanOptions, base: Path) -> str:
     """The entry name of *unit* for this pack, tool version and options."""
     h = hashlib.sha256()
-    for part in (CACHE_FORMAT, __version__, pack.digest, _options_digest(options, base), unit.ident):
+    # The digest covers the rule files; --enable/--disable choose among them.
+    enabled = ",".join(sorted(r.id for r in pack.rules if r.enabled))
+    for part in (CACHE_FORMAT, __version__, pack.digest, enabled, _options_digest(options, base), unit.ident):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -310,7 +310,10 @@ def scan_cached(paths: Sequence[str], pack: PolicyPack, options: ScanOptions | N
         # Nothing to check an entry against: evaluate as a plain scan would.
         parts = [_evaluate_unit(Unit("all", inputs), pack, options, base, set())]
     else:
-        parts = []
+        # Discovery runs on every scan: its errors and skipped files are never cached.
+        found = Coverage(skipped_files=list(inputs.skipped))
+        parts = [ScanResult(errors=relativize_result([], list(inputs.errors), found, base), coverage=found,
+                            resource_count=0)]
         units = split_units(inputs)
         entries = {u.ident: _load(directory / f"{unit_key(u, pack, options, base)}.json") for u in units}
         misses = [u for u in units if not _usable(entries[u.ident])]

@@ -243,3 +243,15 @@ def test_a_changed_module_from_terraform_init_invalidates(tmp_path, pack):
     second, stats = cached(root, pack)
     assert stats.misses == 1
     assert any(f.rule_id == "SOC2-AWS-KMS-001" for f in second.findings)
+
+
+def test_rule_selection_is_part_of_the_key(tree, pack):
+    from dataclasses import replace
+
+    full, _ = cached(tree, pack)
+    narrowed = replace(pack, rules=[replace(r, enabled=r.id != "SOC2-AWS-KMS-001") for r in pack.rules])
+    assert narrowed.digest == pack.digest  # same files, another selection
+    result, stats = cached(tree, narrowed)
+    assert stats.hits == 0
+    assert not any(f.rule_id == "SOC2-AWS-KMS-001" for f in result.findings)
+    assert any(f.rule_id == "SOC2-AWS-KMS-001" for f in full.findings)
