@@ -26,9 +26,9 @@ def merge(results: Sequence[Path], output_file: Path | None, fmt: str | None, fa
           fail_on_unscanned: bool) -> None:
     """Combine `scan --shard I/N --format json` results into one report with the exit code a
     single scan of the whole tree would give."""
-    from soc2infra.pack import load_pack
     from soc2infra.exitcodes import exit_code
     from soc2infra.merge import merge_documents, read_document
+    from soc2infra.pack import load_pack
     from soc2infra.reports import ReportInput, render
 
     result, threshold = merge_documents([read_document(p) for p in results])
