@@ -3,8 +3,8 @@
 Binaries come from ``tools/build-binaries.sh`` (cached outside the repo) or ``$SOC2INFRA_BIN_DIR``.
 They are ensured once, right after collection and only if a selected test uses the control plane,
 so the one-off ~6 minute cold build is not charged to any single test's timeout and a unit-only
-run never triggers it. With ``CI=true`` a missing binary or failed build FAILS the run; elsewhere
-it skips the e2e tests with the reason (set ``SOC2INFRA_E2E_REQUIRE=1`` to fail locally too).
+run never triggers it. A missing binary or failed build skips the e2e tests with the reason; under
+``CI=true`` (or ``SOC2INFRA_E2E_REQUIRE=1``) tests/conftest.py turns that skip into a failure.
 
 Every test in this directory is marked ``e2e`` automatically (deselect with ``-m "not e2e"``).
 """
@@ -29,12 +29,6 @@ _BIN_ERROR_KEY = pytest.StashKey[str]()
 
 # Fixtures that need the binaries; tests using any of them trigger the ensure/build step.
 _NEEDS_BINARIES = {"control_plane", "kubectl", "bin_dir"}
-
-
-def _strict() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"} or bool(
-        os.environ.get("SOC2INFRA_E2E_REQUIRE")
-    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -89,8 +83,6 @@ def bin_dir(pytestconfig: pytest.Config) -> Path:
         else:
             pytestconfig.stash[_BIN_DIR_KEY] = found
             return found
-    if _strict():
-        pytest.fail(f"control-plane binaries unavailable (CI requires them): {error}", pytrace=False)
     pytest.skip(f"control-plane binaries unavailable: {error}")
 
 
@@ -126,8 +118,6 @@ def kubectl(control_plane: ControlPlane) -> Callable[..., subprocess.CompletedPr
     """
     exe = _kubectl_path()
     if not os.access(exe, os.X_OK):
-        if _strict():
-            pytest.fail(f"kubectl not found at {exe}", pytrace=False)
         pytest.skip(f"kubectl not found at {exe}")
 
     def run(*args: str, input: str | None = None, check: bool = True, timeout: float = 60,

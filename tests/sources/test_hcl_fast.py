@@ -36,7 +36,16 @@ def corpus() -> list[tuple[str, str]]:
         for ex in rule.examples:
             if ex.source == "terraform":
                 texts.append((f"{rule.id}:{ex.name}", ex.text))
-    return texts
+    return [(name, text) for name, text in texts if _valid(text)]
+
+
+def _valid(text: str) -> bool:
+    # Invalid HCL on purpose is covered by the fallback test, not compared here.
+    try:
+        parse_hcl(text)
+    except HclSyntaxError:
+        return False
+    return True
 
 
 def test_available():
@@ -45,10 +54,7 @@ def test_available():
 
 @pytest.mark.parametrize("name, text", corpus(), ids=[n for n, _ in corpus()])
 def test_same_tree_as_reference(name, text):
-    try:
-        reference = parse_hcl(text)
-    except HclSyntaxError:
-        pytest.skip("invalid HCL on purpose (covered by the fallback test)")
+    reference = parse_hcl(text)
     data = text.encode()
     tree = _parser().parse(data)
     assert not tree.root_node.has_error
