@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from soc2infra import limits
 from soc2infra.errors import UserError
 from soc2infra.model import CATEGORIES, SEVERITIES
 from soc2infra.reports import FORMATS
@@ -74,6 +75,7 @@ class ScanOptions:
     base_dir: Path | None = None  # paths in results are relative to this (default: cwd)
     # Fetch registry/git/HTTP modules that `terraform init` has not fetched (network access).
     download_external_modules: bool = False
+    limits: limits.Limits | None = None  # None: the limits from the environment or the defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,8 @@ _KEYS: dict[str, str] = {
     "waiver_file": "the waiver file",
     "waiver_warning_days": "warn this many days before a waiver expires",
     "baseline": "baseline file of accepted existing findings",
+    "limits": "bounds on hostile input (file_bytes, depth, yaml_aliases, yaml_nodes, "
+              "instances_per_resource, instances_per_scan, seconds_per_file)",
 }
 
 
@@ -218,7 +222,11 @@ def _read_yaml(path: Path) -> tuple[Mapping[str, Any], dict[str, int]]:
         raise ConfigError(str(path), None, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            limits.check_yaml_node(node)  # the file is in the repository: strangers edit it too
         data = yaml.safe_load(text)
+    except limits.LimitExceeded as exc:
+        raise ConfigError(str(path), None, str(exc), exc.line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(str(path), None, f"invalid YAML: {exc}", mark.line + 1 if mark else None) from None
@@ -284,6 +292,10 @@ def _clean(key: str, value: Any, base: Path) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"must be a whole number of days ≥ 0, got {value!r}")
         return value
+    if key == "limits":
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping of limit names to numbers")
+        return limits.from_mapping(value, base=limits.current())
     raise AssertionError(key)  # every key in _KEYS is handled above
 
 
@@ -319,7 +331,8 @@ def resolve_settings(file_values: Mapping[str, Any], flags: Mapping[str, Any],
                            helm_values=tuple(flags.get("helm_values") or ()),
                            kube_version=flags.get("kube_version") or DEFAULT_KUBE_VERSION,
                            jobs=flags.get("jobs"),
-                           download_external_modules=bool(pick("download_external_modules", False))),
+                           download_external_modules=bool(pick("download_external_modules", False)),
+                           limits=file_values.get("limits")),
         output=OutputSettings(file=flags.get("output_file"), color=not flags.get("no_color")),
         evidence=EvidenceSettings(ledger=flags.get("evidence_ledger"), key=flags.get("evidence_key")),
         changed_only=bool(flags.get("changed_only")),

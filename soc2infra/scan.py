@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from soc2infra import limits
 from soc2infra.config import ScanOptions as ScanOptions  # re-exported: part of the scan API
 from soc2infra.engine.evaluate import evaluate
 from soc2infra.engine.policy import PolicyPack
@@ -22,6 +23,8 @@ SKIP_DIRS = frozenset({".git", ".terraform", "node_modules", ".venv", "venv", "_
                        ".mypy_cache", ".pytest_cache", ".ruff_cache"})
 YAML_SUFFIXES = (".yaml", ".yml")
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+SCANNED_SUFFIXES = (".tf", ".json", *YAML_SUFFIXES)
+DANGLING = "dangling symbolic link: its target does not exist"
 
 
 @dataclass(slots=True)
@@ -50,6 +53,10 @@ def discover(paths: Sequence[str]) -> Inputs:
             _walk(path, found)
         elif path.is_file():
             _classify_file(path, found, explicit=True)
+        elif path.is_symlink():
+            found.errors.append(Error(raw, None, DANGLING))
+        elif path.exists():
+            found.errors.append(Error(raw, None, "not a regular file (named pipe, socket, device): not read"))
         else:
             found.errors.append(Error(raw, None, "no such file or directory"))
     return found
@@ -69,7 +76,12 @@ def _walk(root: Path, found: Inputs) -> None:
             filenames = [f for f in filenames if f.endswith(".tf")]
         dirnames[:] = sorted(n for n in dirnames if n not in SKIP_DIRS and not n.startswith("."))
         for name in sorted(filenames):
-            _classify_file(d / name, found, explicit=False)
+            path = d / name
+            if not path.is_file():  # only regular files are read: a FIFO named pipe.yaml would block
+                if path.is_symlink() and not path.exists() and name.endswith(SCANNED_SUFFIXES):
+                    found.errors.append(Error(str(path), None, DANGLING))
+                continue
+            _classify_file(path, found, explicit=False)
 
 
 def _classify_file(path: Path, found: Inputs, explicit: bool) -> None:
@@ -94,12 +106,16 @@ def _classify_file(path: Path, found: Inputs, explicit: bool) -> None:
 
 def _is_plan_file(path: Path) -> bool:
     try:
-        with path.open("rb") as fh:
-            head = fh.read(4096)
-    except OSError:
+        head = limits.read_regular(path)[:4096] if path.stat().st_size <= 4096 else _head(path)
+    except (OSError, limits.LimitExceeded):
         return False
     return b'"format_version"' in head and (b'"planned_values"' in head or b'"terraform_version"' in head) \
         or path.name.endswith((".tfplan.json", "plan.json"))
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as fh:  # a regular file: discovery read only those
+        return fh.read(4096)
 
 
 def load_resources(inputs: Inputs, options: ScanOptions,
@@ -135,31 +151,68 @@ def load_resources(inputs: Inputs, options: ScanOptions,
         rs, errs = _load_kubernetes(inputs, options, coverage)
         resources += rs
         errors += errs
-    return resources, errors
+    return bounded(resources, errors)
+
+
+def bounded(resources: list[Resource], errors: list[Error]) -> tuple[list[Resource], list[Error]]:
+    """Drop resources nested deeper than ``limits.depth`` (the rules walk values recursively)
+    and those past ``limits.instances_per_scan``, each refusal a located error."""
+    lim = limits.current()
+    kept: list[Resource] = []
+    for res in resources:
+        try:
+            limits.check_depth(res.attributes, lim.depth)
+        except limits.LimitExceeded as exc:
+            errors.append(Error(res.file, res.line, f"{res.address}: {exc}"))
+            continue
+        kept.append(res)
+    if len(kept) > lim.instances_per_scan:
+        extra = kept[lim.instances_per_scan]
+        errors.append(Error(extra.file, extra.line, f"more than {lim.instances_per_scan:,} resource "
+                            "instances in this scan (limits.instances_per_scan): the rest are not evaluated"))
+        kept = kept[:lim.instances_per_scan]
+    return kept, errors
 
 
 def _read_text(path: Path) -> tuple[str, Error | None]:
     try:
-        data = path.read_bytes()
+        data = limits.read_regular(path)
+    except limits.LimitExceeded as exc:
+        return "", Error(str(path), None, str(exc))
     except OSError as exc:
         return "", Error(str(path), None, f"cannot read file: {exc.strerror or exc}")
+    return _decode(data, str(path))
+
+
+def _decode(data: bytes, name: str) -> tuple[str, Error | None]:
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as exc:
-        return "", Error(str(path), data.count(b"\n", 0, exc.start) + 1, "not UTF-8 text (binary file?)")
+        return "", Error(name, data.count(b"\n", 0, exc.start) + 1, "not UTF-8 text (binary file?)")
 
 
 def _load_stdin(options: ScanOptions) -> tuple[list[Resource], list[Error]]:
-    text = sys.stdin.read()
+    limit = limits.current().file_bytes
+    stream = getattr(sys.stdin, "buffer", None)  # bytes, so bad UTF-8 is a located error, not a crash
+    raw = stream.read(limit + 1) if stream is not None else sys.stdin.read(limit + 1).encode("utf-8")
+    if len(raw) > limit:
+        return [], [Error("<stdin>", None, f"standard input is over the limit of {limit:,} bytes "
+                          "(limits.file_bytes)")]
+    text, error = _decode(raw, "<stdin>")
+    if error is not None:
+        return [], [error]
     stripped = text.lstrip()
     if stripped.startswith("{"):
         from soc2infra.sources.terraform_plan import load_plan_text, looks_like_plan
 
         try:
-            data = json.loads(text)
+            doc = json.loads(text)
         except json.JSONDecodeError as exc:
             return [], [Error("<stdin>", exc.lineno, f"invalid JSON: {exc.msg}")]
-        if looks_like_plan(data):
+        except RecursionError:
+            deep = limits.too_deep(text, "JSON")
+            return [], [Error("<stdin>", deep.line, str(deep))]
+        if looks_like_plan(doc):
             resources, errors = load_plan_text(text, "<stdin>")
             # `terraform show -json plan.out | soc2infra scan -` runs in the configuration's
             # directory: its .tf files give locations and inline waivers.
@@ -173,7 +226,7 @@ def _load_stdin(options: ScanOptions) -> tuple[list[Resource], list[Error]]:
 def _attach_config_locations(resources: list[Resource], config_dir: Path) -> None:
     """Point plan resources at the ``.tf`` block that declares them (file, line and the
     inline waivers written there), when the configuration sits beside the plan."""
-    tf_files = sorted(config_dir.glob("*.tf"))
+    tf_files = [p for p in sorted(config_dir.glob("*.tf")) if limits.is_regular(p)]
     if not tf_files or not resources:
         return
     from soc2infra.sources.terraform import load_terraform
@@ -265,9 +318,10 @@ def _relativize_coverage(coverage: Coverage, base: Path) -> None:
 def scan(paths: Sequence[str], pack: PolicyPack, options: ScanOptions | None = None) -> ScanResult:
     """Scan *paths* with *pack*: the function behind ``soc2infra scan``."""
     options = options or ScanOptions()
-    inputs = discover(paths)
-    coverage = Coverage(skipped_files=list(inputs.skipped))
-    resources, errors = load_resources(inputs, options, coverage)
+    with limits.using(options.limits or limits.current()):
+        inputs = discover(paths)
+        coverage = Coverage(skipped_files=list(inputs.skipped))
+        resources, errors = load_resources(inputs, options, coverage)
     if any(r.kind == "kubernetes" for r in resources):
         from soc2infra.sources import kubernetes
 
@@ -281,10 +335,11 @@ def scan(paths: Sequence[str], pack: PolicyPack, options: ScanOptions | None = N
 def evaluate_resources(resources: list[Resource], pack: PolicyPack,
                        errors: list[Error] | None = None) -> ScanResult:
     """Evaluate already-loaded resources and apply inline waivers."""
-    from soc2infra.waivers import apply_inline_waivers
+    from soc2infra.waivers import apply_inline_waivers, inline_waiver_errors
 
     findings, passes = evaluate(resources, pack)
     warnings = apply_inline_waivers(findings)
-    return ScanResult(resources=resources, findings=findings, errors=list(errors or []), warnings=warnings,
+    errors = list(errors or []) + inline_waiver_errors(resources)
+    return ScanResult(resources=resources, findings=findings, errors=errors, warnings=warnings,
                       rules_evaluated=len([r for r in pack.rules if r.enabled]), pack_digest=pack.digest,
                       passes=passes)

@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from soc2infra.model import Error, Finding, Waiver
+from soc2infra.model import Error, Finding, Resource, Waiver
 
 WAIVER_FILE_NAME = ".soc2infra-waivers.yaml"
 WAIVER_FILE_NAMES = (WAIVER_FILE_NAME, ".soc2infra-waivers.yml")
@@ -231,7 +231,7 @@ def inline_entries(finding: Finding) -> tuple[list[WaiverEntry], list[str]]:
     warnings: list[str] = []
     for rule_id, reason, line in res.inline_waivers:
         where = f"{res.file}:{line}" if res.file and line else (res.file or res.address)
-        if not _glob_match(rule_id, finding.rule_id):
+        if rule_id != finding.rule_id:  # one rule by its id: a wildcard is an error (inline_waiver_errors)
             continue
         if not reason:
             warnings.append(f"{where}: inline waiver for {rule_id} has no reason and is ignored")
@@ -240,6 +240,23 @@ def inline_entries(finding: Finding) -> tuple[list[WaiverEntry], list[str]]:
         entries.append(WaiverEntry(rule=rule_id, resource=res.address, reason=reason, source=source,
                                    location=where))
     return entries, warnings
+
+
+_WILDCARD = re.compile(r"[*?\[\]]")
+
+
+def inline_waiver_errors(resources: Iterable[Resource]) -> list[Error]:
+    """Inline waivers that name rules by a pattern (``# soc2infra:ignore *``) suppress nothing
+    and are errors: an inline waiver has no owner and no expiry, so it may only accept one rule,
+    named by its id; broad exceptions belong in the waiver file."""
+    errors: list[Error] = []
+    for res in resources:
+        for rule_id, _reason, line in res.inline_waivers:
+            if _WILDCARD.search(rule_id):
+                errors.append(Error(res.file, line or res.line,
+                                    f"inline waiver {rule_id!r} on {res.address} must name one rule id; "
+                                    "put broad exceptions in the waiver file (owner, expiry)"))
+    return list(dict.fromkeys(errors))
 
 
 def apply_inline_waivers(findings: list[Finding]) -> list[str]:

@@ -18,6 +18,7 @@ from soc2infra.waivers import (
     apply_waiver_entries,
     entry_status,
     find_waiver_file,
+    inline_waiver_errors,
     load_waiver_file,
     match_waiver,
     parse_waiver_data,
@@ -234,10 +235,14 @@ def test_inline_waiver_without_reason_is_ignored_with_a_warning():
     assert not f.suppressed
 
 
-def test_inline_waiver_globs_and_other_rules():
+def test_inline_waiver_wildcards_suppress_nothing_and_are_errors():
     star, other = finding(inline=(("*", "sandbox", 1),)), finding(inline=(("TEST-STORE-002", "x", 1),))
-    apply_inline_waivers([star, other])
-    assert star.suppressed and not other.suppressed
+    prefix = finding(inline=(("TEST-STORE-*", "x", 3),))
+    apply_inline_waivers([star, other, prefix])
+    assert not star.suppressed and not other.suppressed and not prefix.suppressed
+    errors = inline_waiver_errors([star.resource, prefix.resource])
+    assert [(e.file, e.line) for e in errors] == [("main.tf", 1), ("main.tf", 3)]
+    assert "must name one rule id" in errors[0].message
 
 
 def test_annotation_waiver_on_kubernetes_object():

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from soc2infra import binaries
+from soc2infra.limits import LimitExceeded, check_depth, check_yaml_node, too_deep
 from soc2infra.model import Error, Resource
 
 # ----------------------------------------------------------------------------- kinds
@@ -356,8 +357,9 @@ def _parse_json(text: str) -> list[_Parsed] | None:
     # JSON is (almost) YAML, but JSON files may indent with tabs, which YAML forbids.
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        return None
+        check_depth(doc)
+    except (json.JSONDecodeError, RecursionError, LimitExceeded):
+        return None  # parsed again as YAML, which locates the problem
     chunk = _Chunk(text.split("\n"), 1)
     docs = doc if isinstance(doc, list) else [doc]
     return [p for d in docs for p in _objects_in(d, chunk)]
@@ -365,15 +367,28 @@ def _parse_json(text: str) -> list[_Parsed] | None:
 
 def _load_chunk(chunk: _Chunk, file: str) -> tuple[list[Any], Error | None]:
     docs: list[Any] = []
+    loader = _Loader(chunk.text)
     try:
-        # load_all: a chunk may still hold several documents separated by `...`.
-        for doc in yaml.load_all(chunk.text, Loader=_Loader):  # noqa: S506 - a SafeLoader
-            docs.append(doc)
+        # A chunk may still hold several documents separated by `...`. Each is composed (aliases
+        # stay shared nodes), checked against the limits, and only then constructed.
+        while loader.check_node():
+            node = loader.get_node()
+            check_yaml_node(node)
+            docs.append(loader.construct_document(node))
     except yaml.YAMLError as exc:
         return docs, _yaml_error(exc, chunk, file)
+    except LimitExceeded as exc:
+        return docs, _limit_error(exc, chunk, file)
     except RecursionError:
-        return docs, Error(file, chunk.content_line(), "YAML document nested too deeply")
+        return docs, _limit_error(too_deep(chunk.text, "YAML document"), chunk, file)
+    finally:
+        loader.dispose()
     return docs, None
+
+
+def _limit_error(exc: LimitExceeded, chunk: _Chunk, file: str) -> Error:
+    line = chunk.first_line + exc.line - 1 if exc.line else chunk.content_line()
+    return Error(file, line, str(exc))
 
 
 def _yaml_error(exc: yaml.YAMLError, chunk: _Chunk, file: str) -> Error:

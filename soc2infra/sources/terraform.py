@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from soc2infra import limits
 from soc2infra.model import Error, ModuleRecord, Resource
 from soc2infra.sources import cache, reads
 from soc2infra.sources.hcl_ast import Body, HclSyntaxError, parse_hcl
@@ -60,7 +61,8 @@ def parse_text(text: str, path: str, fast: bool | None = None) -> ParsedFile:
     except HclSyntaxError as exc:
         return ParsedFile(path, None, error=Error(path, exc.line, str(exc)))
     except RecursionError:
-        return ParsedFile(path, None, error=Error(path, None, "expression nesting too deep"))
+        exc = limits.too_deep(text, "expression")
+        return ParsedFile(path, None, error=Error(path, exc.line, f"{exc} (expression nesting too deep)"))
     return ParsedFile(path, body, _waivers_by_block(text, body))
 
 
@@ -90,7 +92,9 @@ def _waivers_by_block(text: str, body: Body) -> dict[int, tuple[tuple[str, str, 
 def _read_cached(path: str) -> tuple[ParsedFile | None, bytes | None, str | None]:
     """(cached result, file bytes, cache key): the result is set on a cache hit or a read error."""
     try:
-        data = Path(path).read_bytes()
+        data = limits.read_regular(path)
+    except limits.LimitExceeded as exc:
+        return ParsedFile(path, None, error=Error(path, None, str(exc))), None, None
     except OSError as exc:
         return ParsedFile(path, None, error=Error(path, None, f"cannot read file: {exc.strerror or exc}")), \
             None, None
@@ -159,7 +163,7 @@ class TerraformLoader:
             for f in mdef.files if mdef is not None else ():
                 reads.note(f)  # every unit using a module depends on its files, not only the first
             return mdef
-        files = sorted(str(p) for p in directory.glob("*.tf")) if directory.is_dir() else []
+        files = module_files(directory)
         for f in files:
             reads.note(f)
         missing = [f for f in files if f not in self.parsed]
@@ -174,8 +178,34 @@ class TerraformLoader:
             pf = self.parsed[f]
             if pf.body is not None:
                 mdef.add_file(f, pf.body, pf.waivers)
+        self.errors.extend(duplicate_blocks(mdef))
         self._modules[directory] = mdef
         return mdef
+
+
+def module_files(directory: Path) -> list[str]:
+    """The ``.tf`` files of a module directory: regular files only (a directory named
+    ``x.tf`` is not one; a dangling symlink is reported by discovery, under its own path)."""
+    if not directory.is_dir():
+        return []
+    return sorted(str(p) for p in directory.glob("*.tf") if limits.is_regular(p))
+
+
+def duplicate_blocks(mdef: ModuleDef) -> list[Error]:
+    """Resources, data sources and module calls declared twice in one module: Terraform refuses
+    such a configuration, and silently keeping one would let a file's name decide the verdict."""
+    errors: list[Error] = []
+    seen: dict[str, tuple[str, int]] = {}
+    blocks = [("", b, f) for b, f in mdef.resources] + [("data.", b, f) for b, f in mdef.data] \
+        + [("module.", b, f) for b, f in mdef.modules]
+    for prefix, blk, file in blocks:
+        address = prefix + ".".join(blk.labels)
+        first = seen.setdefault(address, (file, blk.line))
+        if first != (file, blk.line):
+            where = f"{Path(first[0]).name}:{first[1]}"
+            errors.append(Error(file, blk.line, f"duplicate {address}: already declared at {where} "
+                                "(Terraform refuses a module that declares an address twice)"))
+    return errors
 
 
 def local_module_dirs(mdef: ModuleDef) -> set[Path]:
@@ -194,8 +224,11 @@ def _tfvars_values(loader: TerraformLoader, files: list[Path]) -> dict[str, Any]
         reads.note(f)
         if f.suffix == ".json":
             try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
+                data = json.loads(limits.read_regular(f).decode("utf-8"))
+            except limits.LimitExceeded as exc:
+                loader.errors.append(Error(str(f), None, str(exc)))
+                continue
+            except (OSError, ValueError, RecursionError) as exc:
                 loader.errors.append(Error(str(f), None, f"invalid variables file: {exc}"))
                 continue
             if isinstance(data, dict):
@@ -259,11 +292,17 @@ def load_terraform(tf_files: list[Path], var_files: Iterable[Path] = (), base: P
     for d, mdef in mdefs.items():
         if mdef is None or d in children:
             continue
+        budget = limits.current().instances_per_scan - len(resources)
+        seconds = limits.current().seconds_per_file * max(1, len(module_files(d)))
         resolver = ModuleResolver(d, fetcher)
-        root = ModuleInstance(mdef, "", root_inputs(mdef, loader, var_files), loader.module, d,
-                              resolver=resolver)
         try:
-            found = collect_resources(root)
+            with limits.deadline(seconds):
+                root = ModuleInstance(mdef, "", root_inputs(mdef, loader, var_files), loader.module, d,
+                                      resolver=resolver)
+                found = collect_resources(root, errors, budget)
+        except limits.LimitExceeded as exc:  # in the root's inputs (variable defaults, tfvars)
+            errors.append(Error(exc.file or str(d), exc.line, str(exc)))
+            continue
         except RecursionError:
             errors.append(Error(str(d), None, "module evaluation recursed too deeply"))
             continue

@@ -20,7 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from soc2infra.model import ARN_SEGMENT, ModuleRecord, Resource, Unknown, contains_unknown
+from soc2infra import limits
+from soc2infra.model import ARN_SEGMENT, Error, ModuleRecord, Resource, Unknown, contains_unknown
 from soc2infra.sources.hcl_ast import Block, Body, Expr, _split_template
 from soc2infra.sources.terraform_functions import (
     FUNCTIONS,
@@ -225,7 +226,10 @@ def _expand(count_or_each: tuple[str, Any] | None) -> list[tuple[Any, dict[str, 
             n = int(value)
         except (TypeError, ValueError):
             return Unknown("count is not a number")
+        limits.check_instances(n, "count")  # before allocating: count = 1000000 is refused fast
         return [(i, {"count": {"index": i}}) for i in range(max(n, 0))]
+    if isinstance(value, (dict, list)):
+        limits.check_instances(len(value), "for_each")
     if isinstance(value, dict):
         return [(k, {"each": {"key": k, "value": v}}) for k, v in value.items()]
     if isinstance(value, list):
@@ -253,22 +257,35 @@ class BlockRef:
         self.type = rtype if mode == "resource" else f"data.{rtype}"
         self.local_address = f"{rtype}.{name}" if mode == "resource" else f"data.{rtype}.{name}"
         self._instances: list[InstanceRef] | None = None
+        self._refused: limits.LimitExceeded | None = None
         self.has_index = "count" in block.body.attrs or "for_each" in block.body.attrs
         self.existence_unknown = False
         self.existence_reason: Unknown | None = None
 
     def instances(self) -> list[InstanceRef]:
-        """All instances (empty when ``count = 0``)."""
+        """All instances (empty when ``count = 0``); raises the limit that refused them."""
+        if self._refused is not None:
+            raise self._refused
         if self._instances is None:
-            self._instances = []
             attrs = self.block.body.attrs
             meta: tuple[str, Any] | None = None
             base = Env(self.inst)
-            if "count" in attrs:
-                meta = ("count", evaluate(attrs["count"][0], base))
-            elif "for_each" in attrs:
-                meta = ("for_each", evaluate(attrs["for_each"][0], base))
-            expanded = _expand(meta)
+            try:
+                if "count" in attrs:
+                    meta = ("count", evaluate(attrs["count"][0], base))
+                elif "for_each" in attrs:
+                    meta = ("for_each", evaluate(attrs["for_each"][0], base))
+                expanded = _expand(meta)
+            except limits.Exhausted:
+                raise
+            except limits.LimitExceeded as exc:
+                exc.args = (f"{self.inst.address(self.local_address)}: {exc}",)
+                exc.file = exc.file or self.file
+                arg = attrs.get("count") or attrs.get("for_each")
+                exc.line = exc.line or (arg[1] if arg else self.block.line)
+                self._refused = exc
+                raise
+            self._instances = []
             if isinstance(expanded, Unknown):
                 # Cannot know how many exist: evaluate one representative, flagged.
                 self.existence_unknown = True
@@ -988,7 +1005,9 @@ def _for(expr: Expr, env: Env) -> Any:
         return Unknown("for expression over a non-collection")
     out_list: list[Any] = []
     out_map: dict[str, Any] = {}
+    limits.check_instances(len(pairs), "for expression")
     for k, v in pairs:
+        limits.tick()
         scope = {val_var: v}
         if key_var:
             scope[key_var] = k
@@ -1074,35 +1093,70 @@ _EMPTY_INSTANCE = ModuleInstance(ModuleDef(Path(".")), "", {}, lambda _p: None, 
 
 # --------------------------------------------------------------------------- emission
 
-def collect_resources(root: ModuleInstance) -> list[Resource]:
-    """Every resource and data instance of *root* and its local child modules."""
+def collect_resources(root: ModuleInstance, errors: list[Error] | None = None,
+                      budget: int | None = None) -> list[Resource]:
+    """Every resource and data instance of *root* and its local child modules.
+
+    A resource refused by a limit (see :mod:`soc2infra.limits`) becomes a located error in
+    *errors* and the others are still collected; past *budget* instances, or once the
+    evaluation time runs out, collection stops with one error.
+    """
     out: list[Resource] = []
-    _collect(root, out)
+    sink: list[Error] = errors if errors is not None else []
+    try:
+        _collect(root, out, sink, budget if budget is not None else limits.current().instances_per_scan)
+    except limits.LimitExceeded as exc:
+        sink.append(Error(exc.file or str(root.mdef.dir), exc.line, str(exc)))
     return out
 
 
-def _collect(inst: ModuleInstance, out: list[Resource]) -> None:
+def _collect(inst: ModuleInstance, out: list[Resource], errors: list[Error], budget: int) -> None:
     for ref in inst.blocks.values():
-        waivers = inst.mdef.waivers.get((ref.file, ref.block.line), ())
-        for instance in ref.instances():
-            attrs = instance.attributes()
-            if ref.mode == "resource" and ref.type.startswith("aws_") and "tags_all" not in attrs:
-                _add_effective_tags(inst, ref, attrs)
-            idents = frozenset(v for k in IDENTITY_ATTRS if isinstance(v := attrs.get(k), str) and v)
-            meta: dict[str, Any] = {"module": inst.prefix, "mode": ref.mode}
-            if inst.call_site is not None:
-                meta["module_call"] = {"file": inst.call_site[0], "line": inst.call_site[1]}
-            if ref.existence_unknown:
-                meta["existence"] = "unknown"
-            out.append(Resource(
-                kind="terraform", type=ref.type, address=instance.address, attributes=attrs,
-                file=ref.file, line=ref.block.line, end_line=ref.block.end_line,
-                references=instance.references, identities=idents, inline_waivers=waivers, meta=meta,
-            ))
+        try:
+            _collect_block(inst, ref, out, budget)
+        except limits.Exhausted as exc:
+            exc.file, exc.line = exc.file or ref.file, exc.line or ref.block.line
+            raise
+        except limits.LimitExceeded as exc:
+            error = Error(exc.file or ref.file, exc.line or ref.block.line, str(exc))
+            if error not in errors:  # a refused resource is reported once, however often referenced
+                errors.append(error)
     out.extend(_config_resource(inst, blk, file) for blk, file in inst.mdef.config_blocks)
     for call in inst.module_calls.values():
-        for child in call.instances().values():
-            _collect(child, out)
+        try:
+            children = call.instances()
+        except limits.Exhausted:
+            raise
+        except limits.LimitExceeded as exc:
+            errors.append(Error(exc.file or call.file, exc.line or call.block.line, str(exc)))
+            continue
+        for child in children.values():
+            _collect(child, out, errors, budget)
+
+
+def _collect_block(inst: ModuleInstance, ref: BlockRef, out: list[Resource], budget: int) -> None:
+    waivers = inst.mdef.waivers.get((ref.file, ref.block.line), ())
+    instances = ref.instances()
+    if len(out) + len(instances) > budget:
+        raise limits.Exhausted(  # stops the whole collection: the scan's budget is spent
+            f"more than {budget:,} resource instances in this scan (limits.instances_per_scan)",
+            ref.block.line, ref.file)
+    for instance in instances:
+        limits.tick()
+        attrs = instance.attributes()
+        if ref.mode == "resource" and ref.type.startswith("aws_") and "tags_all" not in attrs:
+            _add_effective_tags(inst, ref, attrs)
+        idents = frozenset(v for k in IDENTITY_ATTRS if isinstance(v := attrs.get(k), str) and v)
+        meta: dict[str, Any] = {"module": inst.prefix, "mode": ref.mode}
+        if inst.call_site is not None:
+            meta["module_call"] = {"file": inst.call_site[0], "line": inst.call_site[1]}
+        if ref.existence_unknown:
+            meta["existence"] = "unknown"
+        out.append(Resource(
+            kind="terraform", type=ref.type, address=instance.address, attributes=attrs,
+            file=ref.file, line=ref.block.line, end_line=ref.block.end_line,
+            references=instance.references, identities=idents, inline_waivers=waivers, meta=meta,
+        ))
 
 
 def _add_effective_tags(inst: ModuleInstance, ref: BlockRef, attrs: dict[str, Any]) -> None:

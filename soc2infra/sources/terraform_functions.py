@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from soc2infra.limits import check_instances
 from soc2infra.model import Unknown, contains_unknown
 from soc2infra.sources import reads
 
@@ -293,7 +294,9 @@ def _slice(lst: list[Any], start: int, end: int) -> list[Any]:
 
 def _range(*args: Any) -> list[Any]:
     ints = [int(a) for a in args]
-    return list(range(*ints))
+    span = range(*ints)
+    check_instances(len(span), "range()")  # before allocating: range(1e8) is refused, not built
+    return list(span)
 
 
 def _startswith(s: str, p: str) -> bool:

@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from soc2infra.limits import LimitExceeded, check_depth, too_deep
 from soc2infra.model import Error, Resource, Unknown
 from soc2infra.sources.terraform_eval import IDENTITY_ATTRS
 
@@ -35,6 +36,14 @@ def load_plan_text(text: str, file: str) -> tuple[list[Resource], list[Error]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         return [], [Error(file, exc.lineno, f"invalid JSON: {exc.msg}")]
+    except RecursionError:  # nested past what the parser can hold: located, the other files go on
+        deep = too_deep(text, "JSON")
+        return [], [Error(file, deep.line, str(deep))]
+    try:
+        check_depth(data)  # the plan walkers below recurse: refuse what they could not hold
+    except LimitExceeded:
+        deep = too_deep(text, "JSON")
+        return [], [Error(file, deep.line, str(deep))]
     if not looks_like_plan(data):
         return [], [Error(file, 1, "not a Terraform plan (no planned_values)")]
     return load_plan(data, file)
