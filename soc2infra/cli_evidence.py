@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from soc2infra.errors import UserError
 from soc2infra.exitcodes import FINDINGS, OK
 
 if TYPE_CHECKING:
@@ -37,6 +40,25 @@ def _population(clusters: Sequence[str], sources: Sequence[str], include_dry_run
     return Population(tuple(clusters), tuple(sources), include_dry_run)
 
 
+@contextmanager
+def ledger_errors(ledger: str) -> Iterator[None]:
+    """A ledger that cannot be used (missing file, unreachable or broken database, truncated file)
+    is a user-facing error, exit 2, never a traceback; the message never shows a password."""
+    from soc2infra.evidence import EvidenceError
+    from soc2infra.evidence.backend import display_url, mask_ledger
+
+    try:
+        yield
+    except Exception as exc:
+        # psycopg's errors too, when a backend did not wrap them (its module is imported lazily).
+        expected = isinstance(exc, EvidenceError | OSError | sqlite3.Error)
+        if expected or type(exc).__module__.startswith("psycopg"):
+            message = mask_ledger(str(exc), ledger)
+            where = display_url(ledger)
+            raise UserError(message if where in message else f"evidence ledger {where}: {message}") from None
+        raise
+
+
 @click.group()
 def evidence() -> None:
     """Verify, export and report on the evidence ledger."""
@@ -54,8 +76,9 @@ def verify_cmd(ledger: str, public_key: Sequence[Path], expect_head: str | None,
     """Check the whole hash chain; name the first broken record (exit 1 when broken)."""
     from soc2infra.evidence import verify_ledger
 
-    result = verify_ledger(ledger, public_key=list(public_key) or None, expect_head=expect_head,
-                           expect_count=expect_count)
+    with ledger_errors(ledger):
+        result = verify_ledger(ledger, public_key=list(public_key) or None, expect_head=expect_head,
+                               expect_count=expect_count)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))
     return OK if result.ok else FINDINGS
 
@@ -75,7 +98,8 @@ def export_cmd(ledger: str, start: str | None, end: str | None, fmt: str, output
     from soc2infra.evidence.population import PopulationTally, describe
 
     tally = PopulationTally(_population(clusters, sources, include_dry_run))
-    n = export_records(ledger, start, end, fmt, output, tally=tally)
+    with ledger_errors(ledger):
+        n = export_records(ledger, start, end, fmt, output, tally=tally)
     where = f" to {output}" if output != "-" else ""
     click.echo(f"wrote {n} {'records' if fmt == 'jsonl' else 'rows'}{where}; {describe(tally.to_dict())}",
                err=True)
@@ -122,8 +146,10 @@ def report_cmd(ledger: str, start: str | None, end: str | None, output: Path, js
     from soc2infra.pack import load_pack
 
     controls = {cid: (c.name, c.intent) for cid, c in load_pack().controls.items()}
-    report = build_report(ledger, start, end, controls, public_key=list(public_key) or None,
-                          expect_head=expect_head, population=_population(clusters, sources, include_dry_run))
+    with ledger_errors(ledger):
+        report = build_report(ledger, start, end, controls, public_key=list(public_key) or None,
+                              expect_head=expect_head,
+                              population=_population(clusters, sources, include_dry_run))
     output.write_text(render_html(report), encoding="utf-8")
     if json_output is not None:
         json_output.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")

@@ -131,5 +131,7 @@ def scan(paths: Sequence[str], **flags: Any) -> int:
     code = scan_exit_code(result, settings)
     if settings.evidence.ledger:
         seq = record_scan(ScanRun(targets, pack, result, code), settings)
-        click.echo(f"evidence: recorded as #{seq} in {settings.evidence.ledger}", err=True)
+        from soc2infra.evidence.backend import display_url
+
+        click.echo(f"evidence: recorded as #{seq} in {display_url(settings.evidence.ledger or '')}", err=True)
     return code

@@ -78,7 +78,12 @@ def record_scan(run: ScanRun, settings: Settings) -> int:
         finally:
             ledger.close()
     except (EvidenceError, OSError, ValueError) as exc:
-        raise EvidenceNotRecorded(f"could not record evidence in {url}: {exc}") from exc
+        from soc2infra.evidence.backend import display_url, mask_ledger
+
+        # Drivers quote the connection string in their errors: never show its password.
+        message, where = mask_ledger(str(exc), url), display_url(url)
+        raise EvidenceNotRecorded(f"could not record evidence: "
+                                  f"{message if where in message else f'{where}: {message}'}") from exc
     return seq
 
 

@@ -120,7 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"soc2infra-operator: {exc}", file=sys.stderr)
         return 2
     if args.command == "config":
-        print(json.dumps(dataclasses.asdict(settings), indent=2, default=str))
+        from soc2infra.evidence.backend import display_url
+
+        shown = dataclasses.asdict(settings)
+        if shown["evidence"].get("ledger"):  # the DSN's password stays out of terminals and logs
+            shown["evidence"]["ledger"] = display_url(shown["evidence"]["ledger"])
+        print(json.dumps(shown, indent=2, default=str))
         return 0
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")

@@ -4,8 +4,10 @@ implement. It sits below both the ledger and the backends, so neither imports th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
+from urllib.parse import urlsplit
 
 from soc2infra.evidence.records import redact
 
@@ -65,5 +67,26 @@ class Backend(Protocol):
 
 
 def display_url(url: str) -> str:
-    """*url* with any password masked, for messages."""
-    return redact({"url": url})["url"] if "://" in url else url
+    """*url* with any password masked, for messages (URL or libpq ``password=…`` form)."""
+    if "://" in url:
+        return str(redact({"url": url})["url"])
+    return _KEYWORD_PASSWORD.sub(r"\1[REDACTED]", url)
+
+
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def mask_ledger(text: str, url: str) -> str:
+    """*text* (an error message, a log line) with the ledger *url* and its password masked
+    wherever they appear: drivers quote the connection string, or parts of it, in errors."""
+    text = text.replace(url, display_url(url))
+    password = None
+    if "://" in url:
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+    else:
+        found = _KEYWORD_PASSWORD.search(url)
+        password = found.group(2).strip("'") if found else None
+    return text.replace(password, "[REDACTED]") if password else _KEYWORD_PASSWORD.sub(r"\1[REDACTED]", text)
