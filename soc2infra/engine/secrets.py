@@ -13,6 +13,7 @@ The secret itself must never leave this module: findings carry only a masked val
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from soc2infra.engine.core import (
     ResourceIndex,
     Tri,
 )
+from soc2infra.limits import LimitExceeded, check_depth
 from soc2infra.model import Resource, Unknown
 
 VARIABLE_TYPE = "terraform_variable"
@@ -78,6 +80,12 @@ def find_secrets(value: Any, path: str = "", extra: frozenset[str] = frozenset()
     sensitive by name (or in *extra*), and so is everything under it; inside a sensitive
     block (``set_sensitive``) the ``value`` argument is."""
     if isinstance(value, dict):
+        named = value.get("name")
+        # An environment entry {name: DB_PASSWORD, value: ...} (ECS container definitions,
+        # Kubernetes env): the name says what the value is.
+        if (not inherited and isinstance(named, str) and is_sensitive_name(named)
+                and is_literal_secret(value.get("value"))):
+            yield f"{path}[{named}]", value["value"]
         for key, item in value.items():
             key_s = str(key)
             sensitive = inherited or is_sensitive_name(key_s) or key_s.lower() in extra
@@ -88,6 +96,21 @@ def find_secrets(value: Any, path: str = "", extra: frozenset[str] = frozenset()
             yield from find_secrets(item, path, extra, inherited)
     elif inherited and is_literal_secret(value):
         yield path, value
+    elif isinstance(value, str) and value[:1] in "[{" and (decoded := _json_document(value)) is not None:
+        # jsonencode(...) output (container_definitions, policies): search the document it encodes.
+        yield from find_secrets(decoded, path, extra, inherited)
+
+
+def _json_document(text: str) -> Any:
+    """The JSON collection *text* encodes, or None (not JSON, or nested past limits.depth)."""
+    if len(text) > 1_000_000:
+        return None
+    try:
+        decoded = json.loads(text)
+        check_depth(decoded)
+    except (ValueError, RecursionError, LimitExceeded):
+        return None
+    return decoded if isinstance(decoded, dict | list) else None
 
 
 def _variable_defaults(index: ResourceIndex) -> set[tuple[str, str]]:
