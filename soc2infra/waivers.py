@@ -186,12 +186,20 @@ def load_waiver_file(path: Path) -> tuple[list[WaiverEntry], list[Error]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return [], [Error(file, None, f"cannot read waiver file: {getattr(exc, 'strerror', None) or exc}")]
+    from soc2infra.limits import LimitExceeded, check_yaml_node
+
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            check_yaml_node(node)  # the file is in the repository: bounded like every input
         data = yaml.safe_load(text)
+    except LimitExceeded as exc:
+        return [], [Error(file, exc.line, str(exc))]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         return [], [Error(file, mark.line + 1 if mark else None, f"invalid YAML: {exc}")]
+    except RecursionError:
+        return [], [Error(file, None, "invalid YAML: nested too deeply")]
     return parse_waiver_data(data, file, _entry_lines(node))
 
 

@@ -1077,7 +1077,11 @@ def _dynamic(blk: Block, env: Env, prefix: str, refs: dict[str, set[str]], out: 
     if isinstance(coll, Unknown):
         out[label] = coll.derive(f"dynamic {label} for_each is unknown ({coll.reason})")
         return
+    if coll is not None and not isinstance(coll, dict | list):  # Terraform: an error; here undecidable
+        out[label] = Unknown(f"dynamic {label} for_each is not a collection")
+        return
     items = list(coll.items()) if isinstance(coll, dict) else list(enumerate(coll or []))
+    limits.check_instances(len(items), f"dynamic {label}")
     blocks = out.setdefault(label, [])
     if not isinstance(blocks, list):
         return

@@ -49,19 +49,33 @@ def load_plan_text(text: str, file: str) -> tuple[list[Resource], list[Error]]:
     return load_plan(data, file)
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    # A plan is input like any other: a field of the wrong type is treated as absent.
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in _list(value) if isinstance(v, dict)]
+
+
 def load_plan(data: dict[str, Any], file: str) -> tuple[list[Resource], list[Error]]:
     """Resources of a parsed plan document."""
     errors: list[Error] = []
     unknowns: dict[str, Any] = {}
-    for rc in data.get("resource_changes") or []:
-        if isinstance(rc, dict) and isinstance(rc.get("change"), dict):
+    for rc in _dicts(data.get("resource_changes")):
+        if isinstance(rc.get("change"), dict):
             unknowns[str(rc.get("address"))] = rc["change"].get("after_unknown") or {}
-            if "delete" in (rc["change"].get("actions") or []) and "create" not in rc["change"]["actions"]:
+            actions = _list(rc["change"].get("actions"))
+            if "delete" in actions and "create" not in actions:
                 unknowns[str(rc.get("address"))] = None  # being destroyed: not part of the result
     raw: list[dict[str, Any]] = []
-    root = (data.get("planned_values") or {}).get("root_module") or {}
+    root = _dict(_dict(data.get("planned_values")).get("root_module"))
     _walk_planned(root, raw)
-    config_root = ((data.get("configuration") or {}).get("root_module")) or {}
+    config_root = _dict(_dict(data.get("configuration")).get("root_module"))
     config_refs = _config_references(config_root, "")
     configured = _configured_keys(config_root, "") if config_root else None
     by_config: dict[str, list[str]] = {}
@@ -93,13 +107,12 @@ def _configured_keys(module: dict[str, Any], prefix: str) -> dict[str, dict[str,
     """Config address → the arguments and nested blocks written in the configuration (the
     plan's ``expressions`` tree)."""
     out: dict[str, dict[str, Any]] = {}
-    for r in module.get("resources") or []:
+    for r in _dicts(module.get("resources")):
         local = f"{r.get('type')}.{r.get('name')}" if r.get("mode") == "managed" \
             else f"data.{r.get('type')}.{r.get('name')}"
-        expressions = r.get("expressions")
-        out[prefix + local] = expressions if isinstance(expressions, dict) else {}
-    for name, call in (module.get("module_calls") or {}).items():
-        out.update(_configured_keys(call.get("module") or {}, f"{prefix}module.{name}."))
+        out[prefix + local] = _dict(r.get("expressions"))
+    for name, call in _dict(module.get("module_calls")).items():
+        out.update(_configured_keys(_dict(_dict(call).get("module")), f"{prefix}module.{name}."))
     return out
 
 
@@ -128,12 +141,10 @@ def _settle_unknowns(attrs: dict[str, Any], configured: dict[str, Any] | None) -
 
 
 def _walk_planned(module: dict[str, Any], out: list[dict[str, Any]]) -> None:
-    for r in module.get("resources") or []:
-        if isinstance(r, dict):
-            out.append({**r, "_module": module.get("address", "")})
-    for child in module.get("child_modules") or []:
-        if isinstance(child, dict):
-            _walk_planned(child, out)
+    for r in _dicts(module.get("resources")):
+        out.append({**r, "_module": str(module.get("address", ""))})
+    for child in _dicts(module.get("child_modules")):
+        _walk_planned(child, out)
 
 
 def _merge_unknown(values: Any, unknown: Any) -> Any:
@@ -176,20 +187,21 @@ def _config_references(module: dict[str, Any], prefix: str,
     var_refs = var_refs or {}
     out: dict[str, dict[str, set[str]]] = {}
     resources = {f"{r.get('type')}.{r.get('name')}" if r.get("mode") == "managed"
-                 else f"data.{r.get('type')}.{r.get('name')}" for r in module.get("resources") or []}
-    calls = module.get("module_calls") or {}
+                 else f"data.{r.get('type')}.{r.get('name')}" for r in _dicts(module.get("resources"))}
+    calls = _dict(module.get("module_calls"))
     output_refs: dict[str, dict[str, set[str]]] = {}
     for name, call in calls.items():
+        call = _dict(call)
         child_prefix = f"{prefix}module.{name}."
         child_vars = {k: _resolve_refs(_expr_refs(v), resources, prefix, var_refs, {})
-                      for k, v in (call.get("expressions") or {}).items()}
-        child = call.get("module") or {}
+                      for k, v in _dict(call.get("expressions")).items()}
+        child = _dict(call.get("module"))
         out.update(_config_references(child, child_prefix, child_vars))
-        child_resources = {f"{r.get('type')}.{r.get('name')}" for r in child.get("resources") or []}
-        output_refs[name] = {oname: _resolve_refs(_expr_refs(o.get("expression") or {}), child_resources,
-                                                  child_prefix, child_vars, {})
-                             for oname, o in (child.get("outputs") or {}).items()}
-    for r in module.get("resources") or []:
+        child_resources = {f"{r.get('type')}.{r.get('name')}" for r in _dicts(child.get("resources"))}
+        output_refs[name] = {oname: _resolve_refs(_expr_refs(_dict(o).get("expression") or {}),
+                                                  child_resources, child_prefix, child_vars, {})
+                             for oname, o in _dict(child.get("outputs")).items()}
+    for r in _dicts(module.get("resources")):
         local = f"{r.get('type')}.{r.get('name')}" if r.get("mode") == "managed" \
             else f"data.{r.get('type')}.{r.get('name')}"
         paths: dict[str, set[str]] = {}

@@ -9,7 +9,6 @@ webhook names and paths its handlers serve, CRDs identical to the operator's).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
