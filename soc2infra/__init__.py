@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIONS", "ACTION_STRENGTH", "DEFAULT_WARNING_DAYS", "Error", "Finding", "PolicyPack", "Resource",
-    "ResourceIndex", "Rule", "ScanOptions", "ScanResult", "Unknown", "UserError", "Waiver", "WaiverEntry",
+    "LimitExceeded", "ResourceIndex", "Rule", "ScanOptions", "ScanResult", "Unknown", "UserError", "Waiver", "WaiverEntry",
     "__version__", "as_mapping", "as_text", "effective_action", "evaluate", "load_pack", "match_entry",
-    "object_to_resource", "rule_action", "scan", "weaker",
+    "check_depth", "object_to_resource", "rule_action", "scan", "weaker",
 ]
 
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from soc2infra.engine.evaluate import evaluate
     from soc2infra.engine.policy import PolicyPack, Rule
     from soc2infra.errors import UserError
+    from soc2infra.limits import LimitExceeded, check_depth
     from soc2infra.model import Error, Finding, Resource, ScanResult, Unknown, Waiver
     from soc2infra.pack import load_pack
     from soc2infra.scan import ScanOptions, scan
@@ -51,6 +52,7 @@ _LAZY = {
     "object_to_resource": "soc2infra.sources.kubernetes", "as_mapping": "soc2infra.sources.kubernetes",
     "as_text": "soc2infra.sources.kubernetes", "WaiverEntry": "soc2infra.waivers",
     "match_entry": "soc2infra.waivers", "DEFAULT_WARNING_DAYS": "soc2infra.waivers",
+    "LimitExceeded": "soc2infra.limits", "check_depth": "soc2infra.limits",
 }
 
 

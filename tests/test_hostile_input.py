@@ -257,3 +257,17 @@ def test_wildcard_inline_waiver_is_refused(tree, capsys, monkeypatch):
             if f["resource"]["address"] == "aws_s3_bucket.w"] == [("TEST-STORE-001", False)]
     [(name, line, message)] = errors_of(doc)
     assert (name, line) == ("main.tf", 2) and "must name one rule id" in message
+
+
+def test_kustomize_errors_carry_file_and_line(write_tree, require_binary):
+    from soc2infra.sources.kubernetes import render_kustomize
+
+    kubectl = require_binary("kubectl")
+    root = write_tree({"bad-resource/kustomization.yaml": "resources:\n  - deploy.yaml\n",
+                       "bad-resource/deploy.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n data: [\n",
+                       "bad-kustomization/kustomization.yaml": "resources:\n  - a.yaml\nbogus: [\n"})
+    _, [error] = render_kustomize(root / "bad-resource", kubectl)
+    assert (Path(error.file).name, error.line) == ("deploy.yaml", 4) and "invalid YAML" in error.message
+    _, [error] = render_kustomize(root / "bad-kustomization", kubectl)
+    assert (Path(error.file).name, error.line) == ("kustomization.yaml", 3)
+    assert "\n" not in error.message and "Error:" not in error.message

@@ -28,9 +28,11 @@ from typing import Any, Literal, TypedDict
 
 from soc2infra import (
     Finding,
+    LimitExceeded,
     PolicyPack,
     Resource,
     ResourceIndex,
+    check_depth,
     effective_action,
     evaluate,
     match_entry,
@@ -402,6 +404,11 @@ def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[Cluste
         return Decision(verdict="error", allowed=False, operation=req.operation, dry_run=req.dry_run,
                         actor=req.actor, reason="the request carries no object that can be read",
                         request_uid=req.uid)
+    try:
+        check_depth(req.obj)  # the rules walk objects recursively: refuse what they could not hold
+    except LimitExceeded as exc:
+        return Decision(verdict="error", allowed=False, operation=req.operation, dry_run=req.dry_run,
+                        actor=req.actor, reason=f"the object is {exc}", request_uid=req.uid)
     obj = req.obj
     if req.namespace and not _text(_mapping(obj.get("metadata")).get("namespace")) \
             and _text(obj.get("kind")) != "Namespace":

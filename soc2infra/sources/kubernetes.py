@@ -756,8 +756,7 @@ def render_kustomize(dir: Path, kubectl: str | None = None) -> tuple[list[Resour
                                                 "kubectl or set SOC2INFRA_KUBECTL to its path")]
     output, failure = _run([binary, "kustomize", str(directory)], KUSTOMIZE_TIMEOUT_SECONDS)
     if failure is not None:
-        message = failure.removeprefix("error: ")
-        return [], [Error(str(directory), None, f"kubectl kustomize failed: {message}")]
+        return [], [kustomize_error(directory, failure)]
     resources, errors = load_manifest_text(output, str(directory))
     origins = _KustomizeOrigins(directory)
     for res in resources:
@@ -773,6 +772,27 @@ def render_kustomize(dir: Path, kubectl: str | None = None) -> tuple[list[Resour
             res.inline_waivers += tuple(w for w in comments if w not in res.inline_waivers)
         res.end_line = res.line
     return resources, [Error(str(directory), None, e.message) for e in errors]
+
+
+_KUSTOMIZE_YAML_LINE = re.compile(r"""yaml: line (\d+): (.*?)(?: in File: ([^\s'"]+))?['"]?\s*$""")
+
+
+def kustomize_error(directory: Path, failure: str) -> Error:
+    """``kubectl kustomize``'s failure as an error at the file and line it names, when it names
+    them (``MalformedYAMLError: yaml: line 4: … in File: deploy.yaml``, ``invalid Kustomization:
+    yaml: line 3: …``); otherwise at the directory. Only kubectl's last error line is kept."""
+    lines = [ln.strip() for ln in failure.strip().splitlines() if ln.strip()]
+    message = (lines[-1] if lines else failure).removeprefix("error: ").removeprefix("Error: ")
+    found = _KUSTOMIZE_YAML_LINE.search(message)
+    if found is not None:
+        line, problem, name = int(found.group(1)), found.group(2), found.group(3)
+        if name:
+            return Error(str(directory / name), line, f"kubectl kustomize: invalid YAML: {problem}")
+        if "invalid Kustomization" in message:
+            target = next((directory / k for k in ("kustomization.yaml", "kustomization.yml", "Kustomization")
+                           if (directory / k).is_file()), directory)
+            return Error(str(target), line, f"kubectl kustomize: invalid kustomization: {problem}")
+    return Error(str(directory), None, f"kubectl kustomize failed: {message}")
 
 
 class _KustomizeOrigins:

@@ -438,6 +438,32 @@ def test_garbage_admission_reviews_never_crash_the_handler(operator, ns):
         is False
 
 
+def test_a_3mb_object_and_a_10000_deep_object_are_answered(operator, ns):
+    def review(uid: str, obj: Any) -> dict[str, Any]:
+        return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": uid, "operation": "CREATE", "namespace": ns, "object": obj, "userInfo": {"username": "u"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"}}}
+
+    t0 = time.monotonic()
+    status, body = _post_review(operator, "validate-deployment",
+                                review("big", deployment("big", ns, annotations={"blob": "x" * 3_000_000})))
+    assert status == 200 and body["response"]["uid"] == "big" and body["response"]["allowed"] is True
+    # 10,000 levels: more than json.loads (or any rule) can hold. Built as text, as an attacker would.
+    text = json.dumps(review("deep", deployment("deep", ns))).replace(
+        '"replicas": 2', '"replicas": 2, "x": ' + '{"a": ' * 10_000 + "1" + "}" * 10_000, 1)
+    assert '"x": {"a"' in text
+    ctx = ssl.create_default_context(cafile=str(operator.cafile))
+    req = urllib.request.Request(f"https://127.0.0.1:{operator.port}/validate-deployment", data=text.encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+            answer = json.loads(resp.read())
+        assert answer["response"]["allowed"] is False  # refused, with a reason
+    except urllib.error.HTTPError as err:
+        assert err.code == 400  # or refused as unreadable by the webhook server, not a crash
+    assert time.monotonic() - t0 < 30 and operator.process.alive()
+
+
 def test_admission_decisions_are_in_the_ledger(operator, kubectl, ns):
     from soc2infra.evidence.verify import verify_ledger
 
