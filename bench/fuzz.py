@@ -363,11 +363,18 @@ def _signature(exc: BaseException) -> str:
     return f"{type(exc).__name__} at {where}"
 
 
+_PACK_RUNNER: Runner | None = None
+
+
 def fuzz(target: str, cases: int, seed: int, max_seconds: float, out_dir: Path | None) -> Tally:
     """Run *cases* inputs of *target*; crashes are recorded, not raised."""
     tally = Tally()
     with tempfile.TemporaryDirectory(prefix=f"soc2infra-fuzz-{target}-") as tmp:
-        runner = Runner(Path(tmp))
+        global _PACK_RUNNER
+        if _PACK_RUNNER is None:
+            _PACK_RUNNER = Runner(Path(tmp))  # loading the pack once per process
+        runner = _PACK_RUNNER
+        runner.workdir = Path(tmp)
         run: Callable[[Any], None] = getattr(runner, target)
 
         def record(data: Any, signature: str, detail: str) -> None:
@@ -407,30 +414,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=100_000, help="total inputs, split over the targets")
     parser.add_argument("--target", action="append", choices=sorted(strategies()), help="only these targets")
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--round", type=int, default=500, help="cases per target per round (a new seed each)")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="per-input time bound")
-    parser.add_argument("--json", type=Path, help="write the counts here")
+    parser.add_argument("--json", type=Path, help="write the counts here (after every round)")
     parser.add_argument("--crash-dir", type=Path, default=ROOT / "bench" / "fuzz-crashes")
     args = parser.parse_args(argv)
     targets = args.target or sorted(strategies())
     per = max(1, args.cases // len(targets))
-    report: dict[str, Any] = {"seed": args.seed, "targets": {}}
+    totals = {t: {"cases": 0, "crashes": set(), "seconds": 0.0, "slowest_case_seconds": 0.0} for t in targets}
     t0 = time.monotonic()
-    for target in targets:
-        start = time.monotonic()
-        tally = fuzz(target, per, args.seed, args.max_seconds, args.crash_dir)
-        report["targets"][target] = {"cases": tally.cases, "crashes": sorted(tally.crashes),
-                                     "seconds": round(time.monotonic() - start, 1),
-                                     "slowest_case_seconds": round(tally.slowest, 3)}
-        print(f"{target:<10} {tally.cases:>7} cases {time.monotonic() - start:7.1f} s  slowest "
-              f"{tally.slowest:6.3f} s  crashes {len(tally.crashes)}" +
-              "".join(f"\n    {c}" for c in sorted(tally.crashes)), flush=True)
-    report["cases"] = sum(t["cases"] for t in report["targets"].values())
-    report["crashes"] = sum(len(t["crashes"]) for t in report["targets"].values())
-    report["seconds"] = round(time.monotonic() - t0, 1)
+    # Rounds over every target, so a run stopped early has still covered them all.
+    done, round_no = 0, 0
+    while done < per:
+        chunk = min(args.round, per - done)
+        for target in targets:
+            start = time.monotonic()
+            tally = fuzz(target, chunk, args.seed + round_no, args.max_seconds, args.crash_dir)
+            row = totals[target]
+            row["cases"] += tally.cases
+            row["crashes"] |= set(tally.crashes)
+            row["seconds"] += time.monotonic() - start
+            row["slowest_case_seconds"] = max(row["slowest_case_seconds"], tally.slowest)
+        done += chunk
+        round_no += 1
+        report = _report(args.seed, totals, time.monotonic() - t0)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    for target, row in totals.items():
+        print(f"{target:<10} {row['cases']:>7} cases {row['seconds']:7.1f} s  slowest "
+              f"{row['slowest_case_seconds']:6.3f} s  crashes {len(row['crashes'])}" +
+              "".join(f"\n    {c}" for c in sorted(row["crashes"])), flush=True)
     print(f"total      {report['cases']:>7} cases {report['seconds']:7.1f} s  crashes {report['crashes']}")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 1 if report["crashes"] else 0
+
+
+def _report(seed: int, totals: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
+    targets = {t: {**row, "crashes": sorted(row["crashes"]), "seconds": round(row["seconds"], 1),
+                   "slowest_case_seconds": round(row["slowest_case_seconds"], 3)} for t, row in totals.items()}
+    return {"seed": seed, "targets": targets, "cases": sum(r["cases"] for r in targets.values()),
+            "crashes": sum(len(r["crashes"]) for r in targets.values()), "seconds": round(seconds, 1)}
 
 
 if __name__ == "__main__":

@@ -13,12 +13,14 @@ and always sets ``timeoutSeconds: 30``. ``webhook.registration: kopf`` is still 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp.web
 import kopf
 
 from soc2infra_operator.settings import OperatorSettings
@@ -118,11 +120,30 @@ class SOC2WebhookServer(kopf.WebhookServer):
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         guarded = guard_webhook_fn(fn, self._fail_closed)
-        async for client_config in super().__call__(guarded):
+        served = super().__call__(guarded)
+        # Kopf builds its aiohttp application with the default 1 MiB body limit, but the API server
+        # admits objects up to 3 MiB and an UPDATE review carries two of them: a larger limit,
+        # applied only while Kopf builds the application (aiohttp forbids subclassing it).
+        original = aiohttp.web.Application
+        aiohttp.web.Application = functools.partial(original, client_max_size=MAX_REVIEW_BYTES)  # type: ignore[misc]
+        try:
+            first = await served.__anext__()
+        finally:
+            aiohttp.web.Application = original  # type: ignore[misc]
+        async for client_config in _chain(first, served):
             if self._on_client_config is not None:
                 # The server is listening now: point the API server at it (blocking client → thread).
                 await asyncio.to_thread(self._on_client_config, dict(client_config))
             yield client_config
+
+
+MAX_REVIEW_BYTES = 16 * 1024 * 1024
+
+
+async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    yield first
+    async for item in rest:
+        yield item
 
 
 def guard_webhook_fn(fn: Any, fail_closed: bool) -> Any:
