@@ -34,7 +34,6 @@ from soc2infra_operator.lab import OperatorProcess, operator_argv, port_serves_t
 
 ROOT = Path(__file__).resolve().parents[2]
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-STRICT = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 pytestmark = pytest.mark.timeout(300)
 
 LEASE = "soc2infra-audit"
@@ -49,9 +48,7 @@ def postgres_dsn() -> Iterator[str]:
     try:
         import psycopg
     except ImportError:
-        if STRICT:
-            pytest.fail("psycopg is required under CI=true", pytrace=False)
-        pytest.skip("psycopg not installed")
+        pytest.skip("psycopg not installed")  # a failure under CI=true (tests/conftest.py)
     workdir = tempfile.mkdtemp(prefix="soc2infra-ha-pg-")
     env = {k: v for k, v in os.environ.items() if k != "SOC2INFRA_PG_PORT"}
     env["SOC2INFRA_PG_DIR"] = workdir
@@ -62,9 +59,7 @@ def postgres_dsn() -> Iterator[str]:
     if started.returncode != 0 or not lines or not lines[-1].startswith("postgresql://"):
         shutil.rmtree(workdir, ignore_errors=True)
         message = f"tools/postgres.sh start failed ({started.returncode}): {started.stderr[-2000:]}"
-        if STRICT:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        pytest.skip(message)  # a failure under CI=true (tests/conftest.py)
     dsn = lines[-1]
     schema = "ha_" + uuid.uuid4().hex[:10]
     with psycopg.connect(dsn, autocommit=True) as conn:
