@@ -193,7 +193,7 @@ def k8s_object(draw: st.DrawFn) -> dict[str, Any]:
     if kind == "List":
         obj["items"] = draw(st.lists(json_value, max_size=3))
     if draw(st.integers(0, 9)) == 0:
-        obj["spec"] = deep(obj.get("spec"), draw(st.integers(100, 400)))
+        obj["spec"] = deep(obj.get("spec"), draw(st.integers(100, 300)))
     return obj
 
 
@@ -226,10 +226,13 @@ def plan_text(draw: st.DrawFn) -> str:
                             "planned_values": {"root_module": {"resources": resources,
                                                                "child_modules": draw(json_value)}},
                             "resource_changes": draw(json_value), "configuration": draw(json_value)}
-    if draw(st.integers(0, 9)) == 0:
+    levels = draw(st.integers(100, 10_000)) if draw(st.integers(0, 9)) == 0 else 0
+    if levels:
         plan["planned_values"]["root_module"]["resources"].append(
-            {"address": "d.d", "type": "aws_s3_bucket", "values": deep(1, draw(st.integers(100, 3000)))})
+            {"address": "d.d", "type": "aws_s3_bucket", "values": "DEEP"})
     text = json.dumps(plan, default=str)
+    if levels:  # spliced in as text: json.dumps itself cannot nest that deep
+        text = text.replace('"DEEP"', '{"a": ' * levels + "1" + "}" * levels)
     return draw(st.one_of(st.just(text), mutated([text], '{}[]",:0')))
 
 

@@ -17,7 +17,6 @@ against the same API server and every policy's ``status.typeChecking`` is read.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -134,9 +133,7 @@ def status_controller(control_plane: ControlPlane, bin_dir: Path) -> Iterator[No
     try:
         kcm = ensure_controller_manager(bin_dir, build=True)
     except BinariesMissing as err:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"kube-controller-manager unavailable (CI requires it): {err}", pytrace=False)
-        pytest.skip(str(err))
+        pytest.skip(f"kube-controller-manager unavailable: {err}")  # a failure under CI=true (tests/conftest.py)
     log = (control_plane.logs_dir / "kube-controller-manager.log").open("w")
     proc = subprocess.Popen([str(kcm), f"--kubeconfig={control_plane.kubeconfig}", "--leader-elect=false",
                              "--controllers=validatingadmissionpolicy-status-controller", "--secure-port=0"],
