@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIONS", "ACTION_STRENGTH", "DEFAULT_WARNING_DAYS", "Error", "Finding", "PolicyPack", "Resource",
-    "LimitExceeded", "ResourceIndex", "Rule", "ScanOptions", "ScanResult", "Unknown", "UserError", "Waiver", "WaiverEntry",
+    "LimitExceeded", "ResourceIndex", "Rule", "ScanOptions", "ScanResult", "Unknown", "UserError", "Waiver",
+    "WaiverEntry",
     "__version__", "as_mapping", "as_text", "effective_action", "evaluate", "load_pack", "match_entry",
     "check_depth", "object_to_resource", "rule_action", "scan", "weaker",
 ]

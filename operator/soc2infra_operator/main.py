@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"soc2infra-operator: {exc}", file=sys.stderr)
         return 2
     if args.command == "config":
-        from soc2infra.evidence.backend import display_url
+        from soc2infra.evidence import display_url
 
         shown = dataclasses.asdict(settings)
         if shown["evidence"].get("ledger"):  # the DSN's password stays out of terminals and logs

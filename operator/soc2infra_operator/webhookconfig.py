@@ -125,7 +125,8 @@ class SOC2WebhookServer(kopf.WebhookServer):
         # admits objects up to 3 MiB and an UPDATE review carries two of them: a larger limit,
         # applied only while Kopf builds the application (aiohttp forbids subclassing it).
         original = aiohttp.web.Application
-        aiohttp.web.Application = functools.partial(original, client_max_size=MAX_REVIEW_BYTES)  # type: ignore[misc]
+        aiohttp.web.Application = functools.partial(  # type: ignore[misc,assignment]
+            original, client_max_size=MAX_REVIEW_BYTES)
         try:
             first = await served.__anext__()
         finally:

@@ -14,6 +14,7 @@ Public API (everything else in this package may change)::
 
 from __future__ import annotations
 
+from soc2infra.evidence.backend import display_url
 from soc2infra.evidence.export import export_records
 from soc2infra.evidence.ledger import Anchor, CommitStats, GroupCommitter, Ledger, open_ledger
 from soc2infra.evidence.records import (
@@ -32,7 +33,7 @@ from soc2infra.evidence.verify import VerifyResult, verify_jsonl, verify_ledger
 
 __all__ = [
     "GENESIS_HASH", "SOURCES", "Anchor", "CommitStats", "EvidenceEntry", "EvidenceError", "GroupCommitter",
-    "Ledger", "ResultItem", "StorageError", "VerifyResult", "build_report", "export_records",
+    "Ledger", "ResultItem", "StorageError", "VerifyResult", "build_report", "display_url", "export_records",
     "generate_keypair", "open_ledger", "redact", "render_html", "results_from_scan", "verify_jsonl",
     "verify_ledger",
 ]

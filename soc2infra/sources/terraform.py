@@ -61,8 +61,8 @@ def parse_text(text: str, path: str, fast: bool | None = None) -> ParsedFile:
     except HclSyntaxError as exc:
         return ParsedFile(path, None, error=Error(path, exc.line, str(exc)))
     except RecursionError:
-        exc = limits.too_deep(text, "expression")
-        return ParsedFile(path, None, error=Error(path, exc.line, f"{exc} (expression nesting too deep)"))
+        deep = limits.too_deep(text, "expression")
+        return ParsedFile(path, None, error=Error(path, deep.line, f"{deep} (expression nesting too deep)"))
     return ParsedFile(path, body, _waivers_by_block(text, body))
 
 
