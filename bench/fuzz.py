@@ -277,7 +277,7 @@ class Runner:
     """Runs one input through the real code path and checks the property."""
 
     def __init__(self, workdir: Path) -> None:
-        from soc2infra.engine.policy import load_pack
+        from soc2infra.pack import load_pack
 
         self.workdir = workdir
         self.pack = load_pack()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.engine.policy import load_pack
+from soc2infra.pack import load_pack
 from soc2infra.scan import ScanOptions, scan
 
 ROOT = Path(__file__).resolve().parents[1]
