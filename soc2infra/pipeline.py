@@ -26,6 +26,14 @@ def run_pipeline(targets: Sequence[str], pack: PolicyPack, options: ScanOptions,
     """Scan *targets*: cached per unit unless asked not to (or the checkov lens is on, whose
     findings need the resources), restricted to one shard when asked, with checkov's findings
     merged in when asked."""
+    from soc2infra import limits
+
+    with limits.using(options.limits or limits.current()):  # the configured bounds, for every path
+        return _run_pipeline(targets, pack, options, pipeline)
+
+
+def _run_pipeline(targets: Sequence[str], pack: PolicyPack, options: ScanOptions,
+                  pipeline: PipelineSettings) -> ScanResult:
     if pipeline.with_checkov:
         result = _plain(targets, pack, options, pipeline.shard)
         _add_checkov(result, targets, pack, options, pipeline.all_checkov)

@@ -30,6 +30,7 @@ from typing import Any
 
 from soc2infra import __version__
 from soc2infra.engine.policy import PolicyPack
+from soc2infra.limits import current as current_limits
 from soc2infra.model import Coverage, Error, Finding, ModuleRecord, ScanResult, SkippedFile
 from soc2infra.scan import (
     Inputs,
@@ -101,7 +102,8 @@ def split_units(inputs: Inputs) -> list[Unit]:
 def _options_digest(options: ScanOptions, base: Path) -> str:
     parts = [f"var_files={[str(p.resolve()) for p in options.var_files]}",
              f"helm_values={[str(p.resolve()) for p in options.helm_values]}",
-             f"kube={options.kube_version}", f"base={base.resolve()}"]
+             f"kube={options.kube_version}", f"base={base.resolve()}",
+             f"limits={options.limits or current_limits()}"]  # other bounds, other refusals
     return "\n".join(parts)
 
 

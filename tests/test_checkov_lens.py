@@ -20,7 +20,6 @@ from soc2infra.model import Finding, Resource
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPING = ROOT / "policies" / "catalog-checkov.yaml"
-STRICT = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def checkov_env() -> Path:
@@ -28,9 +27,7 @@ def checkov_env() -> Path:
     exe = Path(os.environ.get("SOC2INFRA_CHECKOV_ENV", ROOT / ".venv-checkov")) / "bin" / "soc2infra"
     if not exe.exists():
         message = f"{exe} missing: scripts/test.sh installs soc2infra[checkov] there"
-        if STRICT:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        pytest.skip(message)  # a failure under CI=true (tests/conftest.py)
     return exe
 
 
