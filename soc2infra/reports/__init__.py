@@ -45,7 +45,22 @@ class ReportInput:
         Relative paths (the scan already made them relative) and pseudo-files such as
         ``<stdin>`` are returned as they are.
         """
-        if not path or not self.base_dir or not os.path.isabs(path):
+        if not path or not self.base_dir:
+            return path
+        # Memoized: a report of 20k findings asks for the same few thousand files over and
+        # over, and the path arithmetic below dominated text rendering.
+        memo = self._rel_memo
+        hit = memo.get(path)
+        if hit is None:
+            hit = memo[path] = self._rel(path)
+        return hit
+
+    @cached_property
+    def _rel_memo(self) -> dict[str, str]:
+        return {}
+
+    def _rel(self, path: str) -> str:
+        if not os.path.isabs(path):
             return path
         base = os.path.abspath(os.fspath(self.base_dir))
         target = os.path.abspath(path)

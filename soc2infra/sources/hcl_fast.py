@@ -73,47 +73,74 @@ class _Translator:
     # ----------------------------------------------------------------- structure
 
     def body(self, node: Any) -> Body:
+        # Hot path of a cold scan: each ``.type``/``.named_children`` access crosses into C and
+        # allocates, so every node's type is read once and the byte slice is decoded in place.
         out = Body()
+        attrs = out.attrs
+        data = self.data
         for child in node.named_children:
-            if child.type == "attribute":
-                kids = [c for c in child.named_children if c.type != "comment"]
-                name = self.text(kids[0])
-                out.attrs[name] = (self.expression(kids[-1]), child.start_point[0] + 1)
-            elif child.type == "block":
+            t = child.type
+            if t == "attribute":
+                kids = child.named_children
+                if kids[-1].type == "comment":
+                    kids = [c for c in kids if c.type != "comment"]
+                name_node = kids[0]
+                if name_node.type == "comment":
+                    kids = [c for c in kids if c.type != "comment"]
+                    name_node = kids[0]
+                name = data[name_node.start_byte:name_node.end_byte].decode("utf-8")
+                attrs[name] = (self.expression(kids[-1]), child.start_point[0] + 1)
+            elif t == "block":
                 out.blocks.append(self.block(child))
-            elif child.type != "comment":
-                raise _Unsupported(child.type)
+            elif t != "comment":
+                raise _Unsupported(t)
         return out
 
     def block(self, node: Any) -> Block:
-        kids = [c for c in node.named_children if c.type != "comment"]
-        btype = self.text(kids[0])
+        data = self.data
+        btype: str | None = None
         labels: list[str] = []
-        inner = Body()
-        for k in kids[1:]:
-            if k.type == "string_lit":
+        inner = None
+        for k in node.named_children:
+            t = k.type
+            if t == "comment":
+                continue
+            if btype is None:
+                btype = data[k.start_byte:k.end_byte].decode("utf-8")
+            elif t == "string_lit":
                 labels.append(self.string_lit(k))
-            elif k.type == "identifier":
-                labels.append(self.text(k))
-            elif k.type == "body":
+            elif t == "identifier":
+                labels.append(data[k.start_byte:k.end_byte].decode("utf-8"))
+            elif t == "body":
                 inner = self.body(k)
-        return Block(btype, tuple(labels), inner, node.start_point[0] + 1, node.end_point[0] + 1)
+        if btype is None:
+            raise IndexError("block without a type")
+        return Block(btype, tuple(labels), inner if inner is not None else Body(),
+                     node.start_point[0] + 1, node.end_point[0] + 1)
 
     # ----------------------------------------------------------------- expressions
 
     def expression(self, node: Any) -> Expr:
         if node.type != "expression":
             return self.term([node])
-        return self.term([c for c in node.children if c.type != "comment"])
+        kids = node.children
+        if len(kids) == 1:  # the common case: a primary without postfix operations
+            only = kids[0]
+            t = only.type
+            if t != "(" and t != "comment":
+                return self.primary(only, t)
+        return self.term([c for c in kids if c.type != "comment"])
 
     def term(self, nodes: list[Any]) -> Expr:
         """A primary expression followed by postfix operations (attributes, indexes, splats)."""
-        if nodes[0].type == "(":
+        first = nodes[0]
+        t = first.type
+        if t == "(":
             close = next(i for i, n in enumerate(nodes) if n.type == ")")
             base = self.expression(nodes[1])
             rest = nodes[close + 1:]
         else:
-            base = self.primary(nodes[0])
+            base = self.primary(first, t)
             rest = nodes[1:]
         for op in rest:
             base = self.postfix(base, op)
@@ -142,14 +169,15 @@ class _Translator:
             return ("lit", int(self.text(node).lstrip(".")))
         return self.expression(node.named_children[0])
 
-    def primary(self, node: Any) -> Expr:  # noqa: C901 - one dispatch over node types
-        t = node.type
+    def primary(self, node: Any, t: str | None = None) -> Expr:  # noqa: C901 - one dispatch over node types
+        if t is None:
+            t = node.type
+        if t == "literal_value":  # most frequent first
+            return self.literal(node.named_children[0])
         if t == "expression":
             return self.expression(node)
         if t == "variable_expr":
             return ("var", self.text(node.named_children[0]))
-        if t == "literal_value":
-            return self.literal(node.named_children[0])
         if t == "collection_value":
             return self.collection(node.named_children[0])
         if t == "function_call":
@@ -171,6 +199,13 @@ class _Translator:
 
     def literal(self, node: Any) -> Expr:
         t = node.type
+        if t == "string_lit":
+            kids = node.children
+            if len(kids) == 3 and kids[1].type == "template_literal" \
+                    and kids[2].type == "quoted_template_end":
+                # a plain "text" string: what quoted_parts would return, without the walk
+                return ("lit", self.literal_text(self.data[kids[0].end_byte:kids[2].start_byte]))
+            return ("lit", self.string_lit(node))
         if t == "numeric_lit":
             raw = self.text(node)
             return ("lit", float(raw) if any(ch in raw for ch in ".eE") else int(raw))
@@ -178,12 +213,12 @@ class _Translator:
             return ("lit", self.text(node) == "true")
         if t == "null_lit":
             return ("lit", None)
-        if t == "string_lit":
-            return ("lit", self.string_lit(node))
         raise _Unsupported(t)
 
     def string_lit(self, node: Any) -> str:
         parts = self.quoted_parts(node)
+        if len(parts) == 1 and isinstance(parts[0], str):
+            return parts[0]
         if any(not isinstance(p, str) for p in parts):
             raise _Unsupported("interpolation in a label")
         return "".join(parts)
@@ -200,19 +235,21 @@ class _Translator:
         """Literal text (taken from byte ranges: tree-sitter's literal nodes drop
         whitespace) and interpolated expressions of a quoted string."""
         kids = node.children
+        last = kids[-1]
         start = kids[0].end_byte  # after the opening quote
-        end = kids[-1].start_byte if kids[-1].type == "quoted_template_end" else node.end_byte
+        end = last.start_byte if last.type == "quoted_template_end" else node.end_byte
         parts: list[Any] = []
         pos = start
-        for c in kids[1:]:
-            if c.type == "template_interpolation":
+        for c in kids[1:-1] if end != node.end_byte else kids[1:]:
+            t = c.type
+            if t == "template_interpolation":
                 parts.append(self.literal_text(self.data[pos:c.start_byte]))
                 exprs = [k for k in c.named_children if k.type == "expression"]
                 if not exprs:
                     raise _Unsupported("empty interpolation")
                 parts.append(self.expression(exprs[0]))
                 pos = c.end_byte
-            elif c.type == "template_directive":
+            elif t == "template_directive":
                 return [("unknown", "template directive")]
         parts.append(self.literal_text(self.data[pos:end]))
         return parts
