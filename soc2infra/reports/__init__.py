@@ -84,10 +84,17 @@ class ReportInput:
         root = res.meta.get("root")
         if not isinstance(root, str) or not res.file:
             return None
-        file, base = os.path.abspath(res.file), os.path.abspath(root)
-        if file.startswith(base.rstrip(os.sep) + os.sep):
-            return None
-        return self.rel(root) or root
+        memo = self._root_hint_memo
+        key = (res.file, root)
+        if key not in memo:
+            file, base = os.path.abspath(res.file), os.path.abspath(root)
+            inside = file.startswith(base.rstrip(os.sep) + os.sep)
+            memo[key] = None if inside else (self.rel(root) or root)
+        return memo[key]
+
+    @cached_property
+    def _root_hint_memo(self) -> dict[tuple[str, str], str | None]:
+        return {}
 
     @cached_property
     def rules_by_id(self) -> dict[str, Rule]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from functools import lru_cache
 from io import StringIO
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ def _detail_text(details: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+@lru_cache(maxsize=4096)  # messages and remediations repeat across thousands of findings
 def _indented(text: str, prefix: str) -> str:
     """*text* with its continuation lines indented by *prefix* (first line left as is)."""
     return ("\n" + prefix).join(line.rstrip() for line in text.strip().splitlines())
