@@ -11,6 +11,9 @@ with, by file stem (``data/aws-managed-policies.yaml`` → ``"aws-managed-polici
 from __future__ import annotations
 
 import hashlib
+import marshal
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import yaml
 
 from soc2infra.engine.policy import Control, PolicyError, PolicyPack, Rule, compile_rules
+from soc2infra.sources import cache
 
 DATA_DIR = "data"
 
@@ -132,10 +136,41 @@ def load_rule_file(path: Path, text: str, controls: dict[str, Control],
                    data: dict[str, Any] | None = None) -> list[Rule]:
     """Read one policy file's YAML and compile every rule in it."""
     fname = str(path)
+    return compile_rules(fname, _parse_rule_yaml(fname, text), controls, data)
+
+
+def _parse_rule_yaml(fname: str, text: str) -> Any:
+    """The YAML document of a rule file, from the parse cache when this exact text was read
+    before: parsing the pack's YAML (examples included) was most of a warm re-scan's time."""
+    directory = cache.cache_dir()
+    key = hashlib.sha256(b"rules-yaml-1\0" + text.encode("utf-8")).hexdigest()
+    entry = directory.parent / "pack" / key if directory is not None else None
+    if entry is not None:
+        try:
+            return marshal.loads(entry.read_bytes())
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
     try:
         document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise PolicyError(fname, None, None, f"invalid YAML: {exc}",
                           mark.line + 1 if mark else None) from None
-    return compile_rules(fname, document, controls, data)
+    if entry is not None:
+        _store(entry, document)
+    return document
+
+
+def _store(entry: Path, document: Any) -> None:
+    try:
+        blob = marshal.dumps(document)  # plain YAML data; a date or other object is not cached
+    except ValueError:
+        return
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, entry)
+    except OSError:
+        pass  # a cache that cannot be written only costs speed
