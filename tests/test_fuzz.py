@@ -32,6 +32,8 @@ def test_short_fuzz_run_finds_no_crash(tmp_path: Path) -> None:
 
 # Inputs the fuzzer crashed on (each once a TypeError, exit 3); now a located error or findings.
 CRASHES = {
+    # found by the long fuzz run: file() with no argument raised a TypeError (exit 3)
+    "file-without-arguments/main.tf": 'resource "aws_s3_bucket" "b" {\n  bucket = "b"\n  policy = file()\n}\n',
     "dynamic-for-each-bool/main.tf": 'resource "aws_security_group" "g" {\n  dynamic "ingress" {\n'
                                      '    for_each = !false\n    content {\n      from_port = 1\n    }\n  }\n}\n',
     "plan-fields-of-the-wrong-type/x.tfplan.json": json.dumps({

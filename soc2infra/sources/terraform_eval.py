@@ -880,7 +880,9 @@ def _call(name: str, arg_exprs: list[Expr], expand: bool, env: Env) -> Any:
             return Unknown(f"{name}(...) expansion of a non-list", kind="error")
         args.extend(last)
     if name == "file":
-        return env.inst.file_func()(*args[:1])
+        if len(args) != 1:
+            return Unknown("file() takes exactly one argument", kind="error")
+        return env.inst.file_func()(args[0])
     if name == "templatefile":
         return _templatefile(args, env)
     if name in PATH_FUNCTIONS:
