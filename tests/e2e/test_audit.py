@@ -69,6 +69,10 @@ def single(name: str, namespace: str, pod_labels: dict[str, str] | None = None) 
 
 @pytest.fixture(scope="module")
 def scene(audit_operator: RunningOperator, kubectl: Kubectl) -> Scene:
+    # Waiver changes are recorded by the audit leader: let the operator win the lease (its first
+    # snapshot says so) before the scene's waiver is created, or the change can predate the leader.
+    wait_for(lambda: any(r["source"] == "audit" for r in audit_operator.records()), timeout=60,
+             what="the operator's first audit snapshot")
     bad, good, role = _name("audit-bad"), _name("audit-good"), _name("audit-wild")
     expires = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
     objects = [
@@ -236,9 +240,11 @@ def test_audit_snapshots_are_in_the_ledger(scene, audit_operator, kubectl):
     # Every result is in the snapshot (the report's bound does not apply to evidence).
     assert sum(summary[k] for k in ("pass", "fail", "warn", "error", "skip")) == len(snap["results"])
     assert any(w["name"] == "waived-priv" for w in snap["context"]["waivers"])
-    # Waiver changes are evidence as well (recorded by the audit leader).
-    assert any(r["source"] == "waiver" and r["subject"].endswith(f"{scene.bad}/waived-priv")
-               for r in audit_operator.records())
+    # Waiver changes are evidence as well, recorded by the audit leader as it sees them: wait for
+    # the record rather than assume it was written before the snapshots (a busy machine orders
+    # them either way).
+    wait_for(lambda: any(r["source"] == "waiver" and r["subject"].endswith(f"{scene.bad}/waived-priv")
+                         for r in audit_operator.records()), timeout=30, what="the waiver's evidence record")
     assert verify_ledger(audit_operator.ledger).ok
 
 
