@@ -41,23 +41,17 @@ from soc2infra.scan import (
     relativize_result,
 )
 from soc2infra.shard import select, terraform_units
-from soc2infra.sources import reads
+from soc2infra.sources import cache, reads
 
 CACHE_FORMAT = "2"
 RACY_NS = 2_000_000_000
 
 
 def results_dir() -> Path | None:
-    """Where entries live (``$SOC2INFRA_CACHE/results`` or the user cache); None when caching is
-    off (``SOC2INFRA_NO_CACHE=1``)."""
-    if os.environ.get("SOC2INFRA_NO_CACHE"):
-        return None
-    base = os.environ.get("SOC2INFRA_CACHE")
-    if base:
-        return Path(base) / "results"
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("soc2infra")) / "results"
+    """Where entries live: ``results`` beside the parse cache (``$SOC2INFRA_CACHE`` or the user
+    cache); None when caching is off (``SOC2INFRA_NO_CACHE=1``)."""
+    parse = cache.cache_dir()
+    return parse.parent / "results" if parse is not None else None
 
 
 @dataclass(slots=True)

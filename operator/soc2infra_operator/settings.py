@@ -27,23 +27,19 @@ from typing import Any, Literal
 
 from soc2infra import ACTION_STRENGTH, ACTIONS
 
+# One copy of the webhook's scope defaults, shared with the ValidatingAdmissionPolicy export so the
+# two enforcement paths can never exempt different requests. Trusted controllers create pods,
+# replica sets and jobs for an owner already checked at its own admission.
+from soc2infra.export.vap import (
+    DEFAULT_EXCLUDED_NAMESPACES,
+    DEFAULT_EXCLUDED_USERNAMES,
+    DEFAULT_TRUSTED_CONTROLLERS,
+)
+
 __all__ = ["ACTIONS", "ACTION_STRENGTH", "OperatorSettings", "SettingsError", "load_settings"]
 
 Action = Literal["deny", "warn", "audit"]
 
-DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
-# Controllers that create pods/replica sets/jobs on behalf of an owner that was already checked at
-# its own admission: re-checking the children would deny pods of a waived Deployment.
-DEFAULT_TRUSTED_CONTROLLERS = (
-    "system:serviceaccount:kube-system:replicaset-controller",
-    "system:serviceaccount:kube-system:deployment-controller",
-    "system:serviceaccount:kube-system:statefulset-controller",
-    "system:serviceaccount:kube-system:daemon-set-controller",
-    "system:serviceaccount:kube-system:job-controller",
-    "system:serviceaccount:kube-system:cronjob-controller",
-    "system:serviceaccount:kube-system:replication-controller",
-    "system:kube-controller-manager",
-)
 OPT_OUT_KEY = "soc2infra.io/exempt"
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 ENV_PREFIX = "SOC2INFRA_"
@@ -89,7 +85,7 @@ class ScopeSettings:
     own_namespace: str | None = None
     # Requests by these users (globs) are not checked: the API server's own loopback client
     # reconciles bootstrap RBAC (cluster-admin has wildcard verbs) at every start.
-    excluded_usernames: tuple[str, ...] = ("system:apiserver",)
+    excluded_usernames: tuple[str, ...] = DEFAULT_EXCLUDED_USERNAMES
     trusted_controllers: tuple[str, ...] = DEFAULT_TRUSTED_CONTROLLERS
     # Label/annotation opting an object out; honoured only where a SOC2Waiver with optOut grants it.
     opt_out_key: str = OPT_OUT_KEY

@@ -48,7 +48,7 @@ IGNORE_ANNOTATION = "soc2infra.io/ignore"
 # Kinds rules target that are configuration files, never API objects (scanned in CI only).
 FILE_ONLY_KINDS = frozenset({"EncryptionConfiguration", "AdmissionConfiguration", "Policy"})
 
-# The webhook's defaults (operator settings.ScopeSettings); a test keeps the two equal.
+# The webhook's scope defaults: the operator's settings import these (one copy for both paths).
 DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 DEFAULT_EXCLUDED_USERNAMES = ("system:apiserver",)
 DEFAULT_TRUSTED_CONTROLLERS = (
