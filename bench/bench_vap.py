@@ -30,10 +30,10 @@ from typing import Any
 
 from bench_admission import deployment, percentiles
 
+from soc2infra._core.pack import load_pack
 from soc2infra.export.vap import ExportScope, export_objects, plan_pack
 from soc2infra.lab import ControlPlane, ensure_binaries, free_port, write_webhook_pki
 from soc2infra.lab.rest import RestClient
-from soc2infra.pack import load_pack
 from soc2infra_operator.lab import OperatorProcess, operator_argv, port_serves_tls
 
 NAMESPACES = {"none": "bench-none", "vap": "bench-vap", "webhook": "bench-webhook"}

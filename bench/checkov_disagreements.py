@@ -17,8 +17,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from soc2infra.pack import load_pack
-from soc2infra.scan import scan
+from soc2infra._core.pack import load_pack
+from soc2infra._core.scan import scan
 
 
 def _address_key(address: str) -> str:

@@ -277,15 +277,15 @@ class Runner:
     """Runs one input through the real code path and checks the property."""
 
     def __init__(self, workdir: Path) -> None:
-        from soc2infra.pack import load_pack
+        from soc2infra._core.pack import load_pack
 
         self.workdir = workdir
         self.pack = load_pack()
         self._policy: Any = None
 
     def _scan_text(self, name: str, text: str) -> None:
-        from soc2infra.reports import ReportInput, render
-        from soc2infra.scan import ScanOptions, scan
+        from soc2infra._core.reports import ReportInput, render
+        from soc2infra._core.scan import ScanOptions, scan
 
         case = Path(tempfile.mkdtemp(dir=self.workdir))
         (case / name).write_text(text, encoding="utf-8", errors="surrogatepass")
@@ -304,7 +304,7 @@ class Runner:
         self._scan_text("manifest.yaml", text)
 
     def waivers(self, text: str) -> None:
-        from soc2infra.waivers import load_waiver_file
+        from soc2infra._core.waivers import load_waiver_file
 
         path = Path(tempfile.mkdtemp(dir=self.workdir)) / ".soc2infra-waivers.yaml"
         path.write_text(text, encoding="utf-8")
@@ -312,7 +312,7 @@ class Runner:
         assert all(e.file for e in errors)
 
     def config(self, text: str) -> None:
-        from soc2infra.config import ConfigError, read_config
+        from soc2infra._core.config import ConfigError, read_config
 
         path = Path(tempfile.mkdtemp(dir=self.workdir)) / ".soc2infra.yaml"
         path.write_text(text, encoding="utf-8")

@@ -15,9 +15,9 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     """Scan argv[1:] with the built-in pack and write the canonical JSON report to argv[0]."""
     os.environ["SOC2INFRA_NO_CACHE"] = "1"
-    from soc2infra.pack import load_pack
-    from soc2infra.reports import ReportInput, render
-    from soc2infra.scan import ScanOptions, scan
+    from soc2infra._core.pack import load_pack
+    from soc2infra._core.reports import ReportInput, render
+    from soc2infra._core.scan import ScanOptions, scan
 
     out, paths = argv[0], argv[1:]
     pack = load_pack()

@@ -27,6 +27,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from soc2infra._cogs.exitcodes import ExitCode
+
 __all__ = [
     "BINARIES", "BUILD_SCRIPT", "ENV_VARS", "BinaryNotFound", "build", "cache_dir", "find", "require",
 ]
@@ -162,19 +164,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = find(args[1])
         if found is None or not _executable(found):
             print(f"{args[1]} not found", file=sys.stderr)
-            return 1
+            return ExitCode.FINDINGS
         print(found)
-        return 0
+        return ExitCode.OK
     if args and args[0] == "build" and args[1:] in ([], ["--helm-only"]):
         try:
             print(build(helm_only=args[1:] == ["--helm-only"]))
         except BinaryNotFound as exc:
             print(exc, file=sys.stderr)
-            return 2
-        return 0
+            return ExitCode.ERROR
+        return ExitCode.OK
     print(f"usage: python -m soc2infra.binaries find {{{'|'.join(BINARIES)}}} | build [--helm-only]",
           file=sys.stderr)
-    return 2
+    return ExitCode.ERROR
 
 
 if __name__ == "__main__":

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.baseline import (
+from soc2infra._cogs.model import Waiver
+from soc2infra._core.baseline import (
     BaselineError,
     apply_baseline,
     load_baseline,
     write_baseline,
 )
+from soc2infra._core.pack import load_pack
+from soc2infra._core.scan import scan
 from soc2infra.cli import main
-from soc2infra.model import Waiver
-from soc2infra.pack import load_pack
-from soc2infra.scan import scan
 
 POLICIES = Path(__file__).parent / "data" / "policies"
 PACK_ARGS = ["--policy-dir", str(POLICIES), "--no-builtin-policies", "--no-config"]

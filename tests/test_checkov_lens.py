@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from soc2infra.checkov_lens import CheckovRecord, merge_into, parse_mapping
-from soc2infra.model import Finding, Resource
+from soc2infra._cogs.model import Finding, Resource
+from soc2infra._core.checkov_lens import CheckovRecord, merge_into, parse_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPING = ROOT / "policies" / "catalog-checkov.yaml"

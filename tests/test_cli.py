@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from soc2infra._cogs.exitcodes import ERROR, INTERNAL
 from soc2infra.cli import main
-from soc2infra.exitcodes import ERROR, INTERNAL
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
@@ -58,7 +58,7 @@ def test_a_bug_is_exit_3_with_a_traceback(monkeypatch, capsys):
     def broken(*_args: object, **_kwargs: object) -> None:
         raise KeyError("boom")
 
-    monkeypatch.setattr("soc2infra.pack.load_pack", broken)
+    monkeypatch.setattr("soc2infra._core.pack.load_pack", broken)
     assert main(["policy", "list"]) == INTERNAL
     err = capsys.readouterr().err
     assert "Traceback" in err and "internal error: KeyError" in err

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.changed import scan_units
+from soc2infra._core.changed import scan_units
 from soc2infra.cli import main
 
 POLICIES = Path(__file__).parent / "data" / "policies"
@@ -327,7 +327,7 @@ def test_changed_only_with_nothing_scannable_is_clean(mono, capsys):
 def test_progress_only_after_the_delay_and_only_when_enabled(capsys):
     import time
 
-    from soc2infra.progress import long_task_status
+    from soc2infra._cogs.progress import long_task_status
 
     with long_task_status("quick", enabled=True, delay=5):
         pass  # finishes before the delay: nothing drawn, nothing imported late

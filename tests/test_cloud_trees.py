@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.pack import load_pack
-from soc2infra.reports import ReportInput, render
-from soc2infra.scan import scan
+from soc2infra._core.pack import load_pack
+from soc2infra._core.reports import ReportInput, render
+from soc2infra._core.scan import scan
 
 DATA = Path(__file__).resolve().parent / "data"
 PACK = load_pack()

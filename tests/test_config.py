@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.config import (
+from soc2infra._core.config import (
     ConfigError,
     RuleSelection,
     Settings,
@@ -18,7 +18,7 @@ from soc2infra.config import (
     resolve_settings,
     select_rules,
 )
-from soc2infra.pack import load_pack
+from soc2infra._core.pack import load_pack
 
 POLICIES = Path(__file__).parent / "data" / "policies"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from soc2infra._core.controls import controls_markdown, provider_counts
+from soc2infra._core.coverage import catalog_index, coverage_markdown, missing_ids, unknown_ids
+from soc2infra._core.pack import load_pack
 from soc2infra.cli import main
-from soc2infra.controls import controls_markdown, provider_counts
-from soc2infra.coverage import catalog_index, coverage_markdown, missing_ids, unknown_ids
-from soc2infra.pack import load_pack
 
 ROOT = Path(__file__).resolve().parent.parent
 

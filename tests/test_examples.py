@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soc2infra.pack import load_pack
-from soc2infra.scan import scan
+from soc2infra._core.pack import load_pack
+from soc2infra._core.scan import scan
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.pack import load_pack
-from soc2infra.scan import ScanOptions, scan
+from soc2infra._core.pack import load_pack
+from soc2infra._core.scan import ScanOptions, scan
 
 ROOT = Path(__file__).resolve().parents[1]
 

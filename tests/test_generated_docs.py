@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soc2infra.pack import load_pack
-from soc2infra.policydocs import rules_markdown
+from soc2infra._app.policydocs import rules_markdown
+from soc2infra._core.pack import load_pack
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,7 +17,7 @@ def test_rules_md_is_up_to_date():
 
 
 def test_readme_lists_the_authentication_rules_with_their_criteria():
-    from soc2infra.policydocs import README_END, README_START, readme_section
+    from soc2infra._app.policydocs import README_END, README_START, readme_section
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme[readme.index(README_START):readme.index(README_END) + len(README_END)]
@@ -26,7 +26,7 @@ def test_readme_lists_the_authentication_rules_with_their_criteria():
 
 
 def test_readme_shows_the_rule_counts_per_provider():
-    from soc2infra.policydocs import COUNTS_END, COUNTS_START, readme_counts
+    from soc2infra._app.policydocs import COUNTS_END, COUNTS_START, readme_counts
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme[readme.index(COUNTS_START):readme.index(COUNTS_END) + len(COUNTS_END)]

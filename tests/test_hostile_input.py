@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from soc2infra import limits
+from soc2infra._cogs import limits
+from soc2infra._core.sources.kubernetes import check_yaml_node
 from soc2infra.cli import main
-from soc2infra.sources.kubernetes import check_yaml_node
 
 POLICIES = Path(__file__).parent / "data" / "policies"
 PACK_ARGS = ["--policy-dir", str(POLICIES), "--no-builtin-policies", "--no-config"]
@@ -260,7 +260,7 @@ def test_wildcard_inline_waiver_is_refused(tree, capsys, monkeypatch):
 
 
 def test_kustomize_errors_carry_file_and_line(write_tree, require_binary):
-    from soc2infra.sources.kubernetes import render_kustomize
+    from soc2infra._core.sources.kubernetes import render_kustomize
 
     kubectl = require_binary("kubectl")
     root = write_tree({"bad-resource/kustomization.yaml": "resources:\n  - deploy.yaml\n",

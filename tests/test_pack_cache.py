@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from soc2infra.pack import load_pack
-from soc2infra.sources import cache
+from soc2infra._core.pack import load_pack
+from soc2infra._core.sources import cache
 
 
 def rules_of(pack) -> list[tuple]:

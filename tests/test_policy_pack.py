@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from soc2infra.pack import load_pack
-from soc2infra.policytest import run_example, structure_problems
+from soc2infra._core.pack import load_pack
+from soc2infra._core.policytest import run_example, structure_problems
 
 PACK = load_pack()
 

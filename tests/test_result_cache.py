@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.pack import load_pack
-from soc2infra.result_cache import CacheStats, results_dir, scan_cached
-from soc2infra.scan import ScanOptions, scan
+from soc2infra._core.pack import load_pack
+from soc2infra._core.result_cache import CacheStats, results_dir, scan_cached
+from soc2infra._core.scan import ScanOptions, scan
 
 SECRET = "Plant3d-Secret-Value-42"
 

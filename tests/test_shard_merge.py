@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from soc2infra._core.scan import discover
+from soc2infra._core.shard import parse_shard, select, shard_of, terraform_units
 from soc2infra.cli import main
-from soc2infra.scan import discover
-from soc2infra.shard import parse_shard, select, shard_of, terraform_units
 
 ROOTS = 9
 

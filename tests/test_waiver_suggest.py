@@ -7,8 +7,8 @@ from datetime import date
 import yaml
 from click.testing import CliRunner
 
+from soc2infra._core.waiver_suggest import parse_denials, suggest_waivers
 from soc2infra.cli import cli
-from soc2infra.waiver_suggest import parse_denials, suggest_waivers
 
 OUTPUT = """\
 daemonset.apps/node-exporter created (server dry run)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.model import Finding, Resource, Waiver
-from soc2infra.pack import load_pack
-from soc2infra.scan import scan
-from soc2infra.waivers import (
+from soc2infra._cogs.model import Finding, Resource, Waiver
+from soc2infra._core.pack import load_pack
+from soc2infra._core.scan import scan
+from soc2infra._core.waivers import (
     WaiverEntry,
     apply_inline_waivers,
     apply_waiver_entries,

@@ -8,7 +8,7 @@ Kopf's keyword arguments to :class:`ReviewRequest` and the response to ``kopf.Ad
 ``warnings.append``.
 
 The same engine call as ``soc2infra scan`` decides which rules fail (``evaluate`` on the
-Resource that :func:`soc2infra.sources.kubernetes.object_to_resource` builds); what is
+Resource that :func:`soc2infra._core.sources.kubernetes.object_to_resource` builds); what is
 admission-specific is only *what a failure does* (the rule's action after overrides) and the
 scope (excluded namespaces and users, trusted controllers, cluster waivers).
 
@@ -193,7 +193,7 @@ class AdmissionPolicy:
     @classmethod
     def build(cls, pack: PolicyPack, settings: OperatorSettings,
               relations: Mapping[str, frozenset[str]] | None = None) -> AdmissionPolicy:
-        """Resolve every rule's action once (:mod:`soc2infra.engine.actions`): the rule's own action,
+        """Resolve every rule's action once (:mod:`soc2infra._core.engine.actions`): the rule's own action,
         the most specific override, then the mode cap."""
         adm = settings.admission
         rule_actions = {r.id: rule_action(r.id, r.action, adm.actions) for r in pack.rules}
@@ -243,7 +243,7 @@ def rule_relations(pack: PolicyPack) -> dict[str, frozenset[str]]:
 
 @dataclass(frozen=True, slots=True)
 class RuleOutcome:
-    """One rule that did not pass on the object (its :class:`~soc2infra.model.Finding`), and
+    """One rule that did not pass on the object (its :class:`~soc2infra._cogs.model.Finding`), and
     what it does at admission."""
 
     finding: Finding

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from soc2infra import ExitCode
 from soc2infra_operator.settings import OperatorSettings, SettingsError, load_settings
 
 logger = logging.getLogger("soc2infra_operator")
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config, _overrides(args))
     except SettingsError as exc:
         print(f"soc2infra-operator: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.ERROR
     if args.command == "config":
         from soc2infra.evidence import display_url
 
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shown["evidence"].get("ledger"):  # the DSN's password stays out of terminals and logs
             shown["evidence"]["ledger"] = display_url(shown["evidence"]["ledger"])
         print(json.dumps(shown, indent=2, default=str))
-        return 0
+        return ExitCode.OK
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     if settings.log_level.upper() != "DEBUG":
@@ -141,15 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         kube = Kube(load_configuration(settings.kubeconfig, settings.context))
         for name in apply_crds(kube):
             print(f"applied {name}")
-        return 0
+        return ExitCode.OK
     try:
         asyncio.run(run(settings))
     except SettingsError as exc:
         print(f"soc2infra-operator: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.ERROR
     except KeyboardInterrupt:
-        return 0
-    return 0
+        return ExitCode.OK
+    return ExitCode.OK
 
 
 async def run(settings: OperatorSettings, ready_flag: asyncio.Event | threading.Event | None = None,

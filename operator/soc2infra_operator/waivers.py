@@ -14,8 +14,8 @@ namespace, with a reason, an owner, an optional ticket and an expiry date::
       ticket: SEC-1234
       expires: "2026-03-31"
 
-Each waiver becomes a :class:`soc2infra.waivers.WaiverEntry` whose ``resource`` is an address
-pattern (``*/<kind>/<namespace>/<name>``), so the CLI's pure :func:`soc2infra.waivers.match_waiver`
+Each waiver becomes a :class:`soc2infra._core.waivers.WaiverEntry` whose ``resource`` is an address
+pattern (``*/<kind>/<namespace>/<name>``), so the CLI's pure :func:`soc2infra._core.waivers.match_waiver`
 decides rule globs, name globs and expiry exactly as it does for the waiver file: a waiver is valid
 through its expiry date and stops applying the day after. Labels cannot be written in an address,
 so ``matchLabels`` is checked here before the entry is built.
@@ -222,7 +222,7 @@ def _entry(waiver: ClusterWaiver, rule: str, resource: str, reason: str) -> Waiv
 
 def entries_for(facts: ObjectFacts, waivers: Sequence[ClusterWaiver],
                 cluster_waiver_namespace: str) -> list[WaiverEntry]:
-    """The waiver entries that may apply to one object, for :func:`soc2infra.waivers.match_waiver`.
+    """The waiver entries that may apply to one object, for :func:`soc2infra._core.waivers.match_waiver`.
 
     Only waivers in scope (see :func:`_in_scope`) whose labels select it are considered; rule,
     kind/name and expiry are left to ``match_waiver``.

@@ -35,12 +35,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from soc2infra.errors import UserError
+from soc2infra._cogs.errors import UserError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-    from soc2infra.model import ScanResult
+    from soc2infra._cogs.model import ScanResult
 
 SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64

@@ -37,12 +37,12 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from soc2infra._cogs.model import control_sort_key
 from soc2infra.evidence.ledger import Ledger, open_ledger, time_bounds
 from soc2infra.evidence.population import Population, PopulationTally, describe
 from soc2infra.evidence.records import now, parse_time
 from soc2infra.evidence.rollout import RolloutTally
 from soc2infra.evidence.verify import KeySpec, verify_ledger
-from soc2infra.model import control_sort_key
 
 REPORT_SCHEMA = "soc2infra.evidence-report/1"
 STATE_SOURCES = frozenset({"audit", "ci", "cli", "pre-commit"})

@@ -8,10 +8,10 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from soc2infra.engine.policy import PolicyPack
+from soc2infra._cogs.model import ScanResult
+from soc2infra._core.engine.policy import PolicyPack
 from soc2infra.evidence.change import change_context
 from soc2infra.evidence.records import EvidenceEntry, results_from_scan
-from soc2infra.model import ScanResult
 
 # (environment variable, what it names) for the CI systems people use most.
 _ACTOR_VARS = ("GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILDKITE_BUILD_CREATOR", "CIRCLE_USERNAME",

@@ -2,7 +2,7 @@
 
 A pure function of a rule's condition *data* (``Rule.condition_data``/``when_data``) and the
 kind it is compiled for. The result reads the object under review the way the engine reads the
-:class:`~soc2infra.model.Resource` that ``object_to_resource`` builds:
+:class:`~soc2infra._cogs.model.Resource` that ``object_to_resource`` builds:
 
 - paths walk lists implicitly, as ``engine.paths.resolve`` does; the compiler knows where the
   lists are from the Kubernetes API types (:mod:`soc2infra.export.k8s_schema`), so a step onto a
@@ -17,6 +17,9 @@ kind it is compiled for. The result reads the object under review the way the en
 Conditions CEL cannot express raise :class:`NotCompilable` with the reason: other objects
 (``related``, ``$subject``), domain operators (IAM documents, secret detection), regular
 expressions RE2 does not accept, and paths through values whose shape is unknown.
+
+Why one module of about 570 lines: it is one compiler — path walking, the pod view, every
+operator's CEL form and the refusals share one environment and must agree with each other.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from soc2infra.engine.paths import parse_path
+from soc2infra._core.engine.paths import parse_path
 from soc2infra.export.k8s_schema import (
     ANY,
     CONTAINERS,
@@ -347,9 +350,9 @@ def _default_outcome(spec: Mapping[str, Any]) -> bool:
     (a constant, so decided here with the engine itself), otherwise false."""
     if "default" not in spec:
         return False
-    from soc2infra.engine.core import EvalContext, ResourceIndex
-    from soc2infra.engine.registry import compile_condition
-    from soc2infra.model import Resource
+    from soc2infra._cogs.model import Resource
+    from soc2infra._core.engine.core import EvalContext, ResourceIndex
+    from soc2infra._core.engine.registry import compile_condition
 
     probe = {k: v for k, v in spec.items() if k != "quantifier"}
     pred = compile_condition(probe, "default")

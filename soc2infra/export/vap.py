@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from soc2infra.engine.policy import PolicyPack, Rule
+from soc2infra._core.engine.policy import PolicyPack, Rule
 from soc2infra.export.cel import (
     POD_VARIABLES,
     WORKLOAD_KINDS,
@@ -36,6 +36,12 @@ from soc2infra.export.cel import (
     compile_rule_condition,
 )
 from soc2infra.export.k8s_schema import KINDS, KindInfo
+
+__all__ = [
+    "DEFAULT_EXCLUDED_NAMESPACES", "DEFAULT_EXCLUDED_USERNAMES", "DEFAULT_TRUSTED_CONTROLLERS",
+    "MANAGED_LABEL", "MANAGED_VALUE", "ExportScope", "RulePlan", "Summary", "WaiverScope", "export_objects",
+    "file_waiver_scopes", "plan_pack", "policy_objects", "summarize",
+]
 
 API_VERSION = "admissionregistration.k8s.io/v1"
 MANAGED_LABEL = "app.kubernetes.io/managed-by"
@@ -425,7 +431,7 @@ def docs_section(pack: PolicyPack) -> str:
 # --------------------------------------------------------------------------- waivers
 
 def file_waiver_scopes(entries: Iterable[Any], today: Any) -> list[WaiverScope]:
-    """Live waiver-file entries (:class:`soc2infra.waivers.WaiverEntry`) whose resource can be a
+    """Live waiver-file entries (:class:`soc2infra._core.waivers.WaiverEntry`) whose resource can be a
     Kubernetes address (``apiVersion/Kind/…``), as :class:`WaiverScope`. Expired entries are
     dropped: they no longer exempt anything at the webhook either."""
     out: list[WaiverScope] = []

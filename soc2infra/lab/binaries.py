@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from soc2infra import binaries
-from soc2infra.errors import UserError
+from soc2infra._cogs.errors import UserError
 
 __all__ = [
     "BINARIES", "BUILD_SCRIPT", "BinariesMissing", "binary", "build_command", "ensure_binaries",

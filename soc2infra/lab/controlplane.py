@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from soc2infra.errors import UserError
+from soc2infra._cogs.errors import UserError
 from soc2infra.lab.binaries import binary, ensure_binaries
 from soc2infra.lab.pki import ControlPlanePKI, write_control_plane_pki
 

@@ -336,7 +336,7 @@ def test_same_verdicts_as_soc2infra_scan(operator, kubectl, ns, tmp_path: Path):
     """Each object is written to a file and scanned by the CLI, and sent to the API server as a
     server-side dry run: the rules failing on it are the same, and it is rejected exactly when a
     deny rule fails (cross-object rules are capped at warn at admission, see docs/operator.md)."""
-    from soc2infra.pack import load_pack
+    from soc2infra._core.pack import load_pack
     from soc2infra_operator.admission import rule_relations
 
     pack = load_pack()

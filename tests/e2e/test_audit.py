@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from soc2infra._cogs.model import CATEGORIES
 from soc2infra.lab import ControlPlane
-from soc2infra.model import CATEGORIES
 
 from .test_admission import (
     Kubectl,

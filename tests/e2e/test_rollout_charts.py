@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from soc2infra._core.waiver_suggest import parse_denials, suggest_waivers
 from soc2infra.lab import ControlPlane
-from soc2infra.waiver_suggest import parse_denials, suggest_waivers
 
 from .test_admission import Kubectl, RunningOperator, delete_configuration, start_operator, wait_for
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from soc2infra._core.pack import load_pack
 from soc2infra.export.vap import plan_pack
 from soc2infra.lab import ControlPlane, free_port, write_webhook_pki
 from soc2infra.lab.rest import RestClient
-from soc2infra.pack import load_pack
 from soc2infra_operator.lab import OperatorProcess, operator_argv, port_serves_tls
 
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"

@@ -29,16 +29,16 @@ from typing import Any
 import pytest
 import yaml
 
-from soc2infra.engine.core import ResourceIndex
-from soc2infra.engine.evaluate import evaluate
-from soc2infra.engine.policy import PolicyPack
+from soc2infra._core.engine.core import ResourceIndex
+from soc2infra._core.engine.evaluate import evaluate
+from soc2infra._core.engine.policy import PolicyPack
+from soc2infra._core.pack import load_pack
+from soc2infra._core.sources.kubernetes import object_to_resource
 from soc2infra.export.k8s_schema import KINDS
 from soc2infra.export.vap import export_objects, kubernetes_rules, plan_pack
 from soc2infra.lab import BinariesMissing, ControlPlane
 from soc2infra.lab.binaries import ensure_controller_manager
 from soc2infra.lab.rest import Reply, RestClient
-from soc2infra.pack import load_pack
-from soc2infra.sources.kubernetes import object_to_resource
 from soc2infra_operator.admission import AdmissionPolicy, ReviewRequest, decide
 from soc2infra_operator.settings import OperatorSettings
 

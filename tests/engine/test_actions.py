@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from soc2infra.engine.actions import effective_action, matching_override, rule_action
+from soc2infra._core.engine.actions import effective_action, matching_override, rule_action
 
 OVERRIDES = [("SOC2-K8S-*", "audit"), ("SOC2-K8S-POD-*", "warn"), ("SOC2-K8S-POD-008", "deny"),
              ("SOC2-K8S-POD-00?", "audit"), ("*", "deny")]

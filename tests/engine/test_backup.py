@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from soc2infra.engine.core import ConditionError, EvalContext, ResourceIndex
-from soc2infra.engine.registry import compile_condition
-from soc2infra.model import Resource, Unknown
+from soc2infra._cogs.model import Resource, Unknown
+from soc2infra._core.engine.core import ConditionError, EvalContext, ResourceIndex
+from soc2infra._core.engine.registry import compile_condition
 
 ARNS = {"aws_db_instance": "arn:aws:rds:{region}:{account}:db:{identifier}",
         "aws_s3_bucket": "arn:aws:s3:::{bucket}"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from soc2infra.engine.core import ConditionError, EvalContext, ResourceIndex
-from soc2infra.engine.registry import compile_condition
-from soc2infra.model import Resource, Unknown
+from soc2infra._cogs.model import Resource, Unknown
+from soc2infra._core.engine.core import ConditionError, EvalContext, ResourceIndex
+from soc2infra._core.engine.registry import compile_condition
 
 
 def res(attrs, rtype="t", address="t.a", **kw) -> Resource:
@@ -148,7 +148,7 @@ def test_subject_operand_inside_related_where():
 
 def test_json_step_decodes_string_documents():
     """`@json` steps into a JSON string (ECS container_definitions); non-JSON gives nothing."""
-    from soc2infra.engine.paths import parse_path, resolve
+    from soc2infra._core.engine.paths import parse_path, resolve
 
     attrs = {"defs": '[{"name": "app", "privileged": true}, {"name": "log"}]', "bad": "not json"}
     assert resolve(attrs, parse_path("defs.@json.privileged")) == [True]

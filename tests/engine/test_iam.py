@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.engine.core import ConditionError, EvalContext, ResourceIndex
-from soc2infra.engine.evaluate import evaluate
-from soc2infra.engine.iam.attachments import (
+from soc2infra._cogs.model import Resource, Unknown
+from soc2infra._core.engine.core import ConditionError, EvalContext, ResourceIndex
+from soc2infra._core.engine.evaluate import evaluate
+from soc2infra._core.engine.iam.attachments import (
     ManagedPolicies,
     effective_policies,
     managed_policy_statements,
     principal_of,
 )
-from soc2infra.engine.iam.patterns import (
+from soc2infra._core.engine.iam.patterns import (
     covers_action,
     grants_write,
     is_read_only_pattern,
@@ -25,14 +26,13 @@ from soc2infra.engine.iam.patterns import (
     pattern_matches,
     patterns_overlap,
 )
-from soc2infra.engine.iam.statements import Statement, parse_policy_json, policies_at
-from soc2infra.engine.policy import PolicyPack
-from soc2infra.engine.registry import compile_condition
-from soc2infra.model import Resource, Unknown
-from soc2infra.pack import load_pack
-from soc2infra.scan import scan
-from soc2infra.sources.terraform import load_terraform
-from soc2infra.sources.terraform_plan import load_plan
+from soc2infra._core.engine.iam.statements import Statement, parse_policy_json, policies_at
+from soc2infra._core.engine.policy import PolicyPack
+from soc2infra._core.engine.registry import compile_condition
+from soc2infra._core.pack import load_pack
+from soc2infra._core.scan import scan
+from soc2infra._core.sources.terraform import load_terraform
+from soc2infra._core.sources.terraform_plan import load_plan
 
 TREE = Path(__file__).resolve().parent.parent / "data" / "iam_tree"
 PACK = load_pack()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.engine.policy import PolicyError
-from soc2infra.pack import load_pack
+from soc2infra._core.engine.policy import PolicyError
+from soc2infra._core.pack import load_pack
 
 GOOD = """
 rules:
@@ -85,7 +85,7 @@ def test_invalid_yaml_has_a_line(tmp_path):
 
 
 def test_catalog_undecidable_files_are_not_rule_files(tmp_path):
-    from soc2infra.pack import policy_files
+    from soc2infra._core.pack import policy_files
 
     (tmp_path / "gcp").mkdir()
     (tmp_path / "gcp" / "storage.yaml").write_text("rules: []\n")
@@ -98,7 +98,7 @@ def test_catalog_undecidable_files_are_not_rule_files(tmp_path):
 def test_builtin_catalog_undecidable_list_has_the_documented_shape():
     import yaml
 
-    from soc2infra.pack import load_pack
+    from soc2infra._core.pack import load_pack
 
     root = Path(__file__).resolve().parents[2] / "policies"
     entries = yaml.safe_load((root / "catalog-undecidable.yaml").read_text())

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from soc2infra.engine.secrets import find_secrets, is_literal_secret, is_sensitive_name, mask
-from soc2infra.pack import load_pack
-from soc2infra.scan import scan
+from soc2infra._core.engine.secrets import find_secrets, is_literal_secret, is_sensitive_name, mask
+from soc2infra._core.pack import load_pack
+from soc2infra._core.scan import scan
 
 PACK = load_pack()
 SECRET = "Sup3r-Secret-Example-Value-42"

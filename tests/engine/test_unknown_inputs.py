@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from soc2infra.engine.core import EvalContext, ResourceIndex
-from soc2infra.engine.iam.statements import Condition, Statement
-from soc2infra.engine.registry import OPERATORS, compile_condition
-from soc2infra.engine.values import VALUE_OPERATORS
-from soc2infra.model import Resource, Unknown
-from soc2infra.pack import BUILTIN_POLICY_DIR
+from soc2infra._cogs.model import Resource, Unknown
+from soc2infra._core.engine.core import EvalContext, ResourceIndex
+from soc2infra._core.engine.iam.statements import Condition, Statement
+from soc2infra._core.engine.registry import OPERATORS, compile_condition
+from soc2infra._core.engine.values import VALUE_OPERATORS
+from soc2infra._core.pack import BUILTIN_POLICY_DIR
 
 # Operators the built-in pack does not use (yet): one representative condition each.
 EXTRA_SAMPLES: dict[str, list[dict[str, Any]]] = {

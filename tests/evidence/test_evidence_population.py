@@ -119,7 +119,7 @@ def test_audit_snapshots_count_for_cc71_and_cc41(mixed: Ledger) -> None:
 
 
 def test_probes_and_image_pinning_are_not_claimed_as_recovery_monitoring_or_change_evidence() -> None:
-    from soc2infra.pack import load_pack
+    from soc2infra._core.pack import load_pack
 
     rules = {r.id: r for r in load_pack().rules}
     for rid in ("SOC2-K8S-AVAIL-003", "SOC2-K8S-AVAIL-004", "SOC2-K8S-IMAGE-001", "SOC2-K8S-IMAGE-002"):

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from soc2infra._cogs.model import Finding, Resource, ScanResult, Waiver
 from soc2infra.evidence import (
     EvidenceError,
     Ledger,
@@ -28,7 +29,6 @@ from soc2infra.evidence.records import (
     normalize_entry,
     record_hash,
 )
-from soc2infra.model import Finding, Resource, ScanResult, Waiver
 
 SECRET_VALUE = "s3cr3t-Pa55w0rd-do-not-leak"
 ENV_LITERAL = "AKIA-literal-env-token-0123456789"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from soc2infra._core.pack import load_pack
 from soc2infra.evidence import build_report, open_ledger, render_html
-from soc2infra.pack import load_pack
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]

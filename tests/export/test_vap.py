@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from soc2infra._core.pack import load_pack
+from soc2infra._core.waivers import WaiverEntry
 from soc2infra.cli import main
 from soc2infra.export.cel import NotCompilable, compile_rule_condition
 from soc2infra.export.k8s_schema import KINDS
@@ -21,8 +23,6 @@ from soc2infra.export.vap import (
     policy_objects,
     summarize,
 )
-from soc2infra.pack import load_pack
-from soc2infra.waivers import WaiverEntry
 
 POD, DEPLOY, SERVICE, CM = KINDS["Pod"], KINDS["Deployment"], KINDS["Service"], KINDS["ConfigMap"]
 

@@ -17,9 +17,9 @@ from typing import Any
 import kopf
 import pytest
 
+from soc2infra._core.pack import load_pack
+from soc2infra._core.sources.kubernetes import object_to_resource
 from soc2infra.evidence.records import normalize_entry
-from soc2infra.pack import load_pack
-from soc2infra.sources.kubernetes import object_to_resource
 from soc2infra_operator.admission import (
     MAX_WARNING_CHARS,
     AdmissionPolicy,
@@ -213,7 +213,7 @@ def test_staged_rollout_records_what_enforcing_would_have_denied(pack, relations
 
 
 def test_unknown_results_never_deny(policy, pack, relations):
-    from soc2infra.model import Unknown
+    from soc2infra._cogs.model import Unknown
 
     obj = deployment()
     obj["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = Unknown("computed")
@@ -638,7 +638,7 @@ def test_secret_objects_never_reach_the_record(policy):
 # --------------------------------------------------------------------------- parity with the CLI
 
 def test_same_verdicts_as_the_cli_for_the_same_manifest(policy, pack, tmp_path: Path):
-    from soc2infra.scan import scan
+    from soc2infra._core.scan import scan
 
     objects = [deployment("good"), deployment("bad", container=PRIVILEGED),
                deployment("tagless", container={"image": "nginx"})]

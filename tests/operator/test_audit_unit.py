@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from soc2infra.pack import load_pack
+from soc2infra._core.pack import load_pack
 from soc2infra_operator.admission import AdmissionPolicy, rule_relations
 from soc2infra_operator.audit import audit_kinds, build_reports, evaluate_cluster, pick_resources
 from soc2infra_operator.kube import ApiResource

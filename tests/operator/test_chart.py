@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from soc2infra.pack import load_pack
-from soc2infra.scan import ScanOptions, scan
+from soc2infra._core.pack import load_pack
+from soc2infra._core.scan import ScanOptions, scan
 from soc2infra_operator.install import CRD_DIR
 from soc2infra_operator.settings import OperatorSettings, apply_overrides, load_settings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from soc2infra.pack import load_pack
+from soc2infra._core.pack import load_pack
 from soc2infra_operator.settings import OperatorSettings, load_settings
 from soc2infra_operator.vapsync import (
     cluster_waiver_scopes,
@@ -88,7 +88,7 @@ def test_soc2clusterwaivers_cover_cluster_objects_or_the_namespaces_they_pick():
                                    "soc2infra", TODAY)
     assert [(s.address, s.cluster_only, s.namespace_labels) for s in picked] == [
         ("*/*/team-*/*", False, ()), ("*/*/*/*", False, (("t", "a"),))]
-    from soc2infra.pack import load_pack as _load
+    from soc2infra._core.pack import load_pack as _load
     from soc2infra_operator.vapsync import enforcement_plan as _plan
 
     plan = next(p for p in _plan(_load(), "hybrid").plans if p.rule.id == "SOC2-K8S-RBAC-001")

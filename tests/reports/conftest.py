@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from soc2infra.engine.policy import Control, PolicyPack, Rule
-from soc2infra.engine.registry import compile_condition
-from soc2infra.model import Error, Finding, Resource, ScanResult, Waiver
-from soc2infra.reports import ReportInput
+from soc2infra._cogs.model import Error, Finding, Resource, ScanResult, Waiver
+from soc2infra._core.engine.policy import Control, PolicyPack, Rule
+from soc2infra._core.engine.registry import compile_condition
+from soc2infra._core.reports import ReportInput
 
 BASE = "/repo"
 ATTRIBUTE_SECRET = "Attr-Secret-Never-Printed-5d1e"

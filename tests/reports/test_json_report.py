@@ -11,9 +11,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from soc2infra.model import Waiver
-from soc2infra.reports import ReportInput, render
-from soc2infra.reports.json_report import JSON_SCHEMA_VERSION, SCHEMA_PATH
+from soc2infra._cogs.model import Waiver
+from soc2infra._core.reports import ReportInput, render
+from soc2infra._core.reports.json_report import JSON_SCHEMA_VERSION, SCHEMA_PATH
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "json-contract.md"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from soc2infra.model import Error
-from soc2infra.reports import render
+from soc2infra._cogs.model import Error
+from soc2infra._core.reports import render
 
 ROOT_ATTRS = {"name", "time", "tests", "failures", "errors"}
 SUITE_REQUIRED = {"name", "tests", "failures", "errors"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from soc2infra.reports import ReportInput, render
-from soc2infra.reports.markdown import MAX_FINDINGS
+from soc2infra._core.reports import ReportInput, render
+from soc2infra._core.reports.markdown import MAX_FINDINGS
 
 
 def section(text: str, summary_start: str) -> str:

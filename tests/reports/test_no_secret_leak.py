@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.pack import load_pack
-from soc2infra.reports import ReportInput, render
-from soc2infra.scan import ScanOptions, scan
+from soc2infra._core.pack import load_pack
+from soc2infra._core.reports import ReportInput, render
+from soc2infra._core.scan import ScanOptions, scan
 
 FORMATS = ("text", "json", "sarif", "junit", "markdown")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.reports import FORMATS, ReportInput, render
+from soc2infra._core.reports import FORMATS, ReportInput, render
 
 ALL = ("text", "json", "sarif", "junit", "markdown")
 
@@ -71,10 +71,10 @@ def test_no_format_prints_resource_attributes(sample, attribute_secret, fmt):
 def test_formats_are_imported_lazily_and_only_coloured_text_loads_rich():
     code = (
         "import sys\n"
-        "import soc2infra.reports as r\n"
-        "assert not [m for m in sys.modules if m.startswith('soc2infra.reports.')], sys.modules.keys()\n"
-        "from soc2infra.engine.policy import PolicyPack\n"
-        "from soc2infra.model import ScanResult\n"
+        "import soc2infra._core.reports as r\n"
+        "assert not [m for m in sys.modules if m.startswith('soc2infra._core.reports.')], sys.modules.keys()\n"
+        "from soc2infra._core.engine.policy import PolicyPack\n"
+        "from soc2infra._cogs.model import ScanResult\n"
         "data = r.ReportInput(result=ScanResult(), pack=PolicyPack(rules=[], controls={}, digest='d'))\n"
         "for fmt in ('json', 'sarif', 'junit', 'markdown', 'text'):\n"
         "    r.render(fmt, data)\n"

@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from soc2infra.model import Error, ScanResult
-from soc2infra.reports import ReportInput, render
+from soc2infra._cogs.model import Error, ScanResult
+from soc2infra._core.reports import ReportInput, render
 
 SCHEMA = Path(__file__).resolve().parents[1] / "data" / "schemas" / "sarif-schema-2.1.0.json"
 SCHEMA_SHA256 = "c3b4bb2d6093897483348925aaa73af03b3e3f4bd4ca38cef26dcb4212a2682e"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from soc2infra.reports import ReportInput, render
-from soc2infra.reports.text import summary_line
+from soc2infra._core.reports import ReportInput, render
+from soc2infra._core.reports.text import summary_line
 
 ANSI = re.compile(r"\x1b\[")
 
@@ -103,7 +103,7 @@ def test_nothing_is_read_as_markup_and_lines_are_not_wrapped(make_input, make_fi
 
 
 def test_multiline_remediation_stays_indented(pack, make_finding, make_resource):
-    from soc2infra.model import ScanResult
+    from soc2infra._cogs.model import ScanResult
 
     bucket = make_resource("aws_s3_bucket.b", "aws_s3_bucket", "main.tf", 1)
     f = make_finding("T-ENC-001", bucket)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.pack import load_pack
-from soc2infra.sources.hcl_ast import HclSyntaxError, parse_hcl
-from soc2infra.sources.hcl_fast import _parser, _Translator, _Unsupported, available, parse_hcl_fast
+from soc2infra._core.pack import load_pack
+from soc2infra._core.sources.hcl_ast import HclSyntaxError, parse_hcl
+from soc2infra._core.sources.hcl_fast import _parser, _Translator, _Unsupported, available, parse_hcl_fast
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from soc2infra.engine.core import ResourceIndex
-from soc2infra.engine.evaluate import evaluate
-from soc2infra.engine.policy import TARGET_GROUPS, PolicyPack
-from soc2infra.model import Resource
-from soc2infra.pack import load_pack
-from soc2infra.sources.kubernetes import (
+from soc2infra._cogs.model import Resource
+from soc2infra._core.engine.core import ResourceIndex
+from soc2infra._core.engine.evaluate import evaluate
+from soc2infra._core.engine.policy import TARGET_GROUPS, PolicyPack
+from soc2infra._core.pack import load_pack
+from soc2infra._core.sources.kubernetes import (
     WORKLOAD_KINDS,
     is_helm_chart,
     is_kustomization,
@@ -694,7 +694,7 @@ def test_kustomize_failure_and_missing_kubectl_are_errors(write_tree, kubectl):
 # --------------------------------------------------------------------------- the demo tree
 
 def test_demo_tree_shows_findings_and_skips_the_ci_file(helm, kubectl, monkeypatch):
-    from soc2infra.scan import ScanOptions, scan
+    from soc2infra._core.scan import ScanOptions, scan
 
     monkeypatch.setenv("SOC2INFRA_HELM", helm)
     monkeypatch.setenv("SOC2INFRA_KUBECTL", kubectl)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from soc2infra.pack import load_pack
-from soc2infra.scan import scan
+from soc2infra._core.pack import load_pack
+from soc2infra._core.scan import scan
 
 PACK = load_pack()
 

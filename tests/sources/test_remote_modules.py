@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.cli import main
-from soc2infra.lab.pki import write_webhook_pki
-from soc2infra.pack import load_pack
-from soc2infra.scan import ScanOptions, scan
-from soc2infra.sources.terraform_modules import (
+from soc2infra._core.pack import load_pack
+from soc2infra._core.scan import ScanOptions, scan
+from soc2infra._core.sources.terraform_modules import (
     newest_matching,
     normalize_source,
     redact_url,
@@ -30,6 +28,8 @@ from soc2infra.sources.terraform_modules import (
     source_kind,
     version_matches,
 )
+from soc2infra.cli import main
+from soc2infra.lab.pki import write_webhook_pki
 
 BUCKET_MODULE = {
     "main.tf": """
@@ -231,7 +231,7 @@ def test_values_from_an_unscanned_module_are_unknown(tmp_path: Path, pack):
     (tmp_path / "main.tf").write_text(ISSUE_EXAMPLE)
     result = run(tmp_path, pack)
     group = next(r for r in result.resources if r.address == "aws_cloudwatch_log_group.app")
-    from soc2infra.model import is_unknown
+    from soc2infra._cogs.model import is_unknown
 
     assert is_unknown(group.attributes["kms_key_id"])
     assert "not scanned" in group.attributes["kms_key_id"].reason

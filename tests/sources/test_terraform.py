@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.model import Resource, Unknown
-from soc2infra.sources.terraform import load_terraform
+from soc2infra._cogs.model import Resource, Unknown
+from soc2infra._core.sources.terraform import load_terraform
 
 
 def load(root: Path, var_files: tuple[Path, ...] = ()) -> tuple[dict[str, Resource], list]:

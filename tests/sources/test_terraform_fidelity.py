@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from soc2infra.engine.core import ResourceIndex
-from soc2infra.engine.evaluate import evaluate
-from soc2infra.engine.policy import PolicyPack
-from soc2infra.model import Resource, Unknown
-from soc2infra.pack import load_pack
-from soc2infra.sources.terraform import load_terraform
+from soc2infra._cogs.model import Resource, Unknown
+from soc2infra._core.engine.core import ResourceIndex
+from soc2infra._core.engine.evaluate import evaluate
+from soc2infra._core.engine.policy import PolicyPack
+from soc2infra._core.pack import load_pack
+from soc2infra._core.sources.terraform import load_terraform
 
 PACK = load_pack()
 
@@ -225,8 +225,8 @@ resource "x_thing" "t" {
 '''}))
     arn = res["x_thing.t"].attributes["arn"]
     assert (arn.kind, arn.rtype, arn.attr) == ("apply_time", "aws_iam_policy", "arn")
-    from soc2infra.engine.iam.patterns import resource_is_wildcard
-    from soc2infra.engine.iam.statements import policies_at
+    from soc2infra._core.engine.iam.patterns import resource_is_wildcard
+    from soc2infra._core.engine.iam.statements import policies_at
 
     index = ResourceIndex(list(res.values()))
     [st] = policies_at(res["aws_iam_policy.p"], "policy", index).statements
@@ -308,7 +308,7 @@ def test_json_report_with_reasons_and_root_follows_the_schema(write_tree):
 
     import jsonschema
 
-    from soc2infra.reports.json_report import JSON_SCHEMA_VERSION
+    from soc2infra._core.reports.json_report import JSON_SCHEMA_VERSION
 
     root = write_tree({"main.tf": PARTITION_ADMIN + '''
 variable "keys" { type = list(string) }
@@ -499,8 +499,8 @@ resource "x_thing" "t" {
   role = aws_iam_role.r.arn
 }
 '''}))
-    from soc2infra.engine.core import EvalContext
-    from soc2infra.engine.registry import compile_condition
+    from soc2infra._core.engine.core import EvalContext
+    from soc2infra._core.engine.registry import compile_condition
 
     role = res["x_thing.t"].attributes["role"]
     assert role.parts == ("arn:\x00:iam::\x00:role/ci/deployer",)

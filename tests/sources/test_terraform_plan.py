@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from soc2infra.model import Unknown
-from soc2infra.sources.terraform_plan import load_plan_text
+from soc2infra._cogs.model import Unknown
+from soc2infra._core.sources.terraform_plan import load_plan_text
 
 PLAN = {
     "format_version": "1.2",

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soc2infra.model import is_unknown
-from soc2infra.sources.terraform import load_terraform
+from soc2infra._cogs.model import is_unknown
+from soc2infra._core.sources.terraform import load_terraform
 
 ROOT = """
 provider "aws" {

@@ -1,0 +1,296 @@
+"""Bounds on what one scan will do with hostile input: the one place that knows the limits.
+
+A policy gate runs on files strangers send in pull requests, so every amplifier a small file
+can reach is capped: file size, YAML alias expansion, nesting depth (JSON, YAML, HCL and the
+values built from them), instances expanded from ``count``/``for_each``/``range()`` per
+resource and per scan, and evaluation time per file. A refused input is reported as an
+:class:`~soc2infra._cogs.model.Error` with its file and line (exit 2); the rest of the scan goes on.
+
+Defaults are generous for real repositories (the largest seen: 1,900 files, 21,754 resources)
+and are changed with the ``limits:`` section of the configuration file or environment
+variables ``SOC2INFRA_MAX_<NAME>`` (for example ``SOC2INFRA_MAX_FILE_BYTES=67108864``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Every bound, with its default."""
+
+    file_bytes: int = 32 * 1024 * 1024  # a file larger than this is not read
+    depth: int = 128  # nesting of JSON/YAML/HCL values (Kubernetes objects are ~20 deep)
+    yaml_aliases: int = 10_000  # alias references in one YAML document
+    yaml_nodes: int = 1_000_000  # nodes of one YAML document once aliases are expanded
+    instances_per_resource: int = 10_000  # count / for_each / range() / for-expression length
+    instances_per_scan: int = 200_000  # resource instances of one scan, all sources together
+    seconds_per_file: float = 30.0  # evaluation time for a Terraform module: this × its files
+
+
+DEFAULTS = Limits()
+_ENV_PREFIX = "SOC2INFRA_MAX_"
+_active: Limits | None = None
+
+
+class LimitExceeded(Exception):  # noqa: N818 - reads as what happened
+    """Input refused by a limit; ``file``/``line`` (1-based) when known.
+
+    Deliberately not a ValueError: evaluators that turn bad arguments into Unknown must
+    let a refusal through, so it is reported instead of silently becoming "unknown".
+    """
+
+    def __init__(self, message: str, line: int | None = None, file: str | None = None) -> None:
+        super().__init__(message)
+        self.line, self.file = line, file
+
+
+class Exhausted(LimitExceeded):
+    """A budget ran out (evaluation time, instances per scan): the unit stops there."""
+
+
+class NotRegularFile(OSError):
+    """A path that is not a regular file (FIFO, socket, device, directory): never read."""
+
+
+def from_mapping(values: dict[str, Any], base: Limits = DEFAULTS) -> Limits:
+    """*base* with the given limits replaced; unknown names or non-positive numbers raise ValueError."""
+    known = {f.name: f.type for f in fields(Limits)}
+    changes: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in known:
+            raise ValueError(f"unknown limit {name!r} (known: {', '.join(sorted(known))})")
+        number = float(value) if name == "seconds_per_file" else int(value)
+        if isinstance(value, bool) or number <= 0:
+            raise ValueError(f"limit {name!r} must be a positive number, not {value!r}")
+        changes[name] = number
+    return replace(base, **changes)
+
+
+def _from_environment() -> Limits:
+    values = {f.name: os.environ[_ENV_PREFIX + f.name.upper()] for f in fields(Limits)
+              if os.environ.get(_ENV_PREFIX + f.name.upper())}
+    try:
+        return from_mapping(values)
+    except ValueError:
+        return DEFAULTS  # a bad variable must not disable every limit; the config path reports it
+
+
+def current() -> Limits:
+    """The limits in force: set by :func:`using`, else the environment, else the defaults."""
+    return _active if _active is not None else _from_environment()
+
+
+@contextmanager
+def using(limits: Limits) -> Iterator[Limits]:
+    """Apply *limits* for the duration of a scan (worker processes inherit them by fork)."""
+    global _active
+    saved, _active = _active, limits
+    try:
+        yield limits
+    finally:
+        _active = saved
+
+
+# ----------------------------------------------------------------------------- reading files
+
+def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
+    """The bytes of a regular file of at most ``file_bytes``.
+
+    Opened non-blocking so a FIFO named ``pipe.yaml`` cannot hang the scan at ``open``;
+    anything that is not a regular file raises :class:`NotRegularFile`, a larger file
+    :class:`LimitExceeded`.
+    """
+    limit = limit if limit is not None else current().file_bytes
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"not a regular file ({_kind(st.st_mode)}): not read")
+        if st.st_size > limit:
+            raise LimitExceeded(f"file is {st.st_size:,} bytes, over the limit of {limit:,} "
+                                "(limits.file_bytes)")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # grew while being read
+        raise LimitExceeded(f"file is over the limit of {limit:,} bytes (limits.file_bytes)")
+    return data
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def is_regular(path: str | os.PathLike[str]) -> bool:
+    """True for a regular file or a symlink to one (never opens it)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------- nesting depth
+
+def check_depth(value: Any, limit: int | None = None) -> None:
+    """Raise :class:`LimitExceeded` when *value* (dicts/lists) nests deeper than the limit.
+
+    Iterative, so a value too deep for the recursive walkers downstream is caught here.
+    """
+    limit = limit if limit is not None else current().depth
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise LimitExceeded(f"nested more than {limit} levels deep (limits.depth)")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, tuple)))
+
+
+_BRACKETS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|//[^\n]*|[\[\]{}()]|\n')
+
+
+def deep_line(text: str, limit: int | None = None) -> int | None:
+    """The line where brackets in *text* first nest deeper than *limit* (strings and comments
+    skipped); used only on the error path to locate a nesting error a parser gave no line for."""
+    limit = limit if limit is not None else current().depth
+    depth, line = 0, 1
+    for match in _BRACKETS.finditer(text):
+        token = match.group()
+        if token == "\n":
+            line += 1
+        elif token in "[{(":
+            depth += 1
+            if depth > limit:
+                return line
+        elif token in "]})":
+            depth = max(0, depth - 1)
+        else:
+            line += token.count("\n")
+    return None
+
+
+def too_deep(text: str, what: str) -> LimitExceeded:
+    """The located error for *text* whose parser ran out of recursion."""
+    limit = current().depth
+    line = deep_line(text, limit)
+    return LimitExceeded(f"{what} nested more than {limit} levels deep (limits.depth)", line)
+
+
+# ----------------------------------------------------------------------------- YAML aliases
+
+def check_yaml_node(root: Node) -> None:
+    """Refuse a composed YAML document whose aliases expand past the limits (count of alias
+    uses, nodes once expanded, depth), before it is constructed: a 420-byte "billion laughs"
+    is refused in microseconds instead of being expanded. Like the Kubernetes decoder's alias
+    check, only documents that actually amplify are refused."""
+    lim = current()
+    size: dict[int, int] = {}  # expanded size of each node seen, computed once per node
+    height: dict[int, int] = {}  # levels below it, expanded
+    aliases = 0
+    # Iterative post-order walk over the node graph (an alias is the same node object again).
+    stack: list[tuple[Node, int, bool]] = [(root, 1, False)]
+    on_path: set[int] = set()
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            children = _yaml_children(node)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            height[key] = 1 + max(height[id(c)] for c in children)
+            if size[key] > lim.yaml_nodes:
+                raise LimitExceeded(f"YAML document expands to more than {lim.yaml_nodes:,} nodes through "
+                                    "aliases (limits.yaml_nodes)", node.start_mark.line + 1)
+            continue
+        if key in size:
+            aliases += 1
+            if aliases > lim.yaml_aliases:
+                raise LimitExceeded(f"YAML document uses aliases more than {lim.yaml_aliases:,} times "
+                                    "(limits.yaml_aliases)", node.start_mark.line + 1)
+            if depth + height[key] - 1 > lim.depth:
+                raise LimitExceeded(f"YAML document nested more than {lim.depth} levels deep through aliases "
+                                    "(limits.depth)", node.start_mark.line + 1)
+            continue
+        if key in on_path:
+            raise LimitExceeded("YAML alias refers to itself (recursive anchor)", node.start_mark.line + 1)
+        if depth > lim.depth:
+            raise LimitExceeded(f"YAML document nested more than {lim.depth} levels deep (limits.depth)",
+                                node.start_mark.line + 1)
+        children = _yaml_children(node)
+        if not children:
+            size[key] = height[key] = 1
+            continue
+        on_path.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in reversed(children))
+
+
+def _yaml_children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+# ----------------------------------------------------------------------------- expansion
+
+def check_instances(count: int, what: str) -> None:
+    """Refuse *count* expanded items (before any is allocated)."""
+    limit = current().instances_per_resource
+    if count > limit:
+        raise LimitExceeded(f"{what} expands to {count:,} instances, over the limit of {limit:,} "
+                            "(limits.instances_per_resource)")
+
+
+class _Deadline:
+    __slots__ = ("end", "seconds", "calls")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.end, self.calls = seconds, time.monotonic() + seconds, 0
+
+
+_deadline: _Deadline | None = None
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Bound the evaluation inside the block to *seconds*; :func:`tick` raises once it is over."""
+    global _deadline
+    saved, _deadline = _deadline, _Deadline(seconds)
+    try:
+        yield
+    finally:
+        _deadline = saved
+
+
+def tick() -> None:
+    """Raise :class:`Exhausted` when the current deadline has passed (the clock is read
+    every 256 calls, so loops may call this on every step)."""
+    d = _deadline
+    if d is None:
+        return
+    d.calls += 1
+    if d.calls & 0xFF == 0 and time.monotonic() > d.end:
+        raise Exhausted(f"evaluation took more than {d.seconds:g} s (limits.seconds_per_file)")

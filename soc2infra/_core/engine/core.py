@@ -1,0 +1,186 @@
+"""Core types of the condition language and its three-valued (Kleene) logic.
+
+A compiled predicate takes an :class:`EvalContext` and returns ``True`` (holds),
+``False`` (does not hold) or ``None`` (unknown: it depends on a value that cannot be
+decided statically). Every operator module builds on these types; none of them imports
+the registry (:mod:`soc2infra._core.engine.registry`), which hands each operator a
+:class:`CompileEnv` (the sub-compiler for nested conditions, and reference data) instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from soc2infra._cogs.model import Resource, contains_unknown
+from soc2infra._core.engine.paths import collecting_unknowns, parse_path, resolve
+
+Tri = bool | None
+Predicate = Callable[["EvalContext"], Tri]
+SubCompiler = Callable[[Any, str], Predicate]
+"""Compiles a nested condition (spec, where) with the full operator registry."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompileEnv:
+    """What an operator may use while it compiles: the sub-compiler for nested conditions and
+    the pack's reference data (``policies/data/*.yaml`` by name, read by the pack loader)."""
+
+    compile: SubCompiler
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+Compiler = Callable[[Any, Mapping[str, Any], str, CompileEnv], Predicate]
+"""An operator: (its argument, the whole condition mapping, where, compile env) → predicate."""
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be compiled; ``field`` names the offending key path."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(slots=True)
+class EvalContext:
+    """What a predicate sees: the current value (resource attributes or a list element),
+    the resource being evaluated and the index of every resource in the scan."""
+
+    value: Any
+    resource: Resource
+    index: ResourceIndex
+    notes: dict[str, Any] = field(default_factory=dict)
+    # The resource the rule is about, when `resource` is a related one (inside related.where).
+    subject: Resource | None = None
+
+    def with_value(self, value: Any) -> EvalContext:
+        """Same resource and index, a new current value (for quantifiers)."""
+        return EvalContext(value, self.resource, self.index, self.notes, self.subject)
+
+
+class ResourceIndex:
+    """Lookup tables over all resources of one scan, built once, used by cross-resource rules."""
+
+    def __init__(self, resources: list[Resource]) -> None:
+        self.resources = resources
+        self.by_type: dict[str, list[Resource]] = {}
+        self.by_address: dict[str, Resource] = {}
+        # address → [(referencing resource, attribute path)]
+        self.inbound: dict[str, list[tuple[Resource, str]]] = {}
+        # identity value (bucket name, ARN …) → resources having it
+        self.by_identity: dict[str, list[Resource]] = {}
+        self._value_tables: dict[tuple[str, str], dict[str, list[Resource]]] = {}
+        self._unresolved: dict[tuple[frozenset[str], str], list[Resource]] = {}
+        for res in resources:
+            self.by_type.setdefault(res.type, []).append(res)
+            self.by_address[res.address] = res
+            for path, targets in res.references.items():
+                for target in targets:
+                    self.inbound.setdefault(target, []).append((res, path))
+            for ident in res.identities:
+                self.by_identity.setdefault(ident, []).append(res)
+
+    def referencing(self, target: Resource, types: frozenset[str], via: str | None) -> list[Resource]:
+        """Resources of *types* whose attribute *via* (or any attribute) refers to *target*,
+        by reference expression or by literal value equal to one of its identities."""
+        found: dict[int, Resource] = {}
+        for res, path in self.inbound.get(target.address, ()):
+            if res.type in types and (via is None or _path_under(path, via)):
+                found[id(res)] = res
+        if target.identities and via is not None:
+            for t in types:
+                by_value = self._values_at(t, via)
+                for ident in target.identities:
+                    for res in by_value.get(ident, ()):
+                        found[id(res)] = res
+        return list(found.values())
+
+    def _values_at(self, rtype: str, via: str) -> dict[str, list[Resource]]:
+        """String value at *via* → resources of *rtype* holding it; built once per pair so
+        literal-reference lookups stay linear in the number of resources."""
+        key = (rtype, via)
+        table = self._value_tables.get(key)
+        if table is None:
+            table = {}
+            vpath = parse_path(via)
+            with collecting_unknowns(active=False):  # other resources' unknowns explain nothing here
+                for res in self.by_type.get(rtype, ()):
+                    for v in resolve(res.attributes, vpath):
+                        if isinstance(v, str):
+                            table.setdefault(v, []).append(res)
+            self._value_tables[key] = table
+        return table
+
+    def unresolved(self, types: frozenset[str], via: str) -> list[Resource]:
+        """Resources of *types* whose attribute *via* holds a value that cannot be known and
+        refers to no managed resource of the scan (a variable without a value, a data source,
+        an ID from outside the tree): each may point at any resource. Built once per pair."""
+        key = (types, via)
+        found = self._unresolved.get(key)
+        if found is None:
+            found = []
+            vpath = parse_path(via)
+            for t in sorted(types):
+                for res in self.by_type.get(t, ()):
+                    if not any(contains_unknown(v) for v in resolve(res.attributes, vpath)):
+                        continue
+                    targets = {a for p, addrs in res.references.items() if _path_under(p, via) for a in addrs}
+                    if not any(a in self.by_address and self.by_address[a].meta.get("mode") != "data"
+                               for a in targets):
+                        found.append(res)
+            self._unresolved[key] = found
+        return found
+
+    def referenced_by(self, source: Resource, types: frozenset[str], via: str | None) -> list[Resource]:
+        """Resources of *types* that *source* refers to (from attribute *via*, or any)."""
+        out: dict[int, Resource] = {}
+        for path, targets in source.references.items():
+            if via is not None and not _path_under(path, via):
+                continue
+            for addr in targets:
+                res = self.by_address.get(addr)
+                if res is not None and res.type in types:
+                    out[id(res)] = res
+        if via is not None:
+            for v in resolve(source.attributes, parse_path(via)):
+                if isinstance(v, str):
+                    for res in self.by_identity.get(v, ()):
+                        if res.type in types:
+                            out[id(res)] = res
+        return list(out.values())
+
+
+def _path_under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + ".")
+
+
+# --------------------------------------------------------------------------- logic
+
+def t_and(values: list[Tri]) -> Tri:
+    """Kleene AND."""
+    if any(v is False for v in values):
+        return False
+    return None if any(v is None for v in values) else True
+
+
+def t_or(values: list[Tri]) -> Tri:
+    """Kleene OR."""
+    if any(v is True for v in values):
+        return True
+    return None if any(v is None for v in values) else False
+
+
+def t_not(value: Tri) -> Tri:
+    """Kleene NOT."""
+    return None if value is None else not value
+
+
+
+
+def bool_arg(arg: Any, where: str) -> bool:
+    """An operator argument that must be true or false."""
+    if not isinstance(arg, bool):
+        raise ConditionError("expected true or false", where)
+    return arg
