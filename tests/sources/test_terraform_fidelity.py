@@ -324,7 +324,7 @@ resource "aws_eks_cluster" "c" {
     out = subprocess.run([sys.executable, "-m", "soc2infra.cli", "scan", "--no-config", "-f", "json", str(root)],
                          capture_output=True, text=True, check=False)
     doc = json.loads(out.stdout)
-    schema = json.loads((Path(__file__).resolve().parents[2] / "soc2infra" / "reports" / "result.schema.json")
+    schema = json.loads((Path(__file__).resolve().parents[2] / "soc2infra" / "_core" / "reports" / "result.schema.json")
                         .read_text(encoding="utf-8"))
     jsonschema.validate(doc, schema)
     assert doc["version"] == JSON_SCHEMA_VERSION
