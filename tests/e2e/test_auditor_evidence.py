@@ -1,0 +1,577 @@
+"""What an auditor relies on (issue 20), proven on ledgers built by real admission.
+
+One scene for the module: a real kube-apiserver + etcd (the lab), and four operator processes
+(``python -m soc2infra_operator``, as out of cluster) standing for two clusters, ``lab-a`` and
+``lab-b`` (``evidence.cluster_id``): each cluster has one operator writing a SQLite ledger and one
+writing a real PostgreSQL ledger, so the two clusters share one ledger per backend, exactly as two
+clusters' operators pointed at one database do. Each cluster owns its namespace (the other's is
+excluded, so the API server sends each request to one cluster's webhooks). Through kubectl: allowed,
+denied, dry-run and waived requests, an update, audit snapshots, and a SOC2Waiver. Every record is
+signed (``evidence.signing_key``); ``evidence anchor`` checkpoints the head into a git repository
+in the middle of the traffic.
+
+Then every assertion goes through ``soc2infra evidence …`` as a user runs it (a subprocess), for
+both backends: population filters, traceable records, a tampered tail, a rewritten chain with and
+without anchor and signatures (what can and cannot be detected), the package and its manifest, and
+reproducible samples. Tampering is done with direct SQL on a copy of the ledger, as someone with
+write access to the database would.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from soc2infra.evidence import open_ledger
+from soc2infra.evidence.records import canonical_json, load_signer, record_hash
+from soc2infra.lab import ControlPlane, free_port, operator_argv, port_serves_tls, write_webhook_pki
+from soc2infra_operator.lab import OperatorProcess
+
+from .test_admission import deployment, manifest, soc2waiver
+from .test_ha import postgres_dsn  # noqa: F401 - a fixture: a throwaway PostgreSQL for this module
+
+pytestmark = pytest.mark.timeout(300)
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+SOC2INFRA = str(Path(sys.executable).parent / "soc2infra")
+CLUSTERS = ("lab-a", "lab-b")
+BACKENDS = ("sqlite", "postgres")
+
+
+# --------------------------------------------------------------------------- ledgers as stored
+
+@dataclass
+class Store:
+    """A ledger and direct SQL on its database (an attacker's write access: no triggers)."""
+
+    backend: str
+    url: str
+
+    def records(self) -> list[dict[str, Any]]:
+        ledger = open_ledger(self.url, create=False)
+        try:
+            return list(ledger.iter())
+        finally:
+            ledger.close()
+
+    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (``?`` placeholders) on a copy made by :meth:`copy` (no triggers)."""
+        if self.backend == "sqlite":
+            conn = sqlite3.connect(self.url, isolation_level=None)
+            try:
+                return conn.execute(statement, tuple(params)).fetchall()
+            finally:
+                conn.close()
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cur = conn.execute(statement.replace("?", "%s"), tuple(params))
+            return cur.fetchall() if cur.description else []
+
+    def copy(self, workdir: Path) -> Store:
+        """A copy of the ledger to tamper with, without the append-only triggers."""
+        if self.backend == "sqlite":
+            target = workdir / f"copy-{uuid.uuid4().hex[:8]}.db"
+            source = sqlite3.connect(self.url)
+            try:
+                dest = sqlite3.connect(target)
+                source.backup(dest)
+                dest.close()
+            finally:
+                source.close()
+            copied = Store("sqlite", str(target))
+            for (name,) in copied.sql("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+                copied.sql(f"DROP TRIGGER {name}")
+            return copied
+        import psycopg
+
+        dsn, _, _ = self.url.partition("?")
+        source_schema = self.url.rpartition("%3D")[2]
+        schema = "tamper_" + uuid.uuid4().hex[:10]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+            for table in ("evidence_records", "evidence_head", "evidence_meta"):
+                conn.execute(f"CREATE TABLE {schema}.{table} (LIKE {source_schema}.{table} INCLUDING ALL)")
+                conn.execute(f"INSERT INTO {schema}.{table} SELECT * FROM {source_schema}.{table}")
+        return Store("postgres", f"{dsn}?options=-csearch_path%3D{schema}")
+
+    # -- what a forger does
+
+    def body(self, seq: int) -> dict[str, Any]:
+        (text,) = self.sql("SELECT body FROM evidence_records WHERE seq = ?", (seq,))[0]
+        record: dict[str, Any] = json.loads(text)
+        return record
+
+    def put(self, record: dict[str, Any]) -> None:
+        self.sql("UPDATE evidence_records SET body = ?, hash = ?, prev_hash = ? WHERE seq = ?",
+                 (canonical_json(record), record["hash"], record["prev_hash"], record["seq"]))
+
+    def head_seq(self) -> int:
+        return int(self.sql("SELECT seq FROM evidence_head WHERE id = 1")[0][0])
+
+    def truncate_after(self, seq: int) -> None:
+        """Delete every record after *seq* and move the head back to it (a careful forger)."""
+        (digest, stamp) = self.sql("SELECT hash, time FROM evidence_records WHERE seq = ?", (seq,))[0]
+        self.sql("DELETE FROM evidence_records WHERE seq > ?", (seq,))
+        self.sql("UPDATE evidence_head SET seq = ?, hash = ?, time = ? WHERE id = 1", (seq, digest, stamp))
+
+    def rewrite_from(self, first: int, change: Callable[[dict[str, Any]], None],
+                     resign: Path | None = None) -> None:
+        """Apply *change* to record *first*, then re-hash (and with *resign*, re-sign) every record
+        after it so the chain links again, and move the head: a consistent forgery."""
+        signer = load_signer(resign) if resign else None
+        prev: str | None = None
+        for seq in range(first, self.head_seq() + 1):
+            record = self.body(seq)
+            if seq == first:
+                change(record)
+            if prev is not None:
+                record["prev_hash"] = prev
+            record.pop("signature", None)
+            record["hash"] = record_hash(record)
+            if signer is not None:
+                record["signature"] = signer.sign(record["hash"])
+            self.put(record)
+            prev = record["hash"]
+        self.sql("UPDATE evidence_head SET hash = ? WHERE id = 1", (prev,))
+
+
+# --------------------------------------------------------------------------- the scene
+
+@dataclass
+class Scene:
+    stores: dict[str, Store]
+    workdir: Path
+    private_key: Path
+    public_key: Path
+    anchors: Path  # git repository with one anchors file per backend (--name)
+    anchored: dict[str, str]  # backend -> SEQ:HASH printed by `evidence anchor`
+    namespaces: dict[str, str]  # cluster -> namespace
+    day: str  # the UTC day of the traffic (the period)
+    admin: str = ""
+    uids: dict[str, str] = field(default_factory=dict)  # deployment name -> stored uid
+    rv_before_update: str = ""
+    cluster_uid: str = ""
+
+
+def _run(*args: str, check: int | None = 0, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``soc2infra ARGS`` as a user types it; *check*: the exit code expected (None: any)."""
+    done = subprocess.run([SOC2INFRA, *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
+    if check is not None:
+        assert done.returncode == check, (f"soc2infra {' '.join(args)} exited {done.returncode}, not {check}\n"
+                                          f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}")
+    return done
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def _subjects(store: Store, cluster: str, source: str = "admission") -> set[str]:
+    return {r["subject"] for r in store.records()
+            if r["source"] == source and r["context"].get("cluster") == cluster}
+
+
+@pytest.fixture(scope="module")
+def scene(control_plane: ControlPlane, kubectl: Kubectl, postgres_dsn: str,  # noqa: F811
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    workdir = tmp_path_factory.mktemp("auditor")
+    private_key, public_key = workdir / "evidence.key", workdir / "evidence.pub"
+    _run("evidence", "keygen", str(private_key), str(public_key))
+    anchors = workdir / "anchors"
+    anchors.mkdir()
+    subprocess.run(["git", "init", "-q", str(anchors)], check=True)
+    stores = {"sqlite": Store("sqlite", str(workdir / "evidence.db")), "postgres": Store("postgres", postgres_dsn)}
+    suffix = uuid.uuid4().hex[:6]
+    namespaces = {cluster: f"auditor-{cluster}-{suffix}" for cluster in CLUSTERS}
+    for ns in namespaces.values():
+        kubectl("create", "namespace", ns)
+    scene = Scene(stores, workdir, private_key, public_key, anchors, {}, namespaces,
+                  datetime.now(UTC).date().isoformat())
+
+    processes: list[tuple[OperatorProcess, str]] = []
+    try:
+        # Two clusters x two backends; each cluster's operators leave the other's namespace alone.
+        for cluster in CLUSTERS:
+            others = [ns for c, ns in namespaces.items() if c != cluster]
+            for backend, store in stores.items():
+                name = f"{cluster}-{backend}"
+                pki = write_webhook_pki(workdir / name / "webhook")
+                port = free_port()
+                configuration = f"soc2infra-{name}-{suffix}.io"
+                argv = operator_argv(
+                    control_plane.kubeconfig, port, pki.certfile, pki.pkeyfile, pki.cafile, store.url,
+                    audit_interval=3600,
+                    extra=["--set", f"webhook.configuration_name={configuration}",
+                           "--set", f"evidence.cluster_id={cluster}",
+                           "--set", f"evidence.signing_key={private_key}",
+                           "--set", "audit.initial_delay_seconds=0.5",
+                           *(f"--exclude-namespace={ns}" for ns in others)])
+                proc = OperatorProcess(argv, workdir / name / "operator.log").start()
+                processes.append((proc, configuration))
+                proc.wait_until(lambda port=port, ca=pki.cafile: port_serves_tls(port, ca), timeout=90,
+                                what="serving TLS")
+        # Routed through the API server: a canary dry run per cluster reaches both of its ledgers;
+        # the first audit snapshot of each operator is in (it records waiver changes from then on).
+        for cluster, ns in namespaces.items():
+            def routed(cluster: str = cluster, ns: str = ns) -> bool:
+                name = f"canary-{uuid.uuid4().hex[:6]}"
+                kubectl("apply", "--dry-run=server", "-f", "-", check=False, input=manifest(
+                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}}))
+                return all(f"v1/ConfigMap/{ns}/{name}" in _subjects(s, cluster) for s in stores.values())
+
+            _wait(routed, 90, f"{cluster}'s webhooks")
+            for store in stores.values():
+                _wait(lambda store=store, cluster=cluster: _subjects(store, cluster, "audit"), 60,
+                      f"{cluster}'s first audit snapshot in {store.backend}")
+
+        a, b = namespaces["lab-a"], namespaces["lab-b"]
+        expires = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
+
+        def apply(*objects: dict[str, Any], dry_run: bool = False, ok: bool = True) -> None:
+            args = ["apply", "-f", "-"] + (["--dry-run=server"] if dry_run else [])
+            done = kubectl(*args, input=manifest(*objects), check=False)
+            assert (done.returncode == 0) == ok, done.stderr
+
+        apply(deployment("web", a))
+        apply(deployment("priv", a, privileged=True), ok=False)
+        apply(deployment("dry-ok", a), dry_run=True)
+        apply(deployment("dry-bad", a, privileged=True), dry_run=True, ok=False)
+        apply(soc2waiver("vendor", a, "SOC2-K8S-POD-00?", expires, selector={"name": "waived"}))
+        # The waiver reaches the operators' caches through their watch: retry until admitted.
+        _wait(lambda: kubectl("apply", "-f", "-", check=False, input=manifest(
+            deployment("waived", a, privileged=True))).returncode == 0, 30, "the waiver to admit 'waived'")
+        apply(deployment("web-b", b))
+        apply(deployment("priv-b", b, privileged=True), ok=False)
+        apply(deployment("dry-b", b), dry_run=True)
+        # The head as of now, anchored outside the ledger; the traffic below comes after it.
+        for backend, store in stores.items():
+            scene.anchored[backend] = _run("evidence", "anchor", store.url, "--git", str(anchors), "--name",
+                                           backend, "--signing-key", str(private_key)).stdout.strip()
+        scene.rv_before_update = kubectl("-n", a, "get", "deployment", "web", "-o",
+                                         "jsonpath={.metadata.resourceVersion}").stdout
+        web = deployment("web", a)
+        web["metadata"]["labels"]["release"] = "2"
+        apply(web)
+        apply(deployment("late", b))
+        for name, ns in (("web", a), ("waived", a), ("web-b", b)):
+            scene.uids[name] = kubectl("-n", ns, "get", "deployment", name, "-o",
+                                       "jsonpath={.metadata.uid}").stdout
+        for store in stores.values():
+            _wait(lambda store=store: f"apps/v1/Deployment/{b}/late" in _subjects(store, "lab-b"), 30,
+                  f"the last request in {store.backend}")
+    finally:
+        codes = []
+        for proc, configuration in processes:
+            codes.append(proc.stop())
+            kubectl("delete", "validatingwebhookconfiguration", configuration, "--ignore-not-found", check=False)
+    assert codes == [0] * len(codes), [p.log_tail() for p, _ in processes]
+    first = next(r for r in stores["sqlite"].records() if r["source"] == "admission")
+    scene.admin = first["actor"]
+    yield scene
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store(scene: Scene, backend: str) -> Store:
+    return scene.stores[backend]
+
+
+def _export(store: Store, scene: Scene, *flags: str) -> tuple[list[dict[str, Any]], str]:
+    done = _run("evidence", "export", store.url, "--from", scene.day, "--to", scene.day, *flags)
+    return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
+
+
+def _by_subject(records: list[dict[str, Any]], subject: str) -> list[dict[str, Any]]:
+    return [r for r in records if r["subject"] == subject]
+
+
+# --------------------------------------------------------------------------- populations
+
+def test_dry_runs_are_left_out_unless_asked_for(scene: Scene, store: Store) -> None:
+    a = scene.namespaces["lab-a"]
+    records, stderr = _export(store, scene)
+    everything, _ = _export(store, scene, "--include-dry-run")
+    dry = [r for r in everything if r["context"].get("dry_run") is True]
+    # kubectl --dry-run=server: the two in lab-a, one in lab-b, and the canaries.
+    assert {f"apps/v1/Deployment/{a}/dry-ok", f"apps/v1/Deployment/{a}/dry-bad"} <= {r["subject"] for r in dry}
+    assert [r["decision"] for r in _by_subject(dry, f"apps/v1/Deployment/{a}/dry-bad")] == ["deny"]
+    assert not any(r["context"].get("dry_run") for r in records)
+    assert len(records) == len(everything) - len(dry) and records
+    # The export states its population: parameters, seq range, tool version and totals that tie.
+    assert f"wrote {len(records)} records;" in stderr and "include_dry_run=false" in stderr
+    assert f"{len(records)} of {len(everything)} records in the population" in stderr
+    assert f"excluded: {len(dry)} dry_run" in stderr and "soc2infra " in stderr
+    seqs = [r["seq"] for r in everything]
+    assert f"seq {min(seqs)}..{max(seqs)}" in stderr
+
+
+def test_cluster_and_source_pick_their_records(scene: Scene, store: Store) -> None:
+    a, b = scene.namespaces["lab-a"], scene.namespaces["lab-b"]
+    for cluster, mine, other in (("lab-a", a, b), ("lab-b", b, a)):
+        records, stderr = _export(store, scene, "--cluster", cluster, "--include-dry-run")
+        assert records and {r["context"]["cluster"] for r in records} == {cluster}
+        admission = [r for r in records if r["source"] == "admission"]
+        assert admission and all(r["context"]["namespace"] == mine for r in admission)
+        assert not any(other in r["subject"] for r in records)
+        assert f"clusters={cluster}" in stderr
+    audit, _ = _export(store, scene, "--source", "audit")
+    assert {r["source"] for r in audit} == {"audit"}
+    assert {r["context"]["cluster"] for r in audit} == set(CLUSTERS)  # one snapshot per operator
+    assert {r["subject"] for r in audit} == {f"cluster:{c}" for c in CLUSTERS}
+    admission, _ = _export(store, scene, "--source", "admission", "--cluster", "lab-b")
+    assert {r["subject"] for r in admission} == {f"apps/v1/Deployment/{b}/{n}" for n in ("web-b", "priv-b", "late")}
+
+
+def test_admission_records_trace_to_the_api_server_and_the_object(scene: Scene, store: Store) -> None:
+    a = scene.namespaces["lab-a"]
+    records, _ = _export(store, scene, "--source", "admission")
+    create, update = _by_subject(records, f"apps/v1/Deployment/{a}/web")
+    assert (create["context"]["operation"], update["context"]["operation"]) == ("CREATE", "UPDATE")
+    for record in (create, update):
+        ctx = record["context"]
+        assert ctx["dry_run"] is False and ctx["cluster"] == "lab-a" and record["decision"] == "allow"
+        assert ctx["user"]["username"] == record["actor"] == scene.admin != ""
+        assert "system:masters" in ctx["user"]["groups"]
+        assert ctx["object_uid"] == scene.uids["web"] != ""
+    assert create["context"]["request_uid"] != update["context"]["request_uid"]
+    assert len({r["context"]["request_uid"] for r in records}) == len(records)  # one per review
+    # The version the update was decided on: the stored object's before the change.
+    assert update["context"]["resource_version"] == scene.rv_before_update != ""
+    [denied] = _by_subject(records, f"apps/v1/Deployment/{a}/priv")
+    # The uid the API server gave the object it then refused: recorded, though never stored.
+    assert denied["decision"] == "deny" and denied["context"]["object_uid"] not in ("", *scene.uids.values())
+    assert {"rule_id": "SOC2-K8S-POD-001", "action": "deny"} in denied["context"]["actions"]
+    [waived] = _by_subject(records, f"apps/v1/Deployment/{a}/waived")
+    assert waived["decision"] == "allow" and waived["context"]["object_uid"] == scene.uids["waived"]
+    pod001 = next(r for r in waived["results"] if r["rule_id"] == "SOC2-K8S-POD-001")
+    assert pod001["status"] == "waived" and pod001["waiver"]["ticket"] == "SEC-1234"
+    assert pod001["waiver"]["owner"] == "payments@example.com"
+
+
+def test_waiver_changes_are_records(scene: Scene, store: Store) -> None:
+    a = scene.namespaces["lab-a"]
+    records, _ = _export(store, scene, "--source", "waiver")
+    assert records and {r["subject"] for r in records} == {f"soc2infra.io/v1alpha1/SOC2Waiver/{a}/vendor"}
+    for record in records:
+        waiver = record["context"]["waiver"]
+        assert record["context"]["event"] == "waiver-created" and record["key_id"].startswith("ed25519:")
+        assert (waiver["owner"], waiver["ticket"], waiver["rule"]) == (
+            "payments@example.com", "SEC-1234", "SOC2-K8S-POD-00?")
+
+
+def test_signed_and_anchored_chain_verifies(scene: Scene, store: Store, backend: str) -> None:
+    anchor = _run("evidence", "anchor-head", "--git", str(scene.anchors), "--name", backend,
+                  "--public-key", str(scene.public_key)).stdout.strip()
+    assert anchor == scene.anchored[backend]
+    done = _run("evidence", "verify", store.url, "--public-key", str(scene.public_key), "--expect-head", anchor,
+                "--json")
+    result = json.loads(done.stdout)
+    n = len(store.records())
+    assert (result["ok"], result["records"], result["signatures"], result["fully_trusted"]) == (True, n, n, False)
+    seq = int(anchor.split(":")[0])
+    assert result["anchored_through"] == seq < n  # the update and 'late' came after the anchor
+    assert result["trust"].startswith(f"records 1..{seq} match the anchor ({anchor}) and carry valid "
+                                      "signatures and can be relied on")
+
+
+# --------------------------------------------------------------------------- tampering
+
+def test_tampered_tail_names_the_trustworthy_range(scene: Scene, store: Store, backend: str,
+                                                   tmp_path: Path) -> None:
+    anchor = scene.anchored[backend]
+    seq = int(anchor.split(":")[0])
+    key = ["--public-key", str(scene.public_key)]
+    copy = store.copy(tmp_path)
+    last = copy.head_seq()
+    # Edit the newest record (an admission after the anchor) in place: caught at that record; the
+    # anchored prefix is relied on, the records between the anchor and it only link consistently.
+    record = copy.body(last)
+    record["decision"] = "deny" if record["decision"] != "deny" else "allow"
+    copy.put(record)
+    done = _run("evidence", "verify", copy.url, *key, "--expect-head", anchor, check=1)
+    assert done.stdout.startswith(f"BROKEN at seq {last}: the content does not match its hash")
+    assert (f"Trust: records 1..{seq} match the anchor ({anchor}) and carry valid signatures and can be "
+            f"relied on; records {seq + 1}..{last - 1} only link consistently after it") in done.stdout
+    # Delete the tail from before the anchor and move the head back: internally consistent, so
+    # without the anchor nothing shows (honestly reported as consistency only) ...
+    copy = store.copy(tmp_path)
+    copy.truncate_after(seq - 2)
+    done = _run("evidence", "verify", copy.url, *key)
+    assert done.stdout.startswith(f"OK: {seq - 2} records verified")
+    as_json = json.loads(_run("evidence", "verify", copy.url, *key, "--json").stdout)
+    assert "internal consistency only" in as_json["trust"] and not as_json["fully_trusted"]
+    # ... and with it, nothing is proven beyond what still links.
+    done = _run("evidence", "verify", copy.url, *key, "--expect-head", anchor, check=1)
+    assert done.stdout.startswith(f"BROKEN at seq {seq - 1}:")
+    assert (f"records 1..{seq - 2} link consistently and carry valid signatures, but the anchor ({anchor}) "
+            "was NOT confirmed") in done.stdout
+    # A truncation after the newest anchor cannot be seen by it: anchors must be taken often.
+    copy = store.copy(tmp_path)
+    copy.truncate_after(seq + 1)
+    done = _run("evidence", "verify", copy.url, *key, "--expect-head", anchor)
+    assert f"anchored through seq {seq}" in done.stdout
+    # Deleting tail records without moving the head is caught by the head table.
+    copy = store.copy(tmp_path)
+    copy.sql("DELETE FROM evidence_records WHERE seq > ?", (last - 2,))
+    done = _run("evidence", "verify", copy.url, *key, check=1)
+    assert done.stdout.startswith(f"BROKEN at seq {last - 1}:")
+
+
+def _deny_to_allow(scene: Scene, store: Store) -> int:
+    """The seq of the denied privileged Deployment in lab-a (before the anchor)."""
+    subject = f"apps/v1/Deployment/{scene.namespaces['lab-a']}/priv"
+    return next(r["seq"] for r in store.records() if r["subject"] == subject)
+
+
+def _forge(record: dict[str, Any]) -> None:
+    record["decision"] = "allow"
+    record["results"] = [dict(r, status="pass") for r in record["results"]]
+
+
+def test_rewritten_chain_what_is_and_is_not_detected(scene: Scene, store: Store, backend: str,
+                                                     tmp_path: Path) -> None:
+    anchor = scene.anchored[backend]
+    key = ["--public-key", str(scene.public_key)]
+    target = _deny_to_allow(scene, store)
+    assert target < int(anchor.split(":")[0])
+    # A forger without the signing key turns the denial into an allow and re-hashes the chain.
+    copy = store.copy(tmp_path)
+    copy.rewrite_from(target, _forge)
+    # Hashes alone cannot tell: the rewritten chain is internally consistent.
+    done = _run("evidence", "verify", copy.url)
+    assert done.stdout.startswith("OK:") and "internal consistency only" in json.loads(
+        _run("evidence", "verify", copy.url, "--json").stdout)["trust"]
+    # The public key catches it at the first rewritten record, without any anchor.
+    done = _run("evidence", "verify", copy.url, *key, check=1)
+    assert done.stdout.startswith(f"BROKEN at seq {target}:") and "signature" in done.stdout
+    assert f"Trust: records 1..{target - 1} link consistently and carry valid signatures" in done.stdout
+    # A forger who also holds the writer's signing key (it lives where the ledger is written):
+    # signatures verify, only the anchor kept outside the ledger catches the rewrite.
+    copy = store.copy(tmp_path)
+    copy.rewrite_from(target, _forge, resign=scene.private_key)
+    done = _run("evidence", "verify", copy.url, *key)
+    assert done.stdout.startswith("OK:") and "signatures valid" in done.stdout
+    done = _run("evidence", "verify", copy.url, *key, "--expect-head", anchor, check=1)
+    assert f"the anchor ({anchor}) was NOT confirmed" in done.stdout
+    assert "none of them is proven intact" in done.stdout
+    # The report exits 1 on the broken chain and says so; on the untouched ledger it exits 0.
+    report = _run("evidence", "report", copy.url, "--from", scene.day, "--to", scene.day, *key, "--expect-head",
+                  anchor, "-o", str(tmp_path / "broken.html"), check=1)
+    assert "evidence chain BROKEN" in report.stderr and "NOT confirmed" in report.stderr
+    _run("evidence", "report", store.url, "--from", scene.day, "--to", scene.day, *key, "--expect-head", anchor,
+         "-o", str(tmp_path / "ok.html"))
+
+
+def test_report_exits_1_on_a_broken_chain_and_states_its_population(scene: Scene, store: Store,
+                                                                    tmp_path: Path) -> None:
+    out, data = tmp_path / "r.html", tmp_path / "r.json"
+    done = _run("evidence", "report", store.url, "--from", scene.day, "--to", scene.day, "-o", str(out),
+                "--json-output", str(data), "--cluster", "lab-b")
+    assert "clusters=lab-b" in done.stdout
+    report = json.loads(data.read_text())
+    assert set(report["population"]["by_cluster"]) == {"lab-b"}
+    assert "not signed and not anchored" in out.read_text()  # amber without key and anchor
+    copy = store.copy(tmp_path)
+    seq = _deny_to_allow(scene, store)
+    record = copy.body(seq)
+    _forge(record)
+    copy.put(record)
+    done = _run("evidence", "report", copy.url, "--from", scene.day, "--to", scene.day, "-o", str(out), check=1)
+    assert f"evidence chain BROKEN at seq {seq}" in done.stderr
+    assert f"records 1..{seq - 1} link consistently" in done.stderr
+
+
+# --------------------------------------------------------------------------- package and sample
+
+def test_package_manifest_verifies_and_catches_an_edit(scene: Scene, store: Store, backend: str,
+                                                       tmp_path: Path) -> None:
+    anchor = scene.anchored[backend]
+    package = tmp_path / "soc2.zip"
+    done = _run("evidence", "package", store.url, "--from", scene.day, "--to", scene.day, "-o", str(package),
+                "--public-key", str(scene.public_key), "--expect-head", anchor)
+    assert "include_dry_run=false" in done.stdout
+    done = _run("evidence", "verify-package", str(package))
+    assert done.stdout.startswith("OK: every file")
+    with zipfile.ZipFile(package) as zf:
+        manifest_data = json.loads(zf.read("manifest.json"))
+        files = {name: zf.read(name) for name in zf.namelist()}
+    assert manifest_data["checked_against"]["anchor"] == anchor
+    assert manifest_data["checked_against"]["signed"] is True
+    assert manifest_data["checked_against"]["anchored_through"] == int(anchor.split(":")[0])
+    records = [json.loads(line) for line in files["records.jsonl"].splitlines()]
+    exported, _ = _export(store, scene)
+    assert [r["seq"] for r in records] == [r["seq"] for r in exported]  # the same population
+    assert manifest_data["population"]["records_in_population"] == len(records)
+    assert {"control-matrix.csv", "management-assertion.md", "populations/CC6.1.csv"} <= set(files)
+    # The records in the package are the ledger's: verify-export re-checks them against it.
+    (tmp_path / "records.jsonl").write_bytes(files["records.jsonl"])
+    _run("evidence", "verify-export", str(tmp_path / "records.jsonl"), store.url, "--public-key",
+         str(scene.public_key), "--expect-head", anchor)
+
+    def rezip(target: Path, changes: dict[str, bytes]) -> None:
+        with zipfile.ZipFile(target, "w") as zf:
+            for name, data in {**files, **changes}.items():
+                zf.writestr(name, data)
+
+    # One CSV row edited: verify-package names the file.
+    rows = files["populations/CC6.1.csv"].decode().replace(",fail,", ",pass,", 1).encode()
+    assert rows != files["populations/CC6.1.csv"]
+    rezip(tmp_path / "edited.zip", {"populations/CC6.1.csv": rows})
+    done = _run("evidence", "verify-package", str(tmp_path / "edited.zip"), check=1)
+    assert "populations/CC6.1.csv sha256" in done.stdout
+    # The manifest is not signed: an edit with the manifest's hash updated passes verify-package;
+    # the records still do not match the ledger, which verify-export shows.
+    forged = records[:]
+    forged[-1] = dict(forged[-1], actor="someone-else")
+    body = "".join(canonical_json(r) + "\n" for r in forged).encode()
+
+    manifest_data["files"]["records.jsonl"] = {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
+    rezip(tmp_path / "forged.zip", {"records.jsonl": body, "manifest.json": json.dumps(manifest_data).encode()})
+    _run("evidence", "verify-package", str(tmp_path / "forged.zip"))
+    (tmp_path / "forged.jsonl").write_bytes(body)
+    done = _run("evidence", "verify-export", str(tmp_path / "forged.jsonl"), store.url, check=1)
+    assert f"seq {forged[-1]['seq']}" in done.stdout
+
+
+def _sample(store: Store, scene: Scene, seed: str, *flags: str) -> list[dict[str, str]]:
+    done = _run("evidence", "sample", store.url, "--criterion", "CC6.1", "-n", "25", "--seed", seed,
+                "--from", scene.day, "--to", scene.day, *flags)
+    assert f"with seed {seed!r}" in done.stderr
+    return list(csv.DictReader(io.StringIO(done.stdout)))
+
+
+def test_samples_are_reproducible_and_drawn_from_the_population(scene: Scene, store: Store) -> None:
+    first = _sample(store, scene, "2026-H2")
+    assert len(first) == 25 and first == _sample(store, scene, "2026-H2")
+    assert first != _sample(store, scene, "another seed")
+    population, _ = _export(store, scene)
+    allowed = {str(r["seq"]) for r in population}
+    assert {row["seq"] for row in first} <= allowed  # no dry run, nothing outside the period
+    lab_b = {str(r["seq"]) for r in population if r["context"].get("cluster") == "lab-b"}
+    assert {row["seq"] for row in _sample(store, scene, "2026-H2", "--cluster", "lab-b")} <= lab_b
