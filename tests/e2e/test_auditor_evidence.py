@@ -23,6 +23,8 @@ import csv
 import hashlib
 import io
 import json
+import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -575,3 +577,44 @@ def test_samples_are_reproducible_and_drawn_from_the_population(scene: Scene, st
     assert {row["seq"] for row in first} <= allowed  # no dry run, nothing outside the period
     lab_b = {str(r["seq"]) for r in population if r["context"].get("cluster") == "lab-b"}
     assert {row["seq"] for row in _sample(store, scene, "2026-H2", "--cluster", "lab-b")} <= lab_b
+
+
+# --------------------------------------------------------------------------- the README
+
+def readme_auditor_commands() -> list[str]:
+    """The commands of the README's auditor walkthrough (package → verify → sample), in order."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"For an auditor: package → verify → sample.*?```sh\n(.*?)```", text, re.S)
+    assert block, "README lost its auditor walkthrough"
+    return [line.partition("  #")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_auditor_walkthrough_runs_as_written(scene: Scene, store: Store, backend: str,
+                                                    tmp_path: Path) -> None:
+    """Each command runs in one bash session as written; only the site's ledger and the period
+    (the first line's values) are this scene's. The anchors repository is set up the way the
+    README's next paragraph tells the ledger's operator to."""
+    commands = readme_auditor_commands()
+    first = commands[0]
+    assert first.startswith("export SOC2INFRA_LEDGER=evidence.db FROM=") and " TO=" in first
+    commands[0] = f"export SOC2INFRA_LEDGER='{store.url}' FROM={scene.day} TO={scene.day}"
+    assert [c.split()[2] for c in commands[1:] if c.startswith("soc2infra ")] == [
+        "anchor-head", "verify", "package", "verify-package", "sample", "sample"]
+    shutil.copy(scene.public_key, tmp_path / "evidence.pub")
+    subprocess.run(["git", "init", "-q", str(tmp_path / "anchors")], check=True)
+    head = _run("evidence", "anchor", store.url, "--git", str(tmp_path / "anchors"), "--signing-key",
+                str(scene.private_key)).stdout.strip()
+    script = [f"cd {tmp_path}"] + [f"{command}\necho \"@@{i} rc=$?\"" for i, command in enumerate(commands)]
+    env = {"PATH": f"{Path(SOC2INFRA).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(["bash", "-c", "\n".join(script)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    out = done.stdout + done.stderr
+    codes = dict(re.findall(r"@@(\d+) rc=(\d+)", done.stdout))
+    assert [codes.get(str(i)) for i in range(len(commands))] == ["0"] * len(commands), out[-4000:]
+    assert (tmp_path / "anchor.txt").read_text().strip() == head
+    n = len(store.records())
+    assert f"OK: {n} records verified, {n} signatures valid; head {head}; anchored through seq {n}" in out
+    assert "OK: every file of soc2.zip matches its manifest" in out
+    assert "OK: records.jsonl:" in out and "match the ledger" in out
+    sample = (tmp_path / "sample.csv").read_text().splitlines()
+    assert len(sample) == 26 and sample[0].startswith("seq,")
