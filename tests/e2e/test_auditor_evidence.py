@@ -168,12 +168,44 @@ class Scene:
     admin: str = ""
     uids: dict[str, str] = field(default_factory=dict)  # deployment name -> stored uid
     rv_before_update: str = ""
-    cluster_uid: str = ""
+    pr_head: str = ""  # the commit a CI scan of a pull request recorded
 
 
-def _run(*args: str, check: int | None = 0, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _git(repo: Path, *args: str) -> str:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(repo), "GIT_AUTHOR_NAME": "dev", "GIT_AUTHOR_EMAIL": "dev@example.com",
+           "GIT_COMMITTER_NAME": "dev", "GIT_COMMITTER_EMAIL": "dev@example.com"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def _ci_scan(scene: Scene) -> None:
+    """A pull request's CI scan (GitHub Actions environment, a real git work tree with an uncommitted
+    change) recorded in both ledgers: the scan source of the population, with its change linkage."""
+    repo = scene.workdir / "infra"
+    (repo / "k8s").mkdir(parents=True)
+    (repo / "k8s" / "app.yaml").write_text(manifest(deployment("api", "payments", privileged=True)))
+    _git(repo, "init", "-q", "-b", "feature/pin-images")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "api")
+    scene.pr_head = _git(repo, "rev-parse", "HEAD").strip()
+    (repo / "k8s" / "app.yaml").write_text(manifest(deployment("api", "payments", privileged=True, image="nginx:latest")))
+    event = scene.workdir / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 17, "head": {"sha": scene.pr_head},
+                                                  "base": {"sha": "b" * 40}}}))
+    env = {"PATH": f"{Path(SOC2INFRA).parent}:/usr/bin:/bin", "HOME": str(scene.workdir),
+           "SOC2INFRA_CACHE": str(scene.workdir / "cache"), "CI": "true", "GITHUB_ACTIONS": "true",
+           "GITHUB_REPOSITORY": "acme/infra", "GITHUB_RUN_ID": "4242", "GITHUB_ACTOR": "dev-alice",
+           "GITHUB_EVENT_NAME": "pull_request", "GITHUB_HEAD_REF": "feature/pin-images",
+           "GITHUB_BASE_REF": "main", "GITHUB_SHA": "c" * 40, "GITHUB_EVENT_PATH": str(event)}
+    for store in scene.stores.values():
+        _run("scan", "k8s", "--evidence", store.url, "--evidence-key", str(scene.private_key), "--format", "json",
+             cwd=repo, env=env, check=1)
+
+
+def _run(*args: str, check: int | None = 0, cwd: Path | None = None,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``soc2infra ARGS`` as a user types it; *check*: the exit code expected (None: any)."""
-    done = subprocess.run([SOC2INFRA, *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
+    done = subprocess.run([SOC2INFRA, *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False,
+                          env=env)
     if check is not None:
         assert done.returncode == check, (f"soc2infra {' '.join(args)} exited {done.returncode}, not {check}\n"
                                           f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}")
@@ -267,6 +299,7 @@ def scene(control_plane: ControlPlane, kubectl: Kubectl, postgres_dsn: str,  # n
         apply(deployment("web-b", b))
         apply(deployment("priv-b", b, privileged=True), ok=False)
         apply(deployment("dry-b", b), dry_run=True)
+        _ci_scan(scene)
         # The head as of now, anchored outside the ledger; the traffic below comes after it.
         for backend, store in stores.items():
             scene.anchored[backend] = _run("evidence", "anchor", store.url, "--git", str(anchors), "--name",
@@ -348,6 +381,23 @@ def test_cluster_and_source_pick_their_records(scene: Scene, store: Store) -> No
     assert {r["subject"] for r in audit} == {f"cluster:{c}" for c in CLUSTERS}
     admission, _ = _export(store, scene, "--source", "admission", "--cluster", "lab-b")
     assert {r["subject"] for r in admission} == {f"apps/v1/Deployment/{b}/{n}" for n in ("web-b", "priv-b", "late")}
+
+
+def test_ci_scans_are_their_own_source_with_change_linkage(scene: Scene, store: Store) -> None:
+    [scan], stderr = _export(store, scene, "--source", "scan")
+    assert "sources=scan" in stderr
+    assert (scan["source"], scan["actor"], scan["subject"], scan["decision"]) == ("ci", "dev-alice", "k8s", "fail")
+    change = scan["context"]["change"]
+    # The pull request's head commit (the one reviewed), not GITHUB_SHA's merge commit; the tree
+    # was modified after it, which the record says.
+    assert (change["pr_number"], change["head_commit"], change["base_commit"]) == (17, scene.pr_head, "b" * 40)
+    assert (change["branch"], change["base_branch"], change["dirty"]) == ("feature/pin-images", "main", True)
+    assert change["ci_identity"]["ci"] == "github-actions" and change["ci_identity"]["run_id"] == "4242"
+    assert change["tool_version"]
+    assert any(r["rule_id"] == "SOC2-K8S-POD-001" and r["status"] == "fail" for r in scan["results"])
+    # A scan belongs to no cluster: a cluster's population leaves it out.
+    records, _ = _export(store, scene, "--cluster", "lab-a")
+    assert all(r["source"] != "ci" for r in records)
 
 
 def test_admission_records_trace_to_the_api_server_and_the_object(scene: Scene, store: Store) -> None:
