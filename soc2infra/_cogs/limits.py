@@ -70,8 +70,11 @@ def from_mapping(values: dict[str, Any], base: Limits = DEFAULTS) -> Limits:
     for name, value in values.items():
         if name not in known:
             raise ValueError(f"unknown limit {name!r} (known: {', '.join(sorted(known))})")
-        number = float(value) if name == "seconds_per_file" else int(value)
-        if isinstance(value, bool) or number <= 0:
+        try:
+            number = float(value) if name == "seconds_per_file" else int(value)
+        except (TypeError, ValueError, OverflowError):  # a list, a mapping, "x", .inf
+            number = 0
+        if isinstance(value, bool) or not number > 0 or number == float("inf"):  # `not >` refuses NaN
             raise ValueError(f"limit {name!r} must be a positive number, not {value!r}")
         changes[name] = number
     return replace(base, **changes)

@@ -266,11 +266,11 @@ def _str_list(value: Any) -> tuple[str, ...]:
 
 def _clean(key: str, value: Any, base: Path) -> Any:
     if key == "severity_threshold":
-        if value not in SEVERITIES:
+        if not isinstance(value, str) or value not in SEVERITIES:
             raise ValueError(f"must be one of {', '.join(SEVERITIES)}, got {value!r}")
         return value
     if key == "format":
-        if value not in FORMATS:
+        if not isinstance(value, str) or value not in FORMATS:  # a mapping is unhashable
             raise ValueError(f"must be one of {', '.join(FORMATS)}, got {value!r}")
         return value
     if key in ("fail_on_unknown", "builtin_policies", "fail_on_unscanned", "download_external_modules"):
