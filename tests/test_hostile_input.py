@@ -71,7 +71,7 @@ def test_billion_laughs_is_refused_at_its_line_in_milliseconds(tree, capsys, mon
     assert time.monotonic() - t0 < 10
     assert code == 2 and good_found(doc)
     [(name, line, message)] = errors_of(doc)
-    assert name == "lol.yaml" and 5 <= line <= 13 and "limits.yaml_nodes" in message
+    assert name == "lol.yaml" and 5 <= line <= 13 and "excessive aliasing" in message
 
 
 def test_yaml_alias_checks_count_depth_and_recursion():
@@ -87,6 +87,64 @@ def test_yaml_alias_checks_count_depth_and_recursion():
     recursive = yaml.compose("a: &x [1, *x]\n")
     with pytest.raises(limits.LimitExceeded, match="itself"):
         check_yaml_node(recursive)
+
+
+def test_alias_ratio_rule_is_kubernetes_decoders():
+    # go-yaml v3's allowance: 99 % up to 400,000 decoded nodes, 10 % from 4,000,000, linear between.
+    ratio = limits.allowed_alias_ratio
+    assert (ratio(1_001), ratio(400_000), ratio(2_200_000), ratio(4_000_000), ratio(10**8)) == \
+        (0.99, 0.99, pytest.approx(0.545), 0.10, 0.10)
+    block = "[" + ", ".join(str(i) for i in range(1000)) + "]"  # 1,001 nodes
+
+    def aliased(uses: int) -> yaml.Node:
+        return yaml.compose("a: &x " + block + "\nb: [" + ", ".join(["*x"] * uses) + "]\n")
+
+    # ~1,006 written nodes, then k uses of 1 + 1,001 nodes each: the share from aliases passes
+    # 99 % at k = 111 (1001k > 0.99 (1006 + 1002k)), exactly where go-yaml refuses it.
+    with limits.using(limits.Limits(yaml_alias_nodes=10**9)):
+        check_yaml_node(aliased(110))
+        with pytest.raises(limits.LimitExceeded, match="excessive aliasing") as exc:
+            check_yaml_node(aliased(111))
+    assert exc.value.line == 2  # the line of the alias use that tipped it
+    # Many aliases of one scalar are half aliases (go-yaml counts the alias node itself): fine.
+    check_yaml_node(yaml.compose("a: &x 1\nb: [" + ", ".join(["*x"] * 3000) + "]\n"))
+
+
+def test_alias_expansion_is_capped_in_nodes_and_configurable():
+    block = "[" + ", ".join(str(i) for i in range(500)) + "]"
+    text = "a: &x " + block + "\nb: [" + ", ".join(["*x"] * 25) + "]\n"  # ~12,500 nodes from aliases, 96 %
+    with pytest.raises(limits.LimitExceeded, match=r"more than 10,000 nodes \(limits.yaml_alias_nodes\)"):
+        check_yaml_node(yaml.compose(text))
+    with limits.using(limits.from_mapping({"yaml_alias_nodes": 20_000})):
+        check_yaml_node(yaml.compose(text))
+
+
+def test_crafted_alias_documents_under_the_defaults_scan_fast(tree, capsys, monkeypatch):
+    # The most resources a document can gain through aliases under the defaults (bench/yaml_aliases.py:
+    # a List of 1,111 aliases of one Pod) and a 204,000-node document that used to take seconds.
+    pods = "apiVersion: v1\nkind: List\nx: &d {apiVersion: v1, kind: Pod, metadata: {name: a}}\nitems: [" + \
+        ", ".join(["*d"] * 1111) + "]\n"
+    fan = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: m}\ndata:\n  a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8]\n" + \
+        "".join(f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 8) + "]\n" for i in range(1, 6))
+    root = tree({"k8s/pods.yaml": pods, "k8s/fan.yaml": fan})
+    monkeypatch.chdir(root)
+    t0 = time.monotonic()
+    code, doc = scan_json(capsys, "k8s", "good")
+    assert time.monotonic() - t0 < 8  # ~0.5 s on an idle machine; generous for a loaded CI
+    assert code == 2 and good_found(doc)
+    assert [(n, "aliasing" in m) for n, _line, m in errors_of(doc)] == [("fan.yaml", True)]
+    assert doc["summary"]["resources"] >= 1111  # the accepted one is scanned in full
+
+
+def test_depth_check_walks_a_shared_value_once():
+    value: list = [1]
+    for _ in range(40):  # 2**40 leaves once expanded, 41 distinct lists
+        value = [value, value]
+    t0 = time.monotonic()
+    limits.check_depth(value, 64)
+    assert time.monotonic() - t0 < 1
+    with pytest.raises(limits.LimitExceeded):
+        limits.check_depth(value, 40)
 
 
 def _peak_rss_mb() -> float:

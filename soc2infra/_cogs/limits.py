@@ -33,6 +33,7 @@ class Limits:
     depth: int = 128  # nesting of JSON/YAML/HCL values (Kubernetes objects are ~20 deep)
     yaml_aliases: int = 10_000  # alias references in one YAML document
     yaml_nodes: int = 1_000_000  # nodes of one YAML document once aliases are expanded
+    yaml_alias_nodes: int = 10_000  # of those, nodes that come from alias expansion (see check_yaml_node)
     instances_per_resource: int = 10_000  # count / for_each / range() / for-expression length
     instances_per_scan: int = 200_000  # resource instances of one scan, all sources together
     seconds_per_file: float = 30.0  # evaluation time for a Terraform module: this × its files
@@ -157,6 +158,9 @@ def check_depth(value: Any, limit: int | None = None) -> None:
     """
     limit = limit if limit is not None else current().depth
     stack: list[tuple[Any, int]] = [(value, 1)]
+    # A container shared through a YAML alias is walked again only when met deeper than
+    # before, so an aliased document costs its written size here, not its expanded size.
+    walked: dict[int, int] = {}
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
@@ -167,6 +171,10 @@ def check_depth(value: Any, limit: int | None = None) -> None:
             continue
         if depth > limit:
             raise LimitExceeded(f"nested more than {limit} levels deep (limits.depth)")
+        if walked.get(id(item), 0) >= depth:
+            continue
+        walked[id(item)] = depth
+        tick()
         stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, tuple)))
 
 
@@ -203,19 +211,33 @@ def too_deep(text: str, what: str) -> LimitExceeded:
 # ----------------------------------------------------------------------------- YAML aliases
 
 def check_yaml_node(root: Node) -> None:
-    """Refuse a composed YAML document whose aliases expand past the limits (count of alias
-    uses, nodes once expanded, depth), before it is constructed: a 420-byte "billion laughs"
-    is refused in microseconds instead of being expanded. Like the Kubernetes decoder's alias
-    check, only documents that actually amplify are refused."""
+    """Refuse a composed YAML document whose aliases amplify it, before it is constructed: a
+    420-byte "billion laughs" is refused in microseconds instead of being expanded.
+
+    Three bounds, each over the document as the rules will see it (aliases expanded):
+
+    * the ratio rule of Kubernetes' own YAML decoder (go-yaml v3, used through sigs.k8s.io/yaml):
+      once more than 1,000 nodes are decoded and more than 100 of them came from aliases, the
+      share from aliases may not pass 99 % (up to 400,000 nodes), falling linearly to 10 % at
+      4,000,000. It is checked in document order, as go-yaml decodes, so it refuses the same
+      documents the API server refuses;
+    * ``yaml_alias_nodes``: nodes produced by alias expansion at all, because the ratio rule
+      alone still lets a 30 KB file become 300,000 nodes, seconds of rule evaluation here;
+    * ``yaml_nodes``, ``yaml_aliases`` (uses of an alias) and ``depth`` once expanded.
+    """
     lim = current()
     size: dict[int, int] = {}  # expanded size of each node seen, computed once per node
     height: dict[int, int] = {}  # levels below it, expanded
     aliases = 0
-    # Iterative post-order walk over the node graph (an alias is the same node object again).
-    stack: list[tuple[Node, int, bool]] = [(root, 1, False)]
+    decoded = from_aliases = 0  # go-yaml's decodeCount / aliasCount, in document order
+    # Iterative walk over the node graph (an alias is the same node object again): pre-order
+    # for the running counts, post-order for each node's expanded size.
+    # Entries: node, depth, post-order?, line of the collection holding it (PyYAML composes an
+    # alias as its anchor's node, so where the alias is written is known only from its parent).
+    stack: list[tuple[Node, int, bool, int]] = [(root, 1, False, root.start_mark.line + 1)]
     on_path: set[int] = set()
     while stack:
-        node, depth, done = stack.pop()
+        node, depth, done, where = stack.pop()
         key = id(node)
         if done:
             on_path.discard(key)
@@ -230,23 +252,55 @@ def check_yaml_node(root: Node) -> None:
             aliases += 1
             if aliases > lim.yaml_aliases:
                 raise LimitExceeded(f"YAML document uses aliases more than {lim.yaml_aliases:,} times "
-                                    "(limits.yaml_aliases)", node.start_mark.line + 1)
+                                    "(limits.yaml_aliases)", where)
             if depth + height[key] - 1 > lim.depth:
                 raise LimitExceeded(f"YAML document nested more than {lim.depth} levels deep through aliases "
-                                    "(limits.depth)", node.start_mark.line + 1)
+                                    "(limits.depth)", where)
+            decoded += 1 + size[key]
+            from_aliases += size[key]
+            _check_alias_amplification(decoded, from_aliases, where)
             continue
         if key in on_path:
             raise LimitExceeded("YAML alias refers to itself (recursive anchor)", node.start_mark.line + 1)
         if depth > lim.depth:
             raise LimitExceeded(f"YAML document nested more than {lim.depth} levels deep (limits.depth)",
                                 node.start_mark.line + 1)
+        decoded += 1
+        if decoded & 0x3FF == 0:
+            tick()
         children = _yaml_children(node)
         if not children:
             size[key] = height[key] = 1
             continue
         on_path.add(key)
-        stack.append((node, depth, True))
-        stack.extend((c, depth + 1, False) for c in reversed(children))
+        stack.append((node, depth, True, where))
+        line = node.start_mark.line + 1
+        stack.extend((c, depth + 1, False, line) for c in reversed(children))
+
+
+# go-yaml v3 (decode.go): the share of decoded nodes that may come from aliases.
+_RATIO_LOW, _RATIO_HIGH = 400_000, 4_000_000
+
+
+def allowed_alias_ratio(decoded: int) -> float:
+    """The share of *decoded* nodes that Kubernetes' YAML decoder lets come from aliases."""
+    if decoded <= _RATIO_LOW:
+        return 0.99
+    if decoded >= _RATIO_HIGH:
+        return 0.10
+    return 0.99 - 0.89 * (decoded - _RATIO_LOW) / (_RATIO_HIGH - _RATIO_LOW)
+
+
+def _check_alias_amplification(decoded: int, from_aliases: int, line: int) -> None:
+    # Checked after each alias use: while one expands the share only grows and the allowance
+    # only shrinks, so this refuses exactly where go-yaml's per-node check would.
+    if from_aliases > 100 and decoded > 1000 and from_aliases / decoded > allowed_alias_ratio(decoded):
+        raise LimitExceeded(f"YAML document contains excessive aliasing: {from_aliases:,} of its first "
+                            f"{decoded:,} nodes come from aliases (Kubernetes' decoder refuses it too)", line)
+    limit = current().yaml_alias_nodes
+    if from_aliases > limit:
+        raise LimitExceeded(f"YAML aliases expand to more than {limit:,} nodes (limits.yaml_alias_nodes)",
+                            line)
 
 
 def _yaml_children(node: Node) -> list[Node]:

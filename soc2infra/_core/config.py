@@ -151,7 +151,7 @@ _KEYS: dict[str, str] = {
     "waiver_file": "the waiver file",
     "waiver_warning_days": "warn this many days before a waiver expires",
     "baseline": "baseline file of accepted existing findings",
-    "limits": "bounds on hostile input (file_bytes, depth, yaml_aliases, yaml_nodes, "
+    "limits": "bounds on hostile input (file_bytes, depth, yaml_aliases, yaml_nodes, yaml_alias_nodes, "
               "instances_per_resource, instances_per_scan, seconds_per_file)",
 }
 
