@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -36,7 +38,7 @@ class Limits:
     yaml_alias_nodes: int = 10_000  # of those, nodes that come from alias expansion (see check_yaml_node)
     instances_per_resource: int = 10_000  # count / for_each / range() / for-expression length
     instances_per_scan: int = 200_000  # resource instances of one scan, all sources together
-    seconds_per_file: float = 30.0  # evaluation time for a Terraform module: this × its files
+    seconds_per_file: float = 30.0  # time on one file, all phases (a Terraform module: this × its files)
 
 
 DEFAULTS = Limits()
@@ -58,6 +60,20 @@ class LimitExceeded(Exception):  # noqa: N818 - reads as what happened
 
 class Exhausted(LimitExceeded):
     """A budget ran out (evaluation time, instances per scan): the unit stops there."""
+
+
+class OutOfTime(BaseException):  # noqa: N818 - reads as what happened
+    """A file's time budget (``seconds_per_file``) ran out, raised by :func:`tick` or by the
+    budget's timer at any point inside :func:`file_budget`.
+
+    A BaseException, like KeyboardInterrupt: no ``except Exception`` or ``except LimitExceeded``
+    on the way (an evaluator turning errors into "unknown", a depth check reporting nesting)
+    may swallow it; only the code that opened the budget catches it and reports the file.
+    """
+
+    def __init__(self, message: str, file: str | None = None) -> None:
+        super().__init__(message)
+        self.file, self.line = file, None
 
 
 class NotRegularFile(OSError):
@@ -322,20 +338,28 @@ def check_instances(count: int, what: str) -> None:
 
 
 class _Deadline:
-    __slots__ = ("end", "seconds", "calls")
+    __slots__ = ("end", "seconds", "calls", "what", "error")
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.end, self.calls = seconds, time.monotonic() + seconds, 0
+    def __init__(self, seconds: float, what: str, error: type[Exhausted] | type[OutOfTime]) -> None:
+        self.seconds, self.end, self.calls, self.what = seconds, time.monotonic() + seconds, 0, what
+        self.error = error
 
 
 _deadline: _Deadline | None = None
+_EVALUATION = "evaluation took more than {seconds:g} s (limits.seconds_per_file)"
 
 
 @contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Bound the evaluation inside the block to *seconds*; :func:`tick` raises once it is over."""
+def deadline(seconds: float, what: str = _EVALUATION,
+             error: type[Exhausted] | type[OutOfTime] = Exhausted) -> Iterator[None]:
+    """Bound the work inside the block to *seconds*; :func:`tick` raises *error* once it is
+    over. An enclosing deadline that ends sooner still applies (with its own error)."""
     global _deadline
-    saved, _deadline = _deadline, _Deadline(seconds)
+    saved = _deadline
+    new = _Deadline(seconds, what, error)
+    if saved is not None and saved.end < new.end:
+        new.end, new.seconds, new.what, new.error = saved.end, saved.seconds, saved.what, saved.error
+    _deadline = new
     try:
         yield
     finally:
@@ -343,11 +367,90 @@ def deadline(seconds: float) -> Iterator[None]:
 
 
 def tick() -> None:
-    """Raise :class:`Exhausted` when the current deadline has passed (the clock is read
-    every 256 calls, so loops may call this on every step)."""
+    """Raise :class:`Exhausted` (:class:`OutOfTime` in a file budget) when the current
+    deadline has passed (the clock is read every 256 calls, so loops may call this on every step)."""
     d = _deadline
     if d is None:
         return
     d.calls += 1
     if d.calls & 0xFF == 0 and time.monotonic() > d.end:
-        raise Exhausted(f"evaluation took more than {d.seconds:g} s (limits.seconds_per_file)")
+        raise d.error(d.what.format(seconds=d.seconds))
+
+
+# ----------------------------------------------------------------------------- time per file
+
+_charged: dict[str, float] = {}  # seconds spent on each file in this scan unit, all phases
+TIME_LIMIT_MARK = "(limits.seconds_per_file)"  # in every time-limit error: such results are not cached
+_FILE_TIME = "scanning this file took more than {seconds:g} s " + TIME_LIMIT_MARK + ": {rest}"
+
+
+def reset_charges() -> None:
+    """Start a scan unit: no time charged to any file yet."""
+    _charged.clear()
+
+
+def relabel_charges(rename: Callable[[str], str]) -> None:
+    """Follow the files' new names (paths made relative to the scan's base) so the rule
+    evaluation of a file's resources is charged to the same account as its parsing."""
+    moved = {rename(k): v for k, v in _charged.items()}
+    _charged.clear()
+    _charged.update(moved)
+
+
+@contextmanager
+def file_budget(file: str, rest: str = "the rest of it is not scanned") -> Iterator[None]:
+    """Charge the time of the block to *file*; raise :class:`OutOfTime` (``file`` set) once the
+    file's total over every phase (reading, parsing, rendering, rule evaluation) passes
+    ``seconds_per_file``.
+
+    Loops that call :func:`tick` stop there; code that does not (a third-party parser, a
+    regular-expression-free Python loop) is interrupted by a ``SIGALRM`` timer when this runs
+    in the main thread, which is where the CLI and its worker processes scan.
+    """
+    seconds = current().seconds_per_file
+    spent = _charged.get(file, 0.0)
+    message = _FILE_TIME.format(seconds=seconds, rest=rest)
+    if spent >= seconds:
+        raise OutOfTime(message, file=file)
+    t0 = time.monotonic()
+    try:
+        with deadline(seconds - spent, message.replace("{", "{{").replace("}", "}}"), OutOfTime), \
+                _alarm(seconds - spent, message):
+            yield
+    except OutOfTime as exc:
+        exc.file = exc.file or file
+        raise
+    finally:
+        _charged[file] = spent + time.monotonic() - t0
+
+
+_alarm_armed = False
+
+
+@contextmanager
+def _alarm(seconds: float, message: str) -> Iterator[None]:
+    """Raise :class:`OutOfTime` in the main thread after *seconds*, unless something else (an
+    enclosing budget, a test runner's timeout) already owns ``SIGALRM``."""
+    global _alarm_armed
+    usable = (hasattr(signal, "setitimer") and not _alarm_armed
+              and threading.current_thread() is threading.main_thread()
+              and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None))
+    if not usable:
+        yield
+        return
+    live = True
+
+    def expired(_signum: int, _frame: object) -> None:
+        if live:  # a signal already on its way when the block ended is ignored
+            raise OutOfTime(message)
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    _alarm_armed = True
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        live = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        _alarm_armed = False

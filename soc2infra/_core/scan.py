@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from soc2infra._cogs import limits
-from soc2infra._cogs.model import Coverage, Error, Resource, ScanResult, SkippedFile
+from soc2infra._cogs.model import Coverage, Error, Finding, Resource, ScanResult, SkippedFile
 from soc2infra._core.config import ScanOptions as ScanOptions  # re-exported: part of the scan API
-from soc2infra._core.engine.evaluate import evaluate
+from soc2infra._core.engine.core import ResourceIndex
+from soc2infra._core.engine.evaluate import evaluate, scope_of
 from soc2infra._core.engine.policy import PolicyPack
 
 SKIP_DIRS = frozenset({".git", ".terraform", "node_modules", ".venv", "venv", "__pycache__", ".tox",
@@ -123,6 +125,7 @@ def load_resources(inputs: Inputs, options: ScanOptions,
     """Run every source over the discovered inputs (module calls are recorded in *coverage*)."""
     resources: list[Resource] = []
     errors: list[Error] = list(inputs.errors)
+    limits.reset_charges()
     if inputs.tf_files:
         from soc2infra._core.sources.terraform import load_terraform
 
@@ -135,18 +138,21 @@ def load_resources(inputs: Inputs, options: ScanOptions,
         from soc2infra._core.sources.terraform_plan import load_plan_text
 
         for p in inputs.plan_files:
-            text, err = _read_text(p)
-            if err:
-                errors.append(err)
-                continue
-            rs, errs = load_plan_text(text, str(p))
-            _attach_config_locations(rs, p.parent)
-            resources += rs
-            errors += errs
+            with budgeted(str(p), errors) as out:
+                text, err = _read_text(p)
+                if err:
+                    errors.append(err)
+                    continue
+                rs, errs = load_plan_text(text, str(p))
+                _attach_config_locations(rs, p.parent)
+                out.resources, out.errors = rs, errs
+            resources += out.resources
+            errors += out.errors
     if inputs.stdin:
-        rs, errs = _load_stdin(options)
-        resources += rs
-        errors += errs
+        with budgeted("<stdin>", errors) as out:
+            out.resources, out.errors = _load_stdin(options)
+        resources += out.resources
+        errors += out.errors
     if inputs.manifest_files or inputs.helm_charts or inputs.kustomizations:
         rs, errs = _load_kubernetes(inputs, options, coverage)
         resources += rs
@@ -249,22 +255,24 @@ def _load_kubernetes(inputs: Inputs, options: ScanOptions,
     resources: list[Resource] = []
     errors: list[Error] = []
     for p in inputs.manifest_files:
-        text, err = _read_text(p)
-        if err:
-            errors.append(err)
-            continue
-        if not kubernetes.looks_like_kubernetes(p, text):
-            if coverage is not None:
-                coverage.skipped_files.append(SkippedFile(str(p), kubernetes.not_a_manifest_reason(text)))
-            continue
-        rs, errs = kubernetes.load_manifest_text(text, str(p))
-        resources += rs
-        errors += errs
+        with budgeted(str(p), errors) as out:
+            text, err = _read_text(p)
+            if err:
+                errors.append(err)
+                continue
+            if not kubernetes.looks_like_kubernetes(p, text):
+                if coverage is not None:
+                    coverage.skipped_files.append(SkippedFile(str(p), kubernetes.not_a_manifest_reason(text)))
+                continue
+            out.resources, out.errors = kubernetes.load_manifest_text(text, str(p))
+        resources += out.resources
+        errors += out.errors
     for chart in inputs.helm_charts:
         values = [v for v in options.helm_values if v.exists()]
-        rs, errs = kubernetes.render_helm_chart(chart, values, options.kube_version)
-        resources += rs
-        errors += errs
+        with budgeted(str(chart), errors) as out:
+            out.resources, out.errors = kubernetes.render_helm_chart(chart, values, options.kube_version)
+        resources += out.resources
+        errors += out.errors
     # A base rendered through its overlay is not rendered again on its own (it would be
     # reported twice, and in the namespace the overlay replaces).
     bases: set[Path] = set()
@@ -273,10 +281,30 @@ def _load_kubernetes(inputs: Inputs, options: ScanOptions,
     for k in inputs.kustomizations:
         if k.resolve() in bases:
             continue
-        rs, errs = kubernetes.render_kustomize(k)
-        resources += rs
-        errors += errs
+        with budgeted(str(k), errors) as out:
+            out.resources, out.errors = kubernetes.render_kustomize(k)
+        resources += out.resources
+        errors += out.errors
     return resources, errors
+
+
+@dataclass(slots=True)
+class _Loaded:
+    resources: list[Resource] = field(default_factory=list)
+    errors: list[Error] = field(default_factory=list)
+
+
+@contextmanager
+def budgeted(file: str, errors: list[Error]) -> Iterator[_Loaded]:
+    """Load one input within its share of ``limits.seconds_per_file``: past it, what the
+    file gave is dropped and a located error says so; the scan goes on with the next file."""
+    out = _Loaded()
+    try:
+        with limits.file_budget(file):
+            yield out
+    except limits.OutOfTime as exc:
+        out.resources, out.errors = [], []
+        errors.append(Error(exc.file or file, exc.line, str(exc)))
 
 
 def _relative_to(base: Path) -> Callable[[str], str]:
@@ -305,6 +333,7 @@ def relativize_result(resources: Iterable[Resource], errors: list[Error], covera
     """Make every path in a unit's resources, errors and coverage relative to *base*."""
     out = _relativize(resources, errors, base)
     _relativize_coverage(coverage, base)
+    limits.relabel_charges(_relative_to(base))
     return out
 
 
@@ -337,9 +366,37 @@ def evaluate_resources(resources: list[Resource], pack: PolicyPack,
     """Evaluate already-loaded resources and apply inline waivers."""
     from soc2infra._core.waivers import apply_inline_waivers, inline_waiver_errors
 
-    findings, passes = evaluate(resources, pack)
+    errors = list(errors or [])
+    findings, passes = _evaluate_per_file(resources, pack, errors)
     warnings = apply_inline_waivers(findings)
-    errors = list(errors or []) + inline_waiver_errors(resources)
+    errors += inline_waiver_errors(resources)
     return ScanResult(resources=resources, findings=findings, errors=errors, warnings=warnings,
                       rules_evaluated=len([r for r in pack.rules if r.enabled]), pack_digest=pack.digest,
                       passes=passes)
+
+
+def _evaluate_per_file(resources: list[Resource], pack: PolicyPack,
+                       errors: list[Error]) -> tuple[list[Finding], list[tuple[str, str]]]:
+    """:func:`evaluate`, each file's resources within what is left of the file's time budget
+    (``limits.seconds_per_file``, shared with its parsing); a file past it loses its findings
+    and gets a located error instead. Cross-resource rules still see the whole scope."""
+    findings: list[Finding] = []
+    passes: list[tuple[str, str]] = []
+    scopes: dict[str, list[Resource]] = {}
+    for res in resources:
+        scopes.setdefault(scope_of(res), []).append(res)
+    for group in scopes.values():
+        index = ResourceIndex(group)
+        by_file: dict[str, list[Resource]] = {}
+        for res in group:
+            by_file.setdefault(res.file, []).append(res)
+        for file, own in by_file.items():
+            try:
+                with limits.file_budget(file, "its resources are not evaluated"):
+                    f, p = evaluate(group, pack, index, only=own)
+            except limits.OutOfTime as exc:
+                errors.append(Error(file, own[0].line, str(exc)))
+                continue
+            findings += f
+            passes += p
+    return findings, passes

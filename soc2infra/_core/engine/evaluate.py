@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from soc2infra._cogs.limits import tick
 from soc2infra._cogs.model import Finding, Resource, Unknown, UnknownReason
 from soc2infra._core.engine.core import EvalContext, ResourceIndex
 from soc2infra._core.engine.paths import collecting_unknowns
@@ -72,6 +73,7 @@ def evaluate(resources: list[Resource], pack: PolicyPack, index: ResourceIndex |
             continue
         ctx = EvalContext(res.attributes, res, idx)
         for rule in rules:
+            tick()  # a scan bounds each file's time (limits.seconds_per_file); a no-op otherwise
             # An applicability test that is unknown still evaluates the rule, so
             # "maybe applicable" never hides a failure.
             if rule.applies is not None and rule.applies(ctx) is False:

@@ -110,7 +110,11 @@ def _parse_bytes(path: str, data: bytes, key: str | None) -> ParsedFile:
         line = data.count(b"\n", 0, exc.start) + 1
         parsed = ParsedFile(path, None, error=Error(path, line, "not UTF-8 text (binary file?)"))
     else:
-        parsed = parse_text(text, path)
+        try:
+            with limits.file_budget(path):
+                parsed = parse_text(text, path)
+        except limits.OutOfTime as exc:  # not cached: how long a parse takes depends on the machine
+            return ParsedFile(path, None, error=Error(path, exc.line, str(exc)))
     if key is not None:
         cache.store(key, parsed)
     return parsed
