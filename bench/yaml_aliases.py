@@ -2,7 +2,7 @@
 
 An attacker who cannot pass the limits still chooses the largest document they allow. For each
 shape below the script finds (by bisection on its size parameter) the largest document that
-:func:`soc2infra.limits.check_yaml_node` accepts under the defaults, and the smallest one it
+:func:`soc2infra._cogs.limits.check_yaml_node` accepts under the defaults, and the smallest one it
 refuses, then times the whole ``soc2infra scan FILE --format json`` command on both (a fresh
 process each, interpreter start-up included, no parse cache) and the scan alone in-process.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from soc2infra import limits
+from soc2infra._cogs import limits
 
 
 def fanout(k: int) -> str:
@@ -87,9 +87,9 @@ def largest_accepted(make: Callable[[int], str]) -> int:
 
 
 def scan_in_process(text: str, runs: int) -> float:
-    """Median seconds of :func:`soc2infra.scan.scan` on *text* alone (pack already loaded)."""
-    from soc2infra.pack import load_pack
-    from soc2infra.scan import ScanOptions, scan
+    """Median seconds of :func:`soc2infra._core.scan.scan` on *text* alone (pack already loaded)."""
+    from soc2infra._core.pack import load_pack
+    from soc2infra._core.scan import ScanOptions, scan
 
     pack = load_pack()
     with tempfile.TemporaryDirectory() as tmp:
