@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from soc2infra._core.config import ConfigError, read_config
 from soc2infra._core.pack import load_pack
 from soc2infra._core.scan import ScanOptions, scan
 
@@ -50,3 +51,17 @@ def test_fuzzer_crash_is_fixed(write_tree, name: str) -> None:
     root = write_tree({name: CRASHES[name]})
     result = scan([str(root / name.split("/")[0])], load_pack(), ScanOptions(base_dir=root, jobs=1))
     assert result.resources, "the resource beside the odd field is still scanned"
+
+
+# Configuration values of the wrong type the fuzzer found (a TypeError, exit 3): now located errors.
+CONFIG_CRASHES = ["format: {a: 1}\n", "severity_threshold: [high]\n", "limits: {depth: [1]}\n",
+                  "limits: {depth: .inf}\n", "limits: {seconds_per_file: .nan}\n", "limits: {file_bytes: {a: 1}}\n"]
+
+
+@pytest.mark.parametrize("text", CONFIG_CRASHES)
+def test_fuzzer_config_crash_is_a_located_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / ".soc2infra.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        read_config(path)
+    assert exc.value.file == str(path) and exc.value.line == 1 and exc.value.key == text.split(":")[0]
