@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
+import resource
 import ssl
 import statistics
 import sys
@@ -48,8 +50,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_load(port: int, cafile: Path, clients: int, seconds: float) -> dict[str, Any]:
-    """*clients* threads posting for *seconds*; latencies in ms."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process *pid* so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(port: int, cafile: Path, clients: int, seconds: float, pid: int = 0) -> dict[str, Any]:
+    """*clients* threads posting for *seconds*; latencies in ms; with *pid*, that process's CPU
+    time per review (what one review costs the operator, whatever the client costs)."""
     bodies = [review(i) for i in range(200)]
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
@@ -79,17 +88,24 @@ def run_load(port: int, cafile: Path, clients: int, seconds: float) -> dict[str,
         conn.close()
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    own0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.monotonic() - t0
+    own1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
+    client_cpu = own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime
     samples = sorted(x for per in latencies for x in per)
     q = statistics.quantiles(samples, n=100, method="inclusive") if len(samples) > 1 else [0.0] * 99
     return {"clients": clients, "seconds": round(elapsed, 1), "requests": len(samples), "errors": sum(errors),
             "throughput_per_s": round(len(samples) / elapsed, 1), "p50_ms": round(q[49], 2),
-            "p95_ms": round(q[94], 2), "p99_ms": round(q[98], 2)}
+            "p95_ms": round(q[94], 2), "p99_ms": round(q[98], 2),
+            "operator_cpu_ms_per_review": round(cpu * 1000 / max(1, len(samples)), 3),
+            "client_cpu_ms_per_review": round(client_cpu * 1000 / max(1, len(samples)), 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_load(port, cafile, 4, 3)  # warm-up
                 out["rss_mb_start"] = round(rss_mb(pid), 1)
                 for clients in levels:
-                    row = run_load(port, cafile, clients, args.seconds)
+                    row = run_load(port, cafile, clients, args.seconds, pid)
                     out["levels"].append(row)
                     print(json.dumps(row), flush=True)
                 if args.soak:

@@ -25,6 +25,7 @@ control's scope, which the settings document.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -48,7 +49,13 @@ class EvidenceError(UserError, RuntimeError):
 
 def instance_id() -> str:
     """Which operator process wrote a record (pod name in a cluster)."""
-    return os.environ.get("POD_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+    return _instance_of(os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _instance_of(pid: int) -> str:
+    # Cached per process (every admission record names it; the host name is a system call).
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}:{pid}"
 
 
 def _result(o: RuleOutcome, address: str) -> dict[str, Any]:

@@ -177,9 +177,11 @@ def configure_kopf(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
         # OpenSSL 3.0.10+; refuse instead of failing obscurely at the first request.
         raise kopf.PermanentError("webhook.certfile and webhook.pkeyfile are required (no self-signed mode)")
     register_self = w.registration == "self"
+    routes = {handler_id(kind): (runtime.group_of(kind), kind) for kind in runtime.kinds}
     settings.admission.server = SOC2WebhookServer(
         on_client_config=(lambda cc: apply_webhook_configuration(runtime, cc)) if register_self else None,
-        fail_closed=w.failure_policy == "Fail", **server_kwargs)
+        fail_closed=w.failure_policy == "Fail", routes=routes, admit=runtime.admit, refuse=runtime.refuse,
+        **server_kwargs)
     settings.admission.managed = f"auto.{w.configuration_name}" if w.registration == "kopf" else None
 
 

@@ -19,7 +19,7 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,13 +144,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"applied {name}")
         return ExitCode.OK
     try:
-        asyncio.run(run(settings))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run(settings))
     except SettingsError as exc:
         print(f"soc2infra-operator: {exc}", file=sys.stderr)
         return ExitCode.ERROR
     except KeyboardInterrupt:
         return ExitCode.OK
     return ExitCode.OK
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (the ``operator`` extra brings it), as ``kopf run`` does:
+    its TLS and socket layers are compiled, asyncio's are Python, and at admission rates the
+    webhook's TLS costs as much as the decision (bench/README.md, profile). None: asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def run(settings: OperatorSettings, ready_flag: asyncio.Event | threading.Event | None = None,

@@ -143,6 +143,14 @@ class Runtime:
         self.metrics.observe_decision(decision, time.perf_counter() - started)
         return build_response(decision)
 
+    async def refuse(self, req: ReviewRequest, reason: str) -> AdmissionResponse:
+        """Answer a request the control could not read (by the failure policy), recorded like any
+        decision: the ledger shows the attempt and why it was not checked."""
+        decision = failure_decision(req, reason, self.settings.webhook.failure_policy == "Fail")
+        decision = await self.record(decision)
+        self.metrics.observe_decision(decision, 0.0)
+        return build_response(decision)
+
     async def record(self, decision: Decision) -> Decision:
         """Commit the decision's record; on failure apply the evidence failure policy."""
         if decision.verdict == "skip" or not self.writer.enabled:

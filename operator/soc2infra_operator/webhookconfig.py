@@ -13,9 +13,12 @@ and always sets ``timeoutSeconds: 30``. ``webhook.registration: kopf`` is still 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +26,17 @@ from urllib.parse import quote
 import aiohttp.web
 import kopf
 
+from soc2infra_operator.admission import (
+    CURRENT_REVIEW_UID,
+    AdmissionResponse,
+    AdmissionReview,
+    ReviewRequest,
+    build_response,
+    failure_decision,
+    request_from_review,
+    review_response,
+    unreadable_review,
+)
 from soc2infra_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -101,11 +115,28 @@ def webhook_configuration(settings: OperatorSettings, targets: Sequence[WebhookT
     }
 
 
+# What a validate handler id routes: the (API group or None for any, kind) its handler is for.
+Route = tuple[str | None, str]
+# The fast path's decision function: the runtime's admit (decision, durable evidence, answer).
+Admit = Callable[[ReviewRequest], Awaitable[AdmissionResponse]]
+# The answer to a review that could not be read (too deep to parse): decided and recorded.
+Refuse = Callable[[ReviewRequest, str], Awaitable[AdmissionResponse]]
+
+
 class SOC2WebhookServer(kopf.WebhookServer):
-    """Kopf's HTTPS webhook server, with two additions.
+    """Kopf's HTTPS webhook server (TLS, certificate reloads, the client config), with additions.
 
     - With *on_client_config*, it (re)writes our ValidatingWebhookConfiguration each time it starts
       listening or its certificate files change (the CA bundle may have rotated).
+    - With *routes* and *admit*, a review for one of our validate handlers whose object is of that
+      handler's kind goes straight to *admit* — the same decision, evidence and answer as the
+      Kopf handler gives, without Kopf's per-request machinery (memos, diff, patch, cause, handler
+      selection), which cost about as much as the decision itself (bench/README.md, profile).
+      Anything else (another path, a kind the handler is not for, a review without userInfo or
+      object) goes through Kopf as before, with its own errors (404, 400).
+    - The body is parsed here: JSON nested too deep for ``json.loads`` (Kopf answered HTTP 500
+      before any handler ran) is cut at the nesting limit to read the request, and *refuse*
+      answers it by the failure policy and records it.
     - Every request goes through a guard: a review Kopf itself cannot read (an object whose
       ``metadata`` is not a mapping makes Kopf fail with HTTP 500 before any handler runs), or an
       unexpected failure inside Kopf, still gets a proper AdmissionReview answer, decided by the
@@ -113,10 +144,14 @@ class SOC2WebhookServer(kopf.WebhookServer):
     """
 
     def __init__(self, *, on_client_config: Callable[[dict[str, Any]], object] | None = None,
-                 fail_closed: bool = True, **kwargs: Any) -> None:
+                 fail_closed: bool = True, routes: Mapping[str, Route] | None = None,
+                 admit: Admit | None = None, refuse: Refuse | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._on_client_config = on_client_config
         self._fail_closed = fail_closed
+        self._routes = dict(routes or {})
+        self._admit = admit
+        self._refuse = refuse
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         guarded = guard_webhook_fn(fn, self._fail_closed)
@@ -137,8 +172,96 @@ class SOC2WebhookServer(kopf.WebhookServer):
                 await asyncio.to_thread(self._on_client_config, dict(client_config))
             yield client_config
 
+    async def _serve(self, fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:  # type: ignore[override]
+        """One HTTP request (Kopf calls ``self._serve(fn, request)`` from its route)."""
+        webhook = request.match_info.get("id")
+        raw = await request.read()
+        try:
+            review = json.loads(raw)
+        except RecursionError:
+            return aiohttp.web.json_response(await self._too_deep(raw))
+        except ValueError:
+            return await kopf.WebhookServer._serve(fn, request)  # Kopf's 400 for JSON it cannot read
+        route = self._routes.get(webhook or "")
+        if route is None or self._admit is None or not _routed(review, route) \
+                or unreadable_review(review) is not None:
+            return await kopf.WebhookServer._serve(fn, request)  # Kopf's way, guarded (body is cached)
+        req = request_from_review(review)
+        try:
+            response = await self._admit(req)
+        except Exception as exc:  # noqa: BLE001 - a bug answers by the failure policy, not HTTP 500
+            logger.exception("admission request failed")
+            response = build_response(failure_decision(req, f"internal error ({type(exc).__name__})",
+                                                       self._fail_closed))
+        return aiohttp.web.json_response(review_response(review, response))
 
+    async def _too_deep(self, raw: bytes) -> AdmissionReview:
+        """The answer to a review nested too deep to parse: read it cut at the nesting limit."""
+        cut = shallow_json(raw, DEPTH_CUT)
+        review: Any = None
+        if cut is not None:
+            with contextlib.suppress(ValueError, RecursionError):
+                review = json.loads(cut)
+        reason = f"the admission review is nested more than {DEPTH_CUT} levels deep"
+        logger.warning("refused an admission review: %s", reason)
+        req = request_from_review(review)
+        if self._refuse is not None:
+            return review_response(review, await self._refuse(req, reason))
+        return review_response(review, build_response(failure_decision(req, reason, self._fail_closed)))
+
+
+# Where a review too deep to parse is cut to read its request (the object's own limit, limits.depth,
+# is 128 by default; the review wraps the object in three more levels).
+DEPTH_CUT = 160
 MAX_REVIEW_BYTES = 16 * 1024 * 1024
+_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def shallow_json(raw: bytes, max_depth: int) -> bytes | None:
+    """*raw* JSON with every value nested deeper than *max_depth* replaced by ``null`` (strings
+    skipped), so the shallow part — the review's uid, user, kind and names — can be parsed. None
+    when the brackets do not balance. Linear; only used on a body ``json.loads`` could not hold."""
+    out: list[bytes] = []
+    depth, kept_from = 0, 0
+    for match in _JSON_TOKENS.finditer(raw):
+        token = match.group()
+        if token[:1] == b'"':
+            continue
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth == max_depth + 1:
+                out.append(raw[kept_from:match.start()])
+        else:
+            if depth == max_depth + 1:
+                out.append(b"null")
+                kept_from = match.end()
+            depth -= 1
+            if depth < 0:
+                return None
+    if depth != 0:
+        return None
+    out.append(raw[kept_from:])
+    return b"".join(out)
+
+
+def _routed(review: Any, route: Route) -> bool:
+    """Whether *review* is for the handler of *route*: of its kind (and group), with the user and
+    an object Kopf requires (a review without them keeps Kopf's 400)."""
+    req = review.get("request") if isinstance(review, dict) else None
+    if not isinstance(req, dict) or not isinstance(req.get("userInfo"), dict):
+        return False
+    obj = req.get("object") if req.get("object") is not None else req.get("oldObject")
+    if not isinstance(obj, dict):
+        return False
+    gvk = req.get("kind")
+    if isinstance(gvk, dict) and isinstance(gvk.get("kind"), str):
+        kind, group = gvk.get("kind"), gvk.get("group")
+    else:
+        res = req.get("resource")
+        kind, group = obj.get("kind"), res.get("group") if isinstance(res, dict) else None
+    want_group, want_kind = route
+    return kind == want_kind and (want_group is None or group == want_group)
+
 
 
 async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -149,15 +272,6 @@ async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 def guard_webhook_fn(fn: Any, fail_closed: bool) -> Any:
     """Wrap Kopf's webhook function (see :class:`SOC2WebhookServer`)."""
-    from soc2infra_operator.admission import (
-        CURRENT_REVIEW_UID,
-        AdmissionReview,
-        build_response,
-        failure_decision,
-        request_from_review,
-        review_response,
-        unreadable_review,
-    )
 
     def answer(review: Any, reason: str) -> AdmissionReview:
         decision = failure_decision(request_from_review(review), reason, fail_closed)

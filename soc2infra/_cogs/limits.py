@@ -97,9 +97,14 @@ def from_mapping(values: dict[str, Any], base: Limits = DEFAULTS) -> Limits:
     return replace(base, **changes)
 
 
+_ENV_NAMES = tuple((f.name, _ENV_PREFIX + f.name.upper()) for f in fields(Limits))
+
+
 def _from_environment() -> Limits:
-    values = {f.name: os.environ[_ENV_PREFIX + f.name.upper()] for f in fields(Limits)
-              if os.environ.get(_ENV_PREFIX + f.name.upper())}
+    environ = os.environ
+    values = {name: environ[var] for name, var in _ENV_NAMES if environ.get(var)}
+    if not values:
+        return DEFAULTS  # the usual case, without rebuilding the defaults (admission asks per request)
     try:
         return from_mapping(values)
     except ValueError:

@@ -110,9 +110,13 @@ class EvidenceEntry(TypedDict, total=False):
 # Canonical form and time
 
 
+# One encoder for every record: json.dumps with options builds a new JSONEncoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical_json(obj: Any) -> str:
     """The one serialisation hashes are computed over (sorted keys, no spaces, UTF-8 text)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(obj)
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -251,7 +255,14 @@ def _redact(obj: Any, secret: bool, strict: bool) -> Any:
             key = k if type(k) is str else str(k)
             kind = _key_kind(key)
             if kind == _PLAIN:
-                out[key] = _redact(v, False, strict)
+                tv = type(v)
+                # Scalars inline: a record's results are mostly strings (one call each otherwise).
+                if tv is str:
+                    out[key] = _redact_str(v)
+                elif v is None or tv is bool or tv is int:
+                    out[key] = v
+                else:
+                    out[key] = _redact(v, False, strict)
             elif kind == _SECRET_DATA and secret:
                 out[key] = _mask_all(v)
             elif kind == _SECRET_BODY and secret:
@@ -268,7 +279,7 @@ def _redact(obj: Any, secret: bool, strict: bool) -> Any:
                 out[key] = _redact(v, False, strict)
         return out
     if t is list or t is tuple or isinstance(obj, list | tuple):
-        return [_redact(v, secret, strict) for v in obj]
+        return [_redact_str(v) if type(v) is str else _redact(v, secret, strict) for v in obj]
     if obj is None or t is bool or t is int:
         return obj
     if t is float:

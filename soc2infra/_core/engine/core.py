@@ -160,16 +160,24 @@ def _path_under(path: str, prefix: str) -> bool:
 
 def t_and(values: list[Tri]) -> Tri:
     """Kleene AND."""
-    if any(v is False for v in values):
-        return False
-    return None if any(v is None for v in values) else True
+    unknown = False
+    for v in values:  # a plain loop: rules call this per path step, generators cost more here
+        if v is False:
+            return False
+        if v is None:
+            unknown = True
+    return None if unknown else True
 
 
 def t_or(values: list[Tri]) -> Tri:
     """Kleene OR."""
-    if any(v is True for v in values):
-        return True
-    return None if any(v is None for v in values) else False
+    unknown = False
+    for v in values:
+        if v is True:
+            return True
+        if v is None:
+            unknown = True
+    return None if unknown else False
 
 
 def t_not(value: Tri) -> Tri:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from soc2infra._cogs.limits import tick
 from soc2infra._cogs.model import Finding, Resource, Unknown, UnknownReason
 from soc2infra._core.engine.core import EvalContext, ResourceIndex
-from soc2infra._core.engine.paths import collecting_unknowns
+from soc2infra._core.engine.paths import start_collecting, stop_collecting
 from soc2infra._core.engine.policy import PolicyPack, Rule
 
 MAX_REASONS = 5
@@ -79,8 +79,12 @@ def evaluate(resources: list[Resource], pack: PolicyPack, index: ResourceIndex |
             if rule.applies is not None and rule.applies(ctx) is False:
                 continue
             ctx.notes.clear()
-            with collecting_unknowns() as seen:
+            seen: list[Unknown] = []
+            token = start_collecting(seen)
+            try:
                 result = rule.predicate(ctx)
+            finally:
+                stop_collecting(token)
             if result is True:
                 passes.append((rule.id, res.address))
                 continue

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from functools import lru_cache
 from typing import Any
 
@@ -43,6 +43,17 @@ def collecting_unknowns(active: bool = True) -> Iterator[list[Unknown]]:
         yield seen if seen is not None else []
     finally:
         _SEEN.reset(token)
+
+
+def start_collecting(seen: list[Unknown]) -> Token[list[Unknown] | None]:
+    """Collect unknowns into *seen* until :func:`stop_collecting` with the returned token (what
+    :func:`collecting_unknowns` does, without a context manager's cost in the per-rule loop)."""
+    return _SEEN.set(seen)
+
+
+def stop_collecting(token: Token[list[Unknown] | None]) -> None:
+    """End the collection :func:`start_collecting` began."""
+    _SEEN.reset(token)
 
 
 @lru_cache(maxsize=4096)
@@ -104,6 +115,13 @@ def _decode_json(text: str) -> Any:
 
 
 def _step(value: Any, key: str | int, out: list[Any]) -> None:
+    if type(value) is dict and key != JSON_STEP:
+        # The common case first (plain mappings from YAML/JSON/HCL): no attribute probing, which
+        # on a dict raises and catches an AttributeError inside getattr.
+        got = value.get(key if type(key) is str else str(key), MISSING)
+        if got is not MISSING and got is not None:
+            out.append(got)
+        return
     partial = getattr(value, "partial", None)
     if key == JSON_STEP and isinstance(value, Unknown) and isinstance(partial, (dict, list)):
         # jsonencode() of a structure with computed leaves: the structure is known, read it.
