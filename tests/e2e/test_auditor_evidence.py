@@ -461,6 +461,24 @@ def test_rule_ids_are_never_redacted_and_secrets_never_recorded(scene: Scene, st
     assert PLANTED not in everything and "[REDACTED]" not in everything
 
 
+def test_a_csv_export_is_rechecked_against_the_ledger(scene: Scene, store: Store, backend: str,
+                                                      tmp_path: Path) -> None:
+    population = tmp_path / "population.csv"
+    done = _run("evidence", "export", store.url, "--from", scene.day, "--to", scene.day, "--format", "csv",
+                "--cluster", "lab-a", "-o", str(population))
+    rows = list(csv.DictReader(population.open(newline="")))
+    assert f"wrote {len(rows)} rows to {population}" in done.stderr and "clusters=lab-a" in done.stderr
+    key = ["--public-key", str(scene.public_key), "--expect-head", scene.anchored[backend]]
+    done = _run("evidence", "verify-export", str(population), store.url, *key)
+    assert done.stdout.startswith(f"OK: {population}: {len(rows)} rows of ")
+    # One failing result turned into a pass in the file: named by seq.
+    text = population.read_text()
+    row = next(r for r in rows if r["status"] == "fail")
+    population.write_text(text.replace(f"{row['rule_id']},fail,", f"{row['rule_id']},pass,", 1))
+    done = _run("evidence", "verify-export", str(population), store.url, *key, check=1)
+    assert done.stdout.startswith("MISMATCH:") and f"seq {row['seq']}" in done.stdout
+
+
 def test_signed_and_anchored_chain_verifies(scene: Scene, store: Store, backend: str) -> None:
     anchor = _run("evidence", "anchor-head", "--git", str(scene.anchors), "--name", backend,
                   "--public-key", str(scene.public_key)).stdout.strip()
