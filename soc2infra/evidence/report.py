@@ -31,21 +31,30 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from soc2infra._cogs.model import control_sort_key
+from soc2infra.evidence.compare import compare
+from soc2infra.evidence.control_file import ControlSettings, control_matrix
 from soc2infra.evidence.ledger import Ledger, open_ledger, time_bounds
+from soc2infra.evidence.metrics import HEADLINE, compute_headline, format_value, percent
 from soc2infra.evidence.population import Population, PopulationTally, describe
-from soc2infra.evidence.records import now, parse_time
+from soc2infra.evidence.records import SCAN_SOURCES, now, parse_time
+from soc2infra.evidence.register import RegisterBuilder, period_end
 from soc2infra.evidence.rollout import RolloutTally
 from soc2infra.evidence.verify import KeySpec, verify_ledger
 
 REPORT_SCHEMA = "soc2infra.evidence-report/1"
-STATE_SOURCES = frozenset({"audit", "ci", "cli", "pre-commit"})
+# Runtime compliance is the state of the cluster: audit snapshots only. Admission is excluded (a
+# denied object never reached the cluster) and IaC scans are reported apart (IAC_SOURCES): code in
+# a repository is not the running system.
+STATE_SOURCES = frozenset({"audit"})
+IAC_SOURCES = frozenset(SCAN_SOURCES)
+HTML_REGISTER_ROWS = 500  # the full registers are in the CSV files; the page stays printable
 # An audit snapshot is itself evidence that the detective control ran: configuration drift and
 # deviations were looked for (CC7.1) and controls were monitored (CC4.1), whatever rules it held.
 SNAPSHOT_CRITERIA: tuple[str, ...] = ("CC4.1", "CC7.1")
@@ -67,15 +76,16 @@ def _control_text(info: ControlInfo) -> tuple[str, str]:
 class _Tally:
     records: int = 0
     evaluations: int = 0
-    passes: int = 0
+    passes: int = 0  # runtime (audit snapshot) evaluations, as are failures/unknown/waived
     failures: int = 0
     unknown: int = 0
     waived: int = 0
-    denials: int = 0
-    warnings: int = 0
+    requests: int = 0  # admission requests that evaluated a rule of the criterion
+    denials: int = 0  # ... denied with a failed rule of the criterion
+    warnings: int = 0  # ... let through with a warning
+    admitted_failures: int = 0  # ... let through (allowed or warned) with a failed rule
     snapshots: int = 0  # audit snapshot records (SNAPSHOT_CRITERIA only)
-    state_passes: int = 0
-    state_failures: int = 0
+    iac: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # scan pass, fail, unknown, waived
     resources: set[str] = field(default_factory=set)
     rules: set[str] = field(default_factory=set)
     days: set[str] = field(default_factory=set)
@@ -83,9 +93,7 @@ class _Tally:
     waivers: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
 
 
-def _pct(passes: int, failures: int) -> float | None:
-    total = passes + failures
-    return round(100.0 * passes / total, 2) if total else None
+_pct = percent
 
 
 def _days(first: date, last: date) -> list[date]:
@@ -95,7 +103,10 @@ def _days(first: date, last: date) -> list[date]:
 def build_report(ledger: Ledger | str | Path, start: TimeBound, end: TimeBound,
                  controls: Mapping[str, ControlInfo], *, verify: bool = True,
                  public_key: KeySpec = None, expect_head: str | None = None,
-                 population: Population | None = None) -> dict[str, Any]:
+                 population: Population | None = None,
+                 rules_by_control: Mapping[str, Sequence[str]] | None = None,
+                 control_settings: Mapping[str, ControlSettings] | None = None,
+                 prior: tuple[TimeBound, TimeBound] | None = None) -> dict[str, Any]:
     """The JSON report of the records with time in the period (see the module docstring).
 
     *start*/*end*: dates (``end`` included), ISO strings or datetimes with a zone (``end``
@@ -105,12 +116,21 @@ def build_report(ledger: Ledger | str | Path, start: TimeBound, end: TimeBound,
     With *verify* the whole ledger is verified first and the result included. *population*
     filters the records counted (default: every source, dry-run admission requests left out);
     the report's ``population`` section states it, with the seq range and what was left out.
+    *rules_by_control* (criterion → rule ids of the pack) and *control_settings* (the user's
+    control file) make the ``control_matrix``; *prior* (start, end) adds the ``prior_period``
+    comparison, over the same population.
     """
     own = not isinstance(ledger, Ledger)
     led = open_ledger(ledger, create=False) if not isinstance(ledger, Ledger) else ledger
+    pop = population or Population()
     try:
-        return _build(led, start, end, controls, verify, public_key, expect_head,
-                      population or Population())
+        report = _build(led, start, end, controls, verify, public_key, expect_head, pop)
+        report["control_matrix"] = control_matrix(report["criteria"], rules_by_control or {},
+                                                  control_settings or {})
+        if prior is not None:
+            before = _build(led, prior[0], prior[1], controls, False, None, None, pop)
+            report["prior_period"] = compare(report, before)
+        return report
     finally:
         if own:
             led.close()
@@ -128,9 +148,13 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
     audit_days: set[str] = set()
     waiver_changes: list[dict[str, Any]] = []
     evaluations = 0
-    overall: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # state sources, each evaluation once
+    admitted_with_failures = 0
+    overall: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # runtime, each evaluation once
+    iac_overall = [0, 0, 0, 0]  # pass, fail, unknown, waived over the scans
+    iac_records: Counter[str] = Counter()
     first_day = last_day = None
     rollout = RolloutTally()
+    register = RegisterBuilder()
     snapshot_criteria = [cid for cid in SNAPSHOT_CRITERIA if cid in controls]  # the catalog's only
     for record in ledger.iter(lo, hi):
         kept = tally.keep(record)
@@ -138,6 +162,7 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
             rollout.add(record)  # the rollout section counts dry runs apart, so it sees them all
         if not kept:
             continue
+        register.add(record)
         day = record["time"][:10]
         first_day = first_day or day
         last_day = day
@@ -152,16 +177,25 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
         if source == "waiver":
             waiver_changes.append({k: record.get(k) for k in ("seq", "time", "actor", "subject",
                                                               "decision", "context")})
-        denied = source == "admission" and record.get("decision") == "deny"
-        warned = source == "admission" and record.get("decision") == "warn"
+        admission = source == "admission"
+        denied = admission and record.get("decision") == "deny"
+        warned = admission and record.get("decision") == "warn"
         state = source in STATE_SOURCES
+        iac = source in IAC_SOURCES
+        if iac:
+            iac_records[source] += 1
         touched: set[str] = set()
         failed_in: set[str] = set()
+        any_failed = False
         for result in record.get("results") or ():
             evaluations += 1
             status = result.get("status")
-            if state and status in ("pass", "fail"):
-                overall[day][0 if status == "pass" else 1] += 1
+            slot = _STATUS_SLOT.get(str(status))
+            if state and slot is not None and slot < 2:
+                overall[day][slot] += 1
+            if iac and slot is not None:
+                iac_overall[slot] += 1
+            any_failed = any_failed or status == "fail"
             for cid in result.get("controls") or ():
                 t = tallies[cid]
                 touched.add(cid)
@@ -170,31 +204,26 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
                 if result.get("address"):
                     t.resources.add(result["address"])
                 t.rules.add(result.get("rule_id", ""))
-                if status == "pass":
-                    t.passes += 1
-                    if state:
-                        t.state_passes += 1
-                        t.daily[day][0] += 1
-                elif status == "fail":
+                if status == "fail":
                     failed_in.add(cid)
-                    if not denied:
-                        t.failures += 1
-                    if state:
-                        t.state_failures += 1
-                        t.daily[day][1] += 1
-                elif status == "unknown":
+                if iac:
+                    if slot is not None:
+                        t.iac[slot] += 1
+                    continue
+                if status == "waived":
+                    _note_waiver(t, result, record["time"])
+                if not state or slot is None:
+                    continue
+                if slot == 0:
+                    t.passes += 1
+                elif slot == 1:
+                    t.failures += 1
+                elif slot == 2:
                     t.unknown += 1
-                elif status == "waived":
+                else:
                     t.waived += 1
-                    w = result.get("waiver") or {}
-                    key = (result.get("rule_id", ""), result.get("address", ""), str(w.get("owner") or ""),
-                           str(w.get("expires") or ""))
-                    entry = t.waivers.setdefault(key, {
-                        "rule_id": key[0], "address": key[1], "owner": w.get("owner"),
-                        "expires": w.get("expires"), "reason": w.get("reason"), "source": w.get("source"),
-                        "evaluations": 0, "first_seen": record["time"], "last_seen": record["time"]})
-                    entry["evaluations"] += 1
-                    entry["last_seen"] = record["time"]
+                if slot < 2:
+                    t.daily[day][slot] += 1
         if source == "audit":
             for cid in snapshot_criteria:
                 tallies[cid].snapshots += 1
@@ -202,25 +231,42 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
                 touched.add(cid)
         for cid in touched:
             tallies[cid].records += 1
-        for cid in failed_in:
-            if denied:
-                tallies[cid].denials += 1
-            elif warned:
-                tallies[cid].warnings += 1
+        if admission:
+            admitted_with_failures += 1 if any_failed and not denied else 0
+            for cid in touched:
+                tallies[cid].requests += 1
+            for cid in failed_in:
+                if denied:
+                    tallies[cid].denials += 1
+                else:
+                    tallies[cid].admitted_failures += 1
+                    if warned:
+                        tallies[cid].warnings += 1
 
     period_first = _day_of(lo) or (date.fromisoformat(first_day) if first_day else None)
     period_last = _last_day_of(hi) or (date.fromisoformat(last_day) if last_day else None)
     days = _days(period_first, period_last) if period_first and period_last else []
     day_strs = [d.isoformat() for d in days]
     gaps = [d for d in day_strs if d not in audit_days]
+    as_of = period_end(hi, register.last_time)
+    deviations = register.deviations(as_of)
+    waivers = register.waivers(as_of)
+    opened: Counter[str] = Counter()
+    remediated: Counter[str] = Counter()
+    still_open: Counter[str] = Counter()
+    for dev in deviations:
+        for cid in dev["controls"]:
+            opened[cid] += 1
+            remediated[cid] += dev["status"] == "remediated"
+            still_open[cid] += dev["status"] != "remediated"
 
     criteria = []
     ids = sorted(set(controls) | set(tallies), key=control_sort_key)
     for cid in ids:
         t = tallies.get(cid) or _Tally()
         name, intent = _control_text(controls[cid]) if cid in controls else ("(not in the catalog)", "")
-        waivers = sorted(t.waivers.values(), key=lambda w: (w["rule_id"], w["address"]))
-        for w in waivers:
+        criterion_waivers = sorted(t.waivers.values(), key=lambda w: (w["rule_id"], w["address"]))
+        for w in criterion_waivers:
             expires = str(w["expires"] or "")
             w["expired"] = bool(expires and period_last and expires < period_last.isoformat())
             # A waiver still suppressing after its expiry date is an exception in itself.
@@ -230,10 +276,15 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
             "population": {"records": t.records, "evaluations": t.evaluations,
                            "resources": len(t.resources), "rules": sorted(t.rules)},
             "passes": t.passes, "failures": t.failures, "unknown": t.unknown, "waived": t.waived,
+            "compliance": _pct(t.passes, t.failures),
+            "admission": {"requests": t.requests, "denials": t.denials, "warnings": t.warnings,
+                          "admitted_with_failures": t.admitted_failures},
             "denials": t.denials, "warnings": t.warnings, "audit_snapshots": t.snapshots,
-            "compliance": _pct(t.state_passes, t.state_failures),
+            "iac": {"passes": t.iac[0], "failures": t.iac[1], "unknown": t.iac[2], "waived": t.iac[3],
+                    "compliance": _pct(t.iac[0], t.iac[1])},
+            "deviations": {"opened": opened[cid], "remediated": remediated[cid], "open": still_open[cid]},
             "days_with_evidence": len(t.days & set(day_strs)) if day_strs else len(t.days),
-            "waivers": waivers,
+            "waivers": criterion_waivers,
             "daily": [{"date": d, "passes": t.daily[d][0] if d in t.daily else 0,
                        "failures": t.daily[d][1] if d in t.daily else 0,
                        "compliance": _pct(*t.daily[d]) if d in t.daily else None} for d in day_strs],
@@ -242,6 +293,11 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
     overall_daily = [{"date": d, "passes": overall[d][0] if d in overall else 0,
                       "failures": overall[d][1] if d in overall else 0,
                       "compliance": _pct(*overall[d]) if d in overall else None} for d in day_strs]
+    runtime = (sum(v[0] for v in overall.values()), sum(v[1] for v in overall.values()))
+    headline = compute_headline(
+        records=tally.kept, by_source=by_source, decisions=decisions,
+        admitted_with_failures=admitted_with_failures, coverage_gap_days=len(gaps), runtime=runtime,
+        iac=(iac_overall[0], iac_overall[1]), deviations=deviations, waivers=waivers)
 
     verification = verify_ledger(ledger, public_key, expect_head).to_dict() if verify else None
     return {
@@ -253,15 +309,38 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
                    "days": len(days), "start": lo, "end": hi},
         "verification": verification,
         "population": tally.to_dict(),
+        "headline": headline,
         "totals": {"records": sum(by_source.values()), "evaluations": evaluations,
                    "by_source": dict(sorted(by_source.items())), "decisions": dict(sorted(decisions.items())),
                    "pack_digests": dict(sorted(digests.items()))},
         "coverage": {"audit_days": len(set(day_strs) & audit_days), "gap_days": gaps, "gap_count": len(gaps)},
         "daily": overall_daily,
         "criteria": criteria,
+        "iac": {"records": sum(iac_records.values()), "by_source": dict(sorted(iac_records.items())),
+                "passes": iac_overall[0], "failures": iac_overall[1], "unknown": iac_overall[2],
+                "waived": iac_overall[3], "compliance": _pct(iac_overall[0], iac_overall[1])},
+        "deviations": deviations,
+        "waivers": waivers,
+        "registers_as_of": as_of,
         "waiver_changes": waiver_changes,
         "would_deny": rollout.to_dict(),
     }
+
+
+_STATUS_SLOT = {"pass": 0, "fail": 1, "unknown": 2, "waived": 3}
+
+
+def _note_waiver(t: _Tally, result: Mapping[str, Any], time: str) -> None:
+    """The criterion's waiver table: one row per (rule, address, owner, expiry) waived."""
+    w = result.get("waiver") or {}
+    key = (result.get("rule_id", ""), result.get("address", ""), str(w.get("owner") or ""),
+           str(w.get("expires") or ""))
+    entry = t.waivers.setdefault(key, {
+        "rule_id": key[0], "address": key[1], "owner": w.get("owner"),
+        "expires": w.get("expires"), "reason": w.get("reason"), "source": w.get("source"),
+        "ticket": w.get("ticket"), "evaluations": 0, "first_seen": time, "last_seen": time})
+    entry["evaluations"] += 1
+    entry["last_seen"] = time
 
 
 def _day_of(bound: str | None) -> date | None:
@@ -434,17 +513,21 @@ def _verification_html(verification: Mapping[str, Any] | None) -> list[str]:
 
 _CRITERIA_HEADERS = [("Criterion", False), ("Name", False), ("Records", True), ("Evaluations", True),
                      ("Resources", True), ("Passes", True), ("Failures", True), ("Unknown", True),
-                     ("Waived", True), ("Denials", True), ("Compliance", True), ("Days with evidence", True)]
+                     ("Waived", True), ("Compliance", True), ("Denied requests", True),
+                     ("Admitted with a failure", True), ("Deviations open", True), ("IaC compliance", True),
+                     ("Days with evidence", True)]
 
 _HOW_TO_READ = (
     "Population: records and evaluations (one rule on one resource) touching a rule mapped to the "
-    "criterion; every audit snapshot also counts for CC4.1 and CC7.1 (the detective control ran). "
-    "Failures: failed evaluations from audit snapshots and scans, and from admission requests "
-    "that were allowed or only warned about. Denials: admission requests denied with a failed rule mapped "
-    "to the criterion (the preventive control operated). Waived: failed evaluations accepted by a waiver. "
-    "Compliance: passes / (passes + failures) in audit snapshots and scans. Coverage gaps: days without an "
-    "audit snapshot record. Every record is hash-chained: export the records with "
-    "<code>soc2infra evidence export</code> to sample them and re-check any record's hash.")
+    "criterion, from every source of the population; every audit snapshot also counts for CC4.1 and CC7.1 "
+    "(the detective control ran). Passes, failures, unknown, waived and compliance are runtime numbers: "
+    "the evaluations of the audit snapshots, so compliance = passes / (passes + failures) of the same row. "
+    "Denied requests: admission requests denied with a failed rule mapped to the criterion (the preventive "
+    "control operated). Admitted with a failure: admission requests allowed or warned about while such a "
+    "rule failed. IaC scans (ci, pre-commit, cli) are counted apart, never in runtime compliance. "
+    "Deviations: see the deviation register. Coverage gaps: days without an audit snapshot record. Every "
+    "record is hash-chained: export the records with <code>soc2infra evidence export</code> to sample "
+    "them and re-check any record's hash.")
 
 
 def render_html(report: Mapping[str, Any]) -> str:
@@ -468,13 +551,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     if report.get("population"):
         out.append(f'<p class="small" id="population">Population: {_e(describe(report["population"]))}</p>')
 
-    audit_days = f"{coverage.get('audit_days', 0)} / {period.get('days', 0)}"
-    cards = (("records", totals.get("records", 0)), ("evaluations", totals.get("evaluations", 0)),
-             ("admission denials (by criterion)", sum(c["denials"] for c in criteria)),
-             ("days with an audit snapshot", audit_days), ("coverage gap days", coverage.get("gap_count", 0)))
-    out.append('<div class="cards">' + "".join(
-        f'<div class="card"><b>{_e(value)}</b><span class="muted">{_e(label)}</span></div>'
-        for label, value in cards) + "</div>")
+    out.extend(_headline_html(report.get("headline") or {}))
 
     out.append("<h2>Per criterion</h2>")
     rows = []
@@ -483,14 +560,16 @@ def render_html(report: Mapping[str, Any]) -> str:
         rows.append([(f'<a href="#crit-{_e(c["id"])}">{_e(c["id"])}</a>', ""), (_e(c["name"]), ""),
                      _num(pop["records"]), _num(pop["evaluations"]), _num(pop["resources"]),
                      _num(c["passes"]), _num(c["failures"], "bad" if c["failures"] else ""),
-                     _num(c["unknown"]), _num(c["waived"]), _num(c["denials"]),
-                     _num(_fmt_pct(c["compliance"])), _num(c["days_with_evidence"])])
+                     _num(c["unknown"]), _num(c["waived"]), _num(_fmt_pct(c["compliance"])),
+                     _num(c["denials"]), _num(c["admission"]["admitted_with_failures"]),
+                     _num(c["deviations"]["open"]), _num(_fmt_pct(c["iac"]["compliance"])),
+                     _num(c["days_with_evidence"])])
     out.append(_table(_CRITERIA_HEADERS, rows, "criteria"))
 
     out.append("<h2>Compliance over the period</h2>")
     out.append(render_chart(report.get("daily", []), gaps, "All criteria: compliance % per day"))
-    out.append('<p class="small muted">Compliance = passes / (passes + failures) in audit snapshots and '
-               "scans; shaded days have no audit snapshot.</p>")
+    out.append('<p class="small muted">Runtime compliance = passes / (passes + failures) in audit snapshots; '
+               "shaded days have no audit snapshot.</p>")
 
     out.append("<h2>Coverage gaps</h2>")
     gap_list = coverage.get("gap_days", [])
@@ -499,6 +578,12 @@ def render_html(report: Mapping[str, Any]) -> str:
         out.append("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in _ranges(gap_list)) + "</ul>")
     else:
         out.append('<p class="ok">Every day of the period has at least one audit snapshot.</p>')
+
+    out.extend(_deviations_html(report.get("deviations") or [], report.get("registers_as_of")))
+    out.extend(_waivers_html(report.get("waivers") or []))
+    out.extend(_prior_html(report.get("prior_period")))
+    out.extend(_iac_html(report.get("iac") or {}, criteria))
+    out.extend(_matrix_html(report.get("control_matrix") or []))
 
     out.append("<h2>Criteria in detail</h2>")
     for c in criteria:
@@ -553,10 +638,13 @@ def _criterion_html(c: Mapping[str, Any], gaps: set[str]) -> list[str]:
     out = [f'<section class="crit" id="crit-{_e(c["id"])}"><h3>{_e(c["id"])} — {_e(c["name"])}</h3>']
     if c["intent"]:
         out.append(f'<p class="muted">{_e(c["intent"])}</p>')
+    adm = c.get("admission") or {}
     out.append(f'<p>{pop["records"]} records, {pop["evaluations"]} evaluations of {len(pop["rules"])} '
-               f'rule(s) on {pop["resources"]} resource(s); {c["passes"]} passed, {c["failures"]} failed, '
-               f'{c["unknown"]} unknown, {c["waived"]} waived; {c["denials"]} admission denial(s), '
-               f'{c["warnings"]} warning(s). Compliance {_fmt_pct(c["compliance"])}.</p>')
+               f'rule(s) on {pop["resources"]} resource(s). Runtime (audit snapshots): {c["passes"]} passed, '
+               f'{c["failures"]} failed, {c["unknown"]} unknown, {c["waived"]} waived; compliance '
+               f'{_fmt_pct(c["compliance"])}. Admission: {adm.get("requests", 0)} request(s), '
+               f'{c["denials"]} denied, {adm.get("admitted_with_failures", 0)} admitted with a failure '
+               f'({c["warnings"]} with a warning).</p>')
     if c.get("audit_snapshots"):
         out.append(f'<p>{_e(c["audit_snapshots"])} audit snapshot(s): the background audit (detective '
                    "control) ran and recorded the cluster's state.</p>")
@@ -580,3 +668,148 @@ def _criterion_html(c: Mapping[str, Any], gaps: set[str]) -> list[str]:
                            ("Reason", False), ("Evaluations", True)], rows))
     out.append("</section>")
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Headline, registers, comparison, IaC and the control matrix (HTML)
+
+
+def _headline_html(headline: Mapping[str, Any]) -> list[str]:
+    """The cards: every headline number from ``report["headline"]`` (evidence/metrics.py), each
+    with its definition as a tooltip and its key in ``data-metric`` (the CSV's ``metric``)."""
+    cards = []
+    for m in HEADLINE:
+        if m.key not in headline:
+            continue
+        value = format_value(headline[m.key], m.key)
+        cards.append(f'<div class="card" data-metric="{_e(m.key)}" title="{_e(m.definition)}">'
+                     f'<b>{_e(value)}</b><span class="muted">{_e(m.label)}</span></div>')
+    return ['<div class="cards" id="headline">' + "".join(cards) + "</div>"] if cards else []
+
+
+def _capped(rows: list[Any], what: str, csv_name: str) -> tuple[list[Any], str]:
+    if len(rows) <= HTML_REGISTER_ROWS:
+        return rows, ""
+    return rows[:HTML_REGISTER_ROWS], (f'<p class="small muted">The first {HTML_REGISTER_ROWS} of '
+                                       f"{len(rows)} {what}; every row is in {csv_name}.</p>")
+
+
+def _deviations_html(rows: list[Mapping[str, Any]], as_of: str | None) -> list[str]:
+    out = ["<h2>Deviation register</h2>",
+           f'<p class="small muted">One row per rule, resource and cluster that failed at runtime '
+           f"(audit snapshots; admission requests let through with a failed rule), as of {_e(as_of)}. "
+           "Remediated: the first passing or absent observation after the last failure. Export: "
+           "<code>soc2infra evidence register --kind deviations</code> (deviations.csv in the package).</p>"]
+    if not rows:
+        out.append('<p class="ok">No runtime deviation in the period.</p>')
+        return out
+    shown, note = _capped(rows, "deviations", "deviations.csv")
+    cells = []
+    for r in shown:
+        status_cls = {"open": "bad", "waived": "warn", "remediated": "ok"}.get(str(r["status"]), "")
+        cells.append([(f'<code>{_e(r["rule_id"])}</code>', ""), (f'<code>{_e(r["resource"])}</code>', ""),
+                      _num(r["cluster"]), _num(r["severity"]), _num(", ".join(r["controls"])),
+                      (f'<span class="{status_cls}">{_e(r["status"])}</span>', ""), _num(r["first_seen"]),
+                      _num(r["last_seen"]), _num(r["remediated_at"]), _num(r["days_open"]),
+                      _num(r["waiver_id"]), _num(r["waiver_owner"]), _num(r["waiver_approver"]),
+                      _num(r["waiver_expires"]), _num(r["ticket"])])
+    out.append(_table([("Rule", False), ("Resource", False), ("Cluster", False), ("Severity", False),
+                       ("Criteria", False), ("Status", False), ("First seen", False), ("Last seen", False),
+                       ("Remediated at", False), ("Days open", True), ("Waiver", False), ("Owner", False),
+                       ("Approver", False), ("Expires", False), ("Ticket", False)], cells, "deviations"))
+    if note:
+        out.append(note)
+    return out
+
+
+def _waivers_html(rows: list[Mapping[str, Any]]) -> list[str]:
+    out = ["<h2>Waiver register</h2>",
+           '<p class="small muted">One row per waiver seen in the period (waiver changes, the waivers an '
+           "audit snapshot lists, the waiver on each waived result). Approver: <code>approvedBy</code> when "
+           "the waiver carries it. Export: <code>soc2infra evidence register --kind waivers</code> "
+           "(waivers.csv in the package).</p>"]
+    if not rows:
+        out.append('<p class="muted">No waiver in the period.</p>')
+        return out
+    shown, note = _capped(rows, "waivers", "waivers.csv")
+    cells = []
+    for w in shown:
+        status_cls = {"active": "ok", "expired": "bad", "revoked": "muted", "unusable": "bad"}.get(
+            str(w["status"]), "")
+        expires = _e(w["expires"] or "no expiry")
+        if w.get("used_after_expiry"):
+            expires = f'<span class="bad">{expires} (used after expiry)</span>'
+        cells.append([_num(w["waiver_id"]), (f'<code>{_e(w["rule"])}</code>', ""), _num(w["resources"]),
+                      _num(w["owner"]), _num(w["approver"]), _num(w["created_by"]), _num(w["created_at"]),
+                      (expires, ""), _num(w["ticket"]), _num(w["reason"]),
+                      (f'<span class="{status_cls}">{_e(w["status"])}</span>', ""),
+                      _num(w["revoked_at"]), _num(w["evaluations"])])
+    out.append(_table([("Waiver", False), ("Rule", False), ("Resources", False), ("Owner", False),
+                       ("Approver", False), ("Created by", False), ("Created at", False), ("Expires", False),
+                       ("Ticket", False), ("Reason", False), ("Status", False), ("Revoked at", False),
+                       ("Evaluations", True)], cells, "waivers"))
+    if note:
+        out.append(note)
+    return out
+
+
+def _delta_cell(cell: Mapping[str, Any], pct: bool = False) -> tuple[str, str]:
+    def show(v: Any) -> str:
+        return _fmt_pct(v) if pct else ("—" if v is None else str(v))
+    delta = cell.get("delta")
+    sign = "" if delta is None else ("+" if delta > 0 else "")
+    text = f'{show(cell.get("current"))} <span class="muted small">(prior {show(cell.get("prior"))}'
+    text += f", {sign}{delta:g}{'' if not pct else ' pts'})</span>" if delta is not None else ")</span>"
+    return text, ""
+
+
+def _prior_html(section: Mapping[str, Any] | None) -> list[str]:
+    if not section:
+        return []
+    period = section.get("period") or {}
+    out = ["<h2>Prior-period comparison</h2>",
+           f'<p class="small muted">Prior period {_e(period.get("from"))} to {_e(period.get("to"))} '
+           f'({_e(period.get("days"))} days), same population filters. Each cell: this period '
+           "(prior, change).</p>"]
+    rows = [[(_e(c["id"]), ""), _delta_cell(c["population"]), _delta_cell(c["failures"]),
+             _delta_cell(c["compliance"], pct=True), _delta_cell(c["deviations_opened"]),
+             _delta_cell(c["deviations_remediated"])] for c in section.get("criteria", [])]
+    out.append(_table([("Criterion", False), ("Population (records)", False), ("Runtime failures", False),
+                       ("Runtime compliance", False), ("Deviations opened", False),
+                       ("Deviations remediated", False)], rows, "prior"))
+    return out
+
+
+def _iac_html(iac: Mapping[str, Any], criteria: list[Mapping[str, Any]]) -> list[str]:
+    out = ["<h2>Infrastructure-as-code scans (reported apart)</h2>",
+           '<p class="small muted">Scans of Terraform, plans and manifests before deployment (sources ci, '
+           "pre-commit, cli). They show the change-management control (CC8.1) operating on code; they are "
+           "not the running system and never count toward runtime compliance.</p>"]
+    if not iac.get("records"):
+        out.append('<p class="muted">No scan record in the population.</p>')
+        return out
+    by_source = ", ".join(f"{s}: {n}" for s, n in (iac.get("by_source") or {}).items())
+    out.append(f'<p id="iac-summary">{_e(iac["records"])} scan record(s) ({_e(by_source)}); '
+               f'{_e(iac["passes"])} passed, {_e(iac["failures"])} failed, {_e(iac["unknown"])} unknown, '
+               f'{_e(iac["waived"])} waived; IaC compliance {_fmt_pct(iac.get("compliance"))}.</p>')
+    counts = ("passes", "failures", "unknown", "waived")
+    rows = [[(_e(c["id"]), ""), *(_num(c["iac"][k]) for k in counts), _num(_fmt_pct(c["iac"]["compliance"]))]
+            for c in criteria if any(c["iac"][k] for k in counts)]
+    out.append(_table([("Criterion", False), ("Passes", True), ("Failures", True), ("Unknown", True),
+                       ("Waived", True), ("IaC compliance", True)], rows, "iac"))
+    return out
+
+
+def _matrix_html(rows: list[Mapping[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    cells = [[(_e(r["criterion"]), ""), _num(r["name"]), _num(r["description"]), _num(r["owner"] or "—"),
+              _num(r["frequency"]), (f'<span class="small">{_e(r["test_procedure"])}</span>', ""),
+              (f'<span class="small">{_e(", ".join(r["mapped_rules"]))}</span>', ""),
+              _num(r["population_rows"])] for r in rows]
+    return ["<h2>Control matrix</h2>",
+            '<p class="small muted">Generated from the policy pack and the control file '
+            "(<code>.soc2infra-controls.yaml</code>: owner, frequency, test procedure, description).</p>",
+            _table([("Criterion", False), ("Name", False), ("Description", False), ("Owner", False),
+                    ("Frequency", False), ("Test procedure", False), ("Mapped rules", False),
+                    ("Population rows", True)], cells, "matrix")]

@@ -86,25 +86,28 @@ def test_report_numbers(synthetic: Ledger) -> None:
     cc61 = crit["CC6.1"]
     assert cc61["population"] == {"records": 8, "evaluations": 14, "resources": 8,
                                   "rules": ["LOG-1", "POD-1", "S3-1", "S3-2"]}
-    assert (cc61["passes"], cc61["failures"], cc61["unknown"], cc61["waived"]) == (7, 2, 1, 2)
+    # Runtime numbers come from the audit snapshots only, so compliance is computed from the same row's
+    # passes and failures; the CI scan's fail and unknown are IaC, counted apart.
+    assert (cc61["passes"], cc61["failures"], cc61["unknown"], cc61["waived"]) == (6, 1, 0, 2)
+    assert cc61["compliance"] == 85.71 == round(100 * cc61["passes"] / (cc61["passes"] + cc61["failures"]), 2)
+    assert cc61["iac"] == {"passes": 0, "failures": 1, "unknown": 1, "waived": 0, "compliance": 0.0}
     assert (cc61["denials"], cc61["warnings"]) == (2, 0)
-    # State sources only (audit + ci): 6 passes, 2 failures; admission excluded.
-    assert cc61["compliance"] == 75.0
+    assert cc61["admission"] == {"requests": 3, "denials": 2, "warnings": 0, "admitted_with_failures": 0}
     assert cc61["days_with_evidence"] == 5
     assert cc61["waivers"] == [{
         "rule_id": "POD-1", "address": "b", "owner": "alice", "expires": "2025-03-05", "reason": "migration",
-        "source": None, "evaluations": 2, "first_seen": "2025-03-03T01:00:00.000000Z",
+        "source": None, "ticket": None, "evaluations": 2, "first_seen": "2025-03-03T01:00:00.000000Z",
         "last_seen": "2025-03-06T01:00:00.000000Z", "expired": True, "used_after_expiry": True}]
     daily = {d["date"]: d for d in cc61["daily"]}
     assert len(daily) == 10
     assert daily["2025-03-01"] == {"date": "2025-03-01", "passes": 2, "failures": 1, "compliance": 66.67}
     assert daily["2025-03-02"]["compliance"] == 100.0  # the audit; admission does not count
-    assert daily["2025-03-04"]["compliance"] == 0.0  # the CI scan
+    assert daily["2025-03-04"]["compliance"] is None  # the CI scan is not runtime evidence
     assert daily["2025-03-05"]["compliance"] is None
 
     cc72 = crit["CC7.2"]
-    assert (cc72["passes"], cc72["failures"], cc72["denials"], cc72["warnings"]) == (1, 1, 1, 1)
-    assert cc72["compliance"] == 100.0
+    assert (cc72["passes"], cc72["failures"], cc72["denials"], cc72["warnings"]) == (1, 0, 1, 1)
+    assert cc72["admission"]["admitted_with_failures"] == 1 and cc72["compliance"] == 100.0
     cc81 = crit["CC8.1"]
     assert cc81["population"]["evaluations"] == 0 and cc81["compliance"] is None
     assert report["waiver_changes"][0]["actor"] == "alice"
