@@ -40,6 +40,48 @@ def _population(clusters: Sequence[str], sources: Sequence[str], include_dry_run
     return Population(tuple(clusters), tuple(sources), include_dry_run)
 
 
+def matrix_options(fn: F) -> F:
+    """--controls and the prior period: the control matrix and the comparison (report, package)."""
+    fn = click.option("--no-prior", is_flag=True, help="Leave out the prior-period comparison.")(fn)
+    fn = click.option("--prior-to", help="Last day of the prior period (default: the day before --from).")(fn)
+    fn = click.option("--prior-from", help="First day of the prior period (default: as many days as "
+                                           "the period, before it).")(fn)
+    fn = click.option("--controls", "controls_file", type=click.Path(dir_okay=False, path_type=Path),
+                      help="Control file: owner, frequency, test procedure per criterion (default: "
+                           ".soc2infra-controls.yaml in the current directory, if any).")(fn)
+    return fn
+
+
+def _prior(start: str | None, end: str | None, prior_from: str | None, prior_to: str | None,
+           no_prior: bool) -> tuple[str, str] | None:
+    """The prior period asked for: explicit, or the same length before --from (needs --from/--to)."""
+    from soc2infra.evidence.compare import prior_window
+
+    if no_prior:
+        return None
+    if prior_from and prior_to:
+        return prior_from, prior_to
+    if prior_from or prior_to:
+        raise UserError("give both --prior-from and --prior-to (or neither: the same length before --from)")
+    if not (start and end):
+        return None
+    first, last = prior_window(start, end)
+    return first.isoformat(), last.isoformat()
+
+
+def _matrix_inputs(controls_file: Path | None) -> tuple[dict[str, tuple[str, str]], dict[str, list[str]],
+                                                          dict[str, Any]]:
+    """(criteria, rules per criterion, the control file's settings) for the control matrix."""
+    from soc2infra.evidence.control_file import find_control_file, load_control_file
+
+    controls, rules = _pack_tables()
+    path = controls_file or find_control_file(Path.cwd())
+    if controls_file is not None and not controls_file.is_file():
+        raise UserError(f"{controls_file}: no such control file")
+    settings = load_control_file(path, sorted(controls)) if path else {}
+    return controls, rules, dict(settings)
+
+
 @contextmanager
 def ledger_errors(ledger: str) -> Iterator[None]:
     """A ledger that cannot be used (missing file, unreachable or broken database, truncated file)
@@ -135,21 +177,26 @@ def verify_export_cmd(file: Path, ledger: str, fmt: str | None, public_key: Sequ
 @click.option("--expect-head",
               help="An anchor SEQ:HASH kept outside the ledger that must still be in the chain.")
 @population_options
+@matrix_options
 def report_cmd(ledger: str, start: str | None, end: str | None, output: Path, json_output: Path | None,
                public_key: Sequence[Path], expect_head: str | None, clusters: Sequence[str],
-               sources: Sequence[str], include_dry_run: bool) -> int:
-    """Per SOC 2 criterion: population, passes, failures, denials, waivers, coverage gaps, trend.
+               sources: Sequence[str], include_dry_run: bool, controls_file: Path | None,
+               prior_from: str | None, prior_to: str | None, no_prior: bool) -> int:
+    """Per SOC 2 criterion: population, runtime compliance, denials, deviation and waiver registers,
+    control matrix, prior-period comparison, IaC scans apart, coverage gaps, trend.
 
     Exits 1 when the chain is broken (the report is still written, with the break named)."""
     from soc2infra._core.pack import load_pack
     from soc2infra.evidence import build_report, render_html
     from soc2infra.evidence.population import describe
 
-    controls = {cid: (c.name, c.intent) for cid, c in load_pack().controls.items()}
+    controls, rules, settings = _matrix_inputs(controls_file)
+    prior = _prior(start, end, prior_from, prior_to, no_prior)
     with ledger_errors(ledger):
         report = build_report(ledger, start, end, controls, public_key=list(public_key) or None,
                               expect_head=expect_head,
-                              population=_population(clusters, sources, include_dry_run))
+                              population=_population(clusters, sources, include_dry_run),
+                              rules_by_control=rules, control_settings=settings, prior=prior)
     output.write_text(render_html(report), encoding="utf-8")
     if json_output is not None:
         json_output.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
@@ -184,22 +231,66 @@ def _pack_tables() -> tuple[dict[str, tuple[str, str]], dict[str, list[str]]]:
 @click.option("--public-key", multiple=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--expect-head", help="An anchor SEQ:HASH kept outside the ledger.")
 @population_options
+@matrix_options
 def package_cmd(ledger: str, start: str, end: str, output: Path, public_key: Sequence[Path],
                 expect_head: str | None, clusters: Sequence[str], sources: Sequence[str],
-                include_dry_run: bool) -> int:
+                include_dry_run: bool, controls_file: Path | None, prior_from: str | None,
+                prior_to: str | None, no_prior: bool) -> int:
     """Write the evidence package: manifest (sha256 of every file), records, report, per-criterion
-    populations, control matrix, management-assertion template. Exits 1 on a broken chain."""
+    populations, headline summary, deviation and waiver registers, control matrix, prior-period
+    comparison, management-assertion template. Exits 1 on a broken chain."""
     from soc2infra.evidence.package import build_package
     from soc2infra.evidence.population import describe
 
-    controls, rules = _pack_tables()
-    manifest = build_package(ledger, start, end, output, controls, rules,
-                             population=_population(clusters, sources, include_dry_run),
-                             public_key=list(public_key) or None, expect_head=expect_head)
+    controls, rules, settings = _matrix_inputs(controls_file)
+    prior = _prior(start, end, prior_from, prior_to, no_prior)
+    with ledger_errors(ledger):
+        manifest = build_package(ledger, start, end, output, controls, rules,
+                                 population=_population(clusters, sources, include_dry_run),
+                                 public_key=list(public_key) or None, expect_head=expect_head,
+                                 control_settings=settings, prior=prior)
     click.echo(f"wrote {output} ({len(manifest['files']) + 1} files); {describe(manifest['population'])}")
     if not manifest["verification"].get("ok", False):
         click.echo(f"evidence chain BROKEN: {manifest['verification'].get('trust')}", err=True)
         return FINDINGS
+    return OK
+
+
+@evidence.command("register")
+@click.argument("ledger", envvar="SOC2INFRA_LEDGER")
+@click.option("--kind", type=click.Choice(("deviations", "waivers")), required=True,
+              help="deviations: one row per rule, resource and cluster that failed at runtime; waivers: one "
+                   "row per waiver.")
+@click.option("--from", "start", help="First day of the period (YYYY-MM-DD).")
+@click.option("--to", "end", help="Last day of the period (included).")
+@click.option("--format", "fmt", type=click.Choice(("csv", "json")), default="csv", show_default=True)
+@click.option("--output", "-o", default="-", help="File to write (default: standard output).")
+@population_options
+def register_cmd(ledger: str, kind: str, start: str | None, end: str | None, fmt: str, output: str,
+                 clusters: Sequence[str], sources: Sequence[str], include_dry_run: bool) -> int:
+    """The deviation or waiver register of a period (the rows the report and package show)."""
+    import io
+
+    from soc2infra.evidence import open_ledger
+    from soc2infra.evidence.population import PopulationTally, describe
+    from soc2infra.evidence.register import DEVIATION_COLUMNS, WAIVER_COLUMNS, registers, write_csv
+
+    population = _population(clusters, sources, include_dry_run)
+    tally = PopulationTally(population)
+    with ledger_errors(ledger), open_ledger(ledger, create=False) as led:
+        deviations, waivers = registers(led, start, end, population, tally)
+    rows = deviations if kind == "deviations" else waivers
+    buf = io.StringIO(newline="")
+    if fmt == "json":
+        buf.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        write_csv(rows, DEVIATION_COLUMNS if kind == "deviations" else WAIVER_COLUMNS, buf)
+    if output == "-":
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        Path(output).write_bytes(buf.getvalue().encode("utf-8"))
+    click.echo(f"wrote {len(rows)} {kind}{f' to {output}' if output != '-' else ''}; "
+               f"{describe(tally.to_dict())}", err=True)
     return OK
 
 

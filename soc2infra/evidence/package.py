@@ -7,8 +7,16 @@ Contents (all generated from the ledger and the policy pack, nothing hand-writte
     records.jsonl                 the records of the population (``verify-export`` re-checks it)
     report.json / report.html     the period report (same population)
     populations/<criterion>.csv   per criterion: one row per rule result mapped to it
-    control-matrix.csv            criterion → name, description, mapped rules, rows in the period
+    summary.csv                   the headline numbers (evidence/metrics.py), each with its definition
+    criteria.csv                  per criterion: population, runtime, admission, IaC and deviations
+    deviations.csv / waivers.csv  the deviation and waiver registers (evidence/register.py)
+    control-matrix.csv            criterion → name, description, owner, frequency, test procedure,
+                                  mapped rules, rows in the period (the pack + the control file)
+    prior-period.csv              per criterion: this period, the prior one, the change (when asked)
     management-assertion.md       a template for management's written assertion
+
+Every number in the CSV files is read from ``report.json`` (the same dictionaries the HTML page
+renders), so the three cannot disagree.
 
 :func:`verify_package` re-hashes every file against the manifest. :func:`sample_rows` draws a
 reproducible sample (same population + seed → same rows) from a criterion's population.
@@ -24,21 +32,29 @@ import random
 import zipfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from soc2infra.evidence.control_file import MATRIX_COLUMNS, ControlSettings, safe_name
 from soc2infra.evidence.export import CSV_COLUMNS, result_rows
 from soc2infra.evidence.ledger import Ledger, open_ledger, time_bounds
+from soc2infra.evidence.metrics import SUMMARY_COLUMNS, format_value, summary_rows
 from soc2infra.evidence.population import Population, PopulationTally
 from soc2infra.evidence.records import TOOL_VERSION as __version__
 from soc2infra.evidence.records import EvidenceError, now
-from soc2infra.evidence.report import ControlInfo, build_report, render_html
+from soc2infra.evidence.register import DEVIATION_COLUMNS, WAIVER_COLUMNS, csv_rows
+from soc2infra.evidence.report import ControlInfo, TimeBound, build_report, render_html
 from soc2infra.evidence.verify import KeySpec
 
 PACKAGE_SCHEMA = "soc2infra.evidence-package/1"
 MANIFEST = "manifest.json"
-TimeBound = datetime | date | str | None
+CRITERIA_COLUMNS: tuple[str, ...] = (
+    "criterion", "name", "population_records", "population_evaluations", "population_resources",
+    "passes", "failures", "unknown", "waived", "compliance", "admission_requests", "denied_requests",
+    "warned_requests", "admitted_with_failures", "iac_passes", "iac_failures", "iac_compliance",
+    "deviations_opened", "deviations_remediated", "deviations_open", "days_with_evidence",
+)
+PRIOR_COLUMNS: tuple[str, ...] = ("criterion", "measure", "current", "prior", "delta")
 
 _ASSERTION = """# Management's assertion — {period}
 
@@ -52,9 +68,17 @@ For the period **{period}**, the infrastructure controls listed in `control-matr
 evaluated automatically by soc2infra on the population described in `manifest.json`
 ({records} records, seq {seq}); the evidence ledger's chain was verified ({chain}).
 
+In that period ({definitions}):
+
+- {denied} admission request(s) were denied and {admitted} admitted with a failed rule;
+- runtime compliance was {runtime} % (audit snapshots), with {gaps} day(s) without an audit snapshot;
+- {deviations} deviation(s) were recorded (`deviations.csv`): {remediated} remediated, {open} open at
+  the end of the period, of which {waived} accepted by a waiver; {waivers} waiver(s) in force
+  at the end (`waivers.csv`).
+
 Exceptions identified during the period and their disposition:
 
-- [list each exception, its root cause and remediation]
+- [for each open deviation and each waiver: root cause, remediation or acceptance, approver]
 
 Signed: ______________________  Title: ______________________  Date: __________
 """
@@ -82,25 +106,69 @@ def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def _safe(cid: str) -> str:
-    return "".join(c if c.isalnum() or c in ".-_" else "_" for c in cid)
+def report_csvs(report: Mapping[str, Any]) -> dict[str, bytes]:
+    """The package's CSV files that restate the report: summary, criteria, registers, control
+    matrix and prior-period comparison — each read from *report*, never recomputed."""
+    files = {
+        "summary.csv": _csv(summary_rows(report["headline"]), SUMMARY_COLUMNS),
+        "criteria.csv": _csv(criteria_rows(report["criteria"]), CRITERIA_COLUMNS),
+        "deviations.csv": _csv(csv_rows(report["deviations"], DEVIATION_COLUMNS), DEVIATION_COLUMNS),
+        "waivers.csv": _csv(csv_rows(report["waivers"], WAIVER_COLUMNS), WAIVER_COLUMNS),
+        "control-matrix.csv": _csv(csv_rows(report.get("control_matrix") or [], MATRIX_COLUMNS),
+                                   MATRIX_COLUMNS),
+    }
+    if report.get("prior_period"):
+        files["prior-period.csv"] = _csv(prior_rows(report["prior_period"]), PRIOR_COLUMNS)
+    return files
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def criteria_rows(criteria: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """``criteria.csv``: the per-criterion table of the report, one row per criterion."""
+    rows = []
+    for c in criteria:
+        pop, adm, iac, dev = c["population"], c["admission"], c["iac"], c["deviations"]
+        values = (c["id"], c["name"], pop["records"], pop["evaluations"], pop["resources"], c["passes"],
+                  c["failures"], c["unknown"], c["waived"], c["compliance"], adm["requests"], adm["denials"],
+                  adm["warnings"], adm["admitted_with_failures"], iac["passes"], iac["failures"],
+                  iac["compliance"], dev["opened"], dev["remediated"], dev["open"], c["days_with_evidence"])
+        rows.append(dict(zip(CRITERIA_COLUMNS, map(_cell, values), strict=True)))
+    return rows
+
+
+def prior_rows(section: Mapping[str, Any]) -> list[dict[str, str]]:
+    """``prior-period.csv``: per criterion and measure, this period, the prior one and the change."""
+    rows = []
+    for c in section.get("criteria", []):
+        for measure, cell in c.items():
+            if isinstance(cell, Mapping):
+                rows.append({"criterion": c["id"], "measure": measure, "current": _cell(cell.get("current")),
+                             "prior": _cell(cell.get("prior")), "delta": _cell(cell.get("delta"))})
+    return rows
 
 
 def build_package(url: str | Path | Ledger, start: TimeBound, end: TimeBound, output: Path,
                   controls: Mapping[str, ControlInfo], rules_by_control: Mapping[str, Sequence[str]],
                   *, population: Population | None = None, public_key: KeySpec = None,
-                  expect_head: str | None = None) -> dict[str, Any]:
+                  expect_head: str | None = None,
+                  control_settings: Mapping[str, ControlSettings] | None = None,
+                  prior: tuple[TimeBound, TimeBound] | None = None) -> dict[str, Any]:
     """Write the package zip to *output* and return its manifest.
 
     *controls*: criterion → (name, description); *rules_by_control*: criterion → rule ids of the
-    pack mapped to it (the control matrix).
+    pack mapped to it, and *control_settings* the user's control file (the control matrix);
+    *prior*: (start, end) of the period to compare with.
     """
     pop = population or Population()
     ledger = url if isinstance(url, Ledger) else open_ledger(url, create=False)
     try:
         lo, hi = time_bounds(start, end)
         report = build_report(ledger, start, end, controls, public_key=public_key, expect_head=expect_head,
-                              population=pop)
+                              population=pop, rules_by_control=rules_by_control,
+                              control_settings=control_settings, prior=prior)
         files: dict[str, bytes] = {}
         records = io.StringIO()
         tally = PopulationTally(pop)
@@ -112,24 +180,22 @@ def build_package(url: str | Path | Ledger, start: TimeBound, end: TimeBound, ou
         files["report.html"] = render_html(report).encode("utf-8")
         per_criterion = criterion_rows(ledger, lo, hi, pop)
         for cid in sorted(set(per_criterion) | set(controls)):
-            files[f"populations/{_safe(cid)}.csv"] = _csv(per_criterion.get(cid, []), CSV_COLUMNS)
-        matrix = []
-        for c in report["criteria"]:
-            matrix.append({"criterion": c["id"], "name": c["name"], "description": c["intent"],
-                           "mapped_rules": ";".join(sorted(rules_by_control.get(c["id"], ()))),
-                           "rules_with_evidence": ";".join(c["population"]["rules"]),
-                           "population_rows": len(per_criterion.get(c["id"], [])),
-                           "population_file": f"populations/{_safe(c['id'])}.csv"})
-        files["control-matrix.csv"] = _csv(matrix, ("criterion", "name", "description", "mapped_rules",
-                                                    "rules_with_evidence", "population_rows",
-                                                    "population_file"))
+            files[f"populations/{safe_name(cid)}.csv"] = _csv(per_criterion.get(cid, []), CSV_COLUMNS)
+        files.update(report_csvs(report))
         verification = report.get("verification") or {}
         pop_info = report["population"]
         seq = pop_info.get("seq_range")
+        head = report["headline"]
         files["management-assertion.md"] = _ASSERTION.format(
             period=f"{report['period']['from']} to {report['period']['to']}", version=__version__,
             records=pop_info["records_in_population"], seq=f"{seq[0]}..{seq[1]}" if seq else "none",
-            chain="intact" if verification.get("ok") else "BROKEN — see manifest.json").encode("utf-8")
+            chain="intact" if verification.get("ok") else "BROKEN — see manifest.json",
+            definitions="each number is defined in `summary.csv`",
+            denied=head["denied_requests"], admitted=head["admitted_with_failures"],
+            runtime=format_value(head["runtime_compliance"], "runtime_compliance"),
+            gaps=head["coverage_gap_days"], deviations=head["deviations"],
+            remediated=head["deviations_remediated"], open=head["deviations_open"],
+            waived=head["deviations_waived"], waivers=head["waivers_active"]).encode("utf-8")
         manifest = {
             "schema": PACKAGE_SCHEMA, "generated_at": now(), "tool_version": f"soc2infra {__version__}",
             "ledger": ledger.url, "period": report["period"], "population": pop_info,

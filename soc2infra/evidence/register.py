@@ -341,10 +341,12 @@ def _days_between(start: str, end: str) -> float:
 
 
 def registers(ledger: Ledger, start: datetime | str | None, end: datetime | str | None,
-              population: Population | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(deviations, waivers) of the records of *population* in ``[start, end)``, as of the end."""
+              population: Population | None = None, tally: PopulationTally | None = None,
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(deviations, waivers) of the records of *population* in ``[start, end)``, as of the end;
+    *tally*, when given, counts what was kept and left out (for the command's header)."""
     lo, hi = time_bounds(start, end)
-    tally = PopulationTally(population or Population())
+    tally = tally if tally is not None else PopulationTally(population or Population())
     builder = RegisterBuilder()
     for record in ledger.iter(lo, hi):
         if tally.keep(record):

@@ -365,7 +365,8 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}h3{font-siz
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0}
 .card{background:#fff;border:1px solid #d1d9e0;border-radius:6px;padding:10px 14px;min-width:150px}
 .card b{display:block;font-size:22px}
-table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #d1d9e0}
+table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #d1d9e0;font-size:13px}
+.wide{overflow-x:auto}details summary{cursor:pointer}
 th,td{padding:5px 8px;border-bottom:1px solid #e5e9ee;text-align:left;vertical-align:top}
 th{background:#eef1f4;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#1a7f37}.bad{color:#cf222e}.warn{color:#9a6700}
@@ -463,8 +464,10 @@ def render_chart(daily: list[dict[str, Any]], gaps: set[str] | None = None, titl
     return "".join(parts)
 
 
-def _table(headers: list[tuple[str, bool]], rows: list[list[tuple[str, str]]], cls: str = "") -> str:
-    """A table; *headers* are (label, numeric); each cell is (escaped html, extra class)."""
+def _table(headers: list[tuple[str, bool]], rows: list[list[tuple[str, str]]], cls: str = "",
+           wide: bool = False) -> str:
+    """A table; *headers* are (label, numeric); each cell is (escaped html, extra class); a *wide*
+    one scrolls sideways on a narrow screen instead of overflowing the page."""
     head = "".join(f'<th{" class=n" if num else ""}>{_e(label)}</th>' for label, num in headers)
     body = []
     for row in rows:
@@ -474,7 +477,8 @@ def _table(headers: list[tuple[str, bool]], rows: list[list[tuple[str, str]]], c
             cells.append(f'<td class="{classes}">{cell}</td>' if classes else f"<td>{cell}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     attr = f' class="{cls}"' if cls else ""
-    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table = f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="wide">{table}</div>' if wide else table
 
 
 def _num(value: Any, extra: str = "") -> tuple[str, str]:
@@ -564,7 +568,7 @@ def render_html(report: Mapping[str, Any]) -> str:
                      _num(c["denials"]), _num(c["admission"]["admitted_with_failures"]),
                      _num(c["deviations"]["open"]), _num(_fmt_pct(c["iac"]["compliance"])),
                      _num(c["days_with_evidence"])])
-    out.append(_table(_CRITERIA_HEADERS, rows, "criteria"))
+    out.append('<div class="wide">' + _table(_CRITERIA_HEADERS, rows, "criteria") + "</div>")
 
     out.append("<h2>Compliance over the period</h2>")
     out.append(render_chart(report.get("daily", []), gaps, "All criteria: compliance % per day"))
@@ -695,7 +699,7 @@ def _capped(rows: list[Any], what: str, csv_name: str) -> tuple[list[Any], str]:
 
 
 def _deviations_html(rows: list[Mapping[str, Any]], as_of: str | None) -> list[str]:
-    out = ["<h2>Deviation register</h2>",
+    out = ['<h2 id="deviation-register">Deviation register</h2>',
            f'<p class="small muted">One row per rule, resource and cluster that failed at runtime '
            f"(audit snapshots; admission requests let through with a failed rule), as of {_e(as_of)}. "
            "Remediated: the first passing or absent observation after the last failure. Export: "
@@ -709,21 +713,23 @@ def _deviations_html(rows: list[Mapping[str, Any]], as_of: str | None) -> list[s
         status_cls = {"open": "bad", "waived": "warn", "remediated": "ok"}.get(str(r["status"]), "")
         cells.append([(f'<code>{_e(r["rule_id"])}</code>', ""), (f'<code>{_e(r["resource"])}</code>', ""),
                       _num(r["cluster"]), _num(r["severity"]), _num(", ".join(r["controls"])),
-                      (f'<span class="{status_cls}">{_e(r["status"])}</span>', ""), _num(r["first_seen"]),
-                      _num(r["last_seen"]), _num(r["remediated_at"]), _num(r["days_open"]),
+                      (f'<span class="{status_cls}">{_e(r["status"])}</span>', ""),
+                      *(_num(_minute(r[k])) for k in ("first_seen", "last_seen", "remediated_at")),
+                      _num(r["days_open"]),
                       _num(r["waiver_id"]), _num(r["waiver_owner"]), _num(r["waiver_approver"]),
                       _num(r["waiver_expires"]), _num(r["ticket"])])
     out.append(_table([("Rule", False), ("Resource", False), ("Cluster", False), ("Severity", False),
                        ("Criteria", False), ("Status", False), ("First seen", False), ("Last seen", False),
                        ("Remediated at", False), ("Days open", True), ("Waiver", False), ("Owner", False),
-                       ("Approver", False), ("Expires", False), ("Ticket", False)], cells, "deviations"))
+                       ("Approver", False), ("Expires", False), ("Ticket", False)], cells, "deviations",
+                      wide=True))
     if note:
         out.append(note)
     return out
 
 
 def _waivers_html(rows: list[Mapping[str, Any]]) -> list[str]:
-    out = ["<h2>Waiver register</h2>",
+    out = ['<h2 id="waiver-register">Waiver register</h2>',
            '<p class="small muted">One row per waiver seen in the period (waiver changes, the waivers an '
            "audit snapshot lists, the waiver on each waived result). Approver: <code>approvedBy</code> when "
            "the waiver carries it. Export: <code>soc2infra evidence register --kind waivers</code> "
@@ -740,17 +746,24 @@ def _waivers_html(rows: list[Mapping[str, Any]]) -> list[str]:
         if w.get("used_after_expiry"):
             expires = f'<span class="bad">{expires} (used after expiry)</span>'
         cells.append([_num(w["waiver_id"]), (f'<code>{_e(w["rule"])}</code>', ""), _num(w["resources"]),
-                      _num(w["owner"]), _num(w["approver"]), _num(w["created_by"]), _num(w["created_at"]),
+                      _num(w["owner"]), _num(w["approver"]), _num(w["created_by"]),
+                      _num(_minute(w["created_at"])),
                       (expires, ""), _num(w["ticket"]), _num(w["reason"]),
                       (f'<span class="{status_cls}">{_e(w["status"])}</span>', ""),
-                      _num(w["revoked_at"]), _num(w["evaluations"])])
+                      _num(_minute(w["revoked_at"])), _num(w["evaluations"])])
     out.append(_table([("Waiver", False), ("Rule", False), ("Resources", False), ("Owner", False),
                        ("Approver", False), ("Created by", False), ("Created at", False), ("Expires", False),
                        ("Ticket", False), ("Reason", False), ("Status", False), ("Revoked at", False),
-                       ("Evaluations", True)], cells, "waivers"))
+                       ("Evaluations", True)], cells, "waivers", wide=True))
     if note:
         out.append(note)
     return out
+
+
+def _minute(time: Any) -> str:
+    """A record time to the minute for the page (``2025-03-01 01:00Z``); the CSV keeps it whole."""
+    text = "" if time is None else str(time)
+    return f"{text[:10]} {text[11:16]}Z" if len(text) >= 16 and text[10] == "T" else text
 
 
 def _delta_cell(cell: Mapping[str, Any], pct: bool = False) -> tuple[str, str]:
@@ -767,13 +780,16 @@ def _prior_html(section: Mapping[str, Any] | None) -> list[str]:
     if not section:
         return []
     period = section.get("period") or {}
-    out = ["<h2>Prior-period comparison</h2>",
+    out = ['<h2 id="prior-period">Prior-period comparison</h2>',
            f'<p class="small muted">Prior period {_e(period.get("from"))} to {_e(period.get("to"))} '
            f'({_e(period.get("days"))} days), same population filters. Each cell: this period '
            "(prior, change).</p>"]
-    rows = [[(_e(c["id"]), ""), _delta_cell(c["population"]), _delta_cell(c["failures"]),
-             _delta_cell(c["compliance"], pct=True), _delta_cell(c["deviations_opened"]),
-             _delta_cell(c["deviations_remediated"])] for c in section.get("criteria", [])]
+    measures = ("population", "failures", "compliance", "deviations_opened", "deviations_remediated")
+    # A criterion with no evidence in either period has nothing to compare: left out of the page
+    # (prior-period.csv keeps every row).
+    rows = [[(_e(c["id"]), ""), *(_delta_cell(c[m], pct=m == "compliance") for m in measures)]
+            for c in section.get("criteria", [])
+            if any(c[m].get(k) for m in measures for k in ("current", "prior"))]
     out.append(_table([("Criterion", False), ("Population (records)", False), ("Runtime failures", False),
                        ("Runtime compliance", False), ("Deviations opened", False),
                        ("Deviations remediated", False)], rows, "prior"))
@@ -781,7 +797,7 @@ def _prior_html(section: Mapping[str, Any] | None) -> list[str]:
 
 
 def _iac_html(iac: Mapping[str, Any], criteria: list[Mapping[str, Any]]) -> list[str]:
-    out = ["<h2>Infrastructure-as-code scans (reported apart)</h2>",
+    out = ['<h2 id="iac">Infrastructure-as-code scans (reported apart)</h2>',
            '<p class="small muted">Scans of Terraform, plans and manifests before deployment (sources ci, '
            "pre-commit, cli). They show the change-management control (CC8.1) operating on code; they are "
            "not the running system and never count toward runtime compliance.</p>"]
@@ -805,9 +821,10 @@ def _matrix_html(rows: list[Mapping[str, Any]]) -> list[str]:
         return []
     cells = [[(_e(r["criterion"]), ""), _num(r["name"]), _num(r["description"]), _num(r["owner"] or "—"),
               _num(r["frequency"]), (f'<span class="small">{_e(r["test_procedure"])}</span>', ""),
-              (f'<span class="small">{_e(", ".join(r["mapped_rules"]))}</span>', ""),
+              (f'<details><summary>{len(r["mapped_rules"])} rule(s)</summary><span class="small">'
+               f'{_e(", ".join(r["mapped_rules"]))}</span></details>' if r["mapped_rules"] else "—", ""),
               _num(r["population_rows"])] for r in rows]
-    return ["<h2>Control matrix</h2>",
+    return ['<h2 id="control-matrix">Control matrix</h2>',
             '<p class="small muted">Generated from the policy pack and the control file '
             "(<code>.soc2infra-controls.yaml</code>: owner, frequency, test procedure, description).</p>",
             _table([("Criterion", False), ("Name", False), ("Description", False), ("Owner", False),
