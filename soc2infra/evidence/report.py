@@ -367,6 +367,7 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}h3{font-siz
 .card b{display:block;font-size:22px}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #d1d9e0;font-size:13px}
 .wide{overflow-x:auto}details summary{cursor:pointer}
+table.deviations code,table.waivers code{word-break:normal;overflow-wrap:anywhere}
 th,td{padding:5px 8px;border-bottom:1px solid #e5e9ee;text-align:left;vertical-align:top}
 th{background:#eef1f4;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#1a7f37}.bad{color:#cf222e}.warn{color:#9a6700}

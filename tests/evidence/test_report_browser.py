@@ -1,9 +1,11 @@
 """The period report renders in a real headless browser (Debian's chromium): the screenshot is a
-full page, not a blank one, and the laid-out DOM holds the per-criterion table and the chart."""
+full page, not a blank one, and the laid-out DOM holds the per-criterion table, the chart, the
+headline cards and the deviation and waiver registers."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -45,6 +47,19 @@ def month_of_evidence(path: Path) -> None:
                             "time": t + timedelta(hours=5),
                             "results": [{"rule_id": "SOC2-K8S-POD-001", "status": "fail", "severity": "critical",
                                          "controls": ["CC6.1", "CC6.8"], "address": "apps/v1/Deployment/shop/bad"}]})
+    waiver = {"source": "cluster", "owner": "team-shop", "expires": "2026-12-31", "reason": "vendor image",
+              "ticket": "SEC-7", "location": "SOC2Waiver shop/vendor"}
+    entries.append({"source": "waiver", "actor": "alice@example.com", "subject": "SOC2Waiver/shop/vendor",
+                    "time": start + timedelta(days=20), "context": {"event": "waiver-created", "waiver": {
+                        "namespace": "shop", "name": "vendor", "rule": "SOC2-K8S-POD-001", "owner": "team-shop",
+                        "expires": "2026-12-31", "ticket": "SEC-7", "reason": "vendor image",
+                        "approvedBy": "bob@example.com"}}})
+    entries.append({"source": "audit", "actor": "system:serviceaccount:soc2infra:operator", "subject": "cluster",
+                    "pack_digest": "sha256:x", "time": start + timedelta(days=29, hours=12),
+                    "results": [{"rule_id": "SOC2-K8S-POD-001", "status": "waived", "severity": "critical",
+                                 "controls": ["CC6.1", "CC6.8"], "address": "apps/v1/Deployment/shop/app0",
+                                 "waiver": waiver}]})
+    entries.sort(key=lambda e: e["time"])
     ledger = open_ledger(path)
     ledger.append(entries)
     ledger.close()
@@ -83,3 +98,23 @@ def test_report_renders_in_headless_chromium(tmp_path):
                          check=False).stdout
     assert "CC6.1" in dom and "Logical access security architecture" in dom
     assert "<svg" in dom and "<table" in dom
+    # The registers render with one row per register entry, and the headline cards carry the
+    # numbers report.json holds.
+    deviations = re.search(r'<table class="deviations">.*?<tbody>(.*?)</tbody>', dom, re.S)
+    waivers = re.search(r'<table class="waivers">.*?<tbody>(.*?)</tbody>', dom, re.S)
+    assert deviations and waivers
+    assert deviations.group(1).count("<tr>") == len(report["deviations"]) == 12
+    assert waivers.group(1).count("<tr>") == len(report["waivers"]) == 1
+    assert "SOC2Waiver shop/vendor" in waivers.group(1) and "bob@example.com" in waivers.group(1)
+    assert ">waived<" in deviations.group(1) and ">remediated<" in deviations.group(1)
+    for key in ("denied_requests", "deviations_open", "waivers_active"):
+        card = re.search(rf'data-metric="{key}"[^>]*><b>([^<]*)</b>', dom)
+        assert card and card.group(1) == str(report["headline"][key]), key
+    assert report["headline"]["denied_requests"] == 6
+    # The whole page (registers included) as a second artefact.
+    full = tmp_path / "report-full.png"
+    subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,5200",
+                    f"--screenshot={full}", html.as_uri()], capture_output=True, timeout=120, check=False)
+    assert png_size(full.read_bytes()) == (1280, 5200) and full.stat().st_size > 100_000
+    if artifacts:
+        shutil.copy(full, Path(artifacts) / "evidence-report-full.png")
