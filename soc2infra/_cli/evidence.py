@@ -186,7 +186,6 @@ def report_cmd(ledger: str, start: str | None, end: str | None, output: Path, js
     control matrix, prior-period comparison, IaC scans apart, coverage gaps, trend.
 
     Exits 1 when the chain is broken (the report is still written, with the break named)."""
-    from soc2infra._core.pack import load_pack
     from soc2infra.evidence import build_report, render_html
     from soc2infra.evidence.population import describe
 
