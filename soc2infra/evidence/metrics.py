@@ -32,7 +32,10 @@ HEADLINE: tuple[Metric, ...] = (
     Metric("records", "records in the population",
            "Ledger records of the period kept by the population filters (cluster, source, dry run)."),
     Metric("admission_requests", "admission requests",
-           "Admission records: one per API request the webhook evaluated."),
+           "Admission records with a decision: one per API request the webhook evaluated."),
+    Metric("skipped_requests", "requests skipped (out of scope)",
+           "Admission requests the operator did not evaluate (excluded namespaces and users, trusted "
+           "controllers …), from its skipped-request count records."),
     Metric("denied_requests", "denied admission requests",
            "Admission records whose decision is deny (each request once, whatever the criteria)."),
     Metric("admitted_with_failures", "requests admitted with a failed rule",
@@ -70,7 +73,8 @@ def percent(passes: int, failures: int) -> float | None:
 
 
 def compute_headline(*, records: int, by_source: Mapping[str, int], decisions: Mapping[str, int],
-                     admitted_with_failures: int, coverage_gap_days: int, runtime: tuple[int, int],
+                     skipped_requests: int, admitted_with_failures: int, coverage_gap_days: int,
+                     runtime: tuple[int, int],
                      iac: tuple[int, int], deviations: Sequence[Mapping[str, Any]],
                      waivers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The headline numbers (keys of :data:`HEADLINE`, in that order).
@@ -80,7 +84,8 @@ def compute_headline(*, records: int, by_source: Mapping[str, int], decisions: M
     status = [str(d.get("status")) for d in deviations]
     out: dict[str, Any] = {
         "records": records,
-        "admission_requests": int(by_source.get("admission", 0)),
+        "admission_requests": sum(n for key, n in decisions.items() if key.startswith("admission:")),
+        "skipped_requests": skipped_requests,
         "denied_requests": int(decisions.get("admission:deny", 0)),
         "admitted_with_failures": admitted_with_failures,
         "audit_snapshots": int(by_source.get("audit", 0)),

@@ -47,12 +47,14 @@ DEVIATION_COLUMNS: tuple[str, ...] = (
     "waiver_id", "waiver_owner", "waiver_approver", "waiver_expires", "ticket",
 )
 WAIVER_COLUMNS: tuple[str, ...] = (
-    "waiver_id", "kind", "rule", "resources", "owner", "approver", "created_by", "created_at",
+    "waiver_id", "kind", "rule", "resources", "owner", "approver", "approval", "created_by", "created_at",
     "expires", "ticket", "reason", "status", "revoked_at", "revoked_by", "expired",
     "used_after_expiry", "evaluations", "waived_resources", "first_used", "last_used", "problem",
+    "rejected_changes", "last_rejection",
 )
 DEVIATION_STATUSES: tuple[str, ...] = ("open", "waived", "remediated")
-WAIVER_STATUSES: tuple[str, ...] = ("active", "expired", "revoked", "unusable")
+# rejected: only refused attempts were recorded (self-approval, too long …): the waiver never existed.
+WAIVER_STATUSES: tuple[str, ...] = ("active", "expired", "revoked", "unusable", "rejected")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # as in the CSV export: never a live formula
 
 DeviationKey = tuple[str, str, str]  # rule, resource, cluster
@@ -63,9 +65,13 @@ def _text(value: Any) -> str:
 
 
 def _first(mapping: Mapping[str, Any], *keys: str) -> str:
-    """The first non-empty value among *keys* (waiver records spell some fields two ways)."""
+    """The first non-empty value among *keys* (waiver records spell some fields two ways); an
+    identity recorded from an admission request's userInfo (``{username, uid, groups}``) gives
+    its username."""
     for key in keys:
         value = mapping.get(key)
+        if isinstance(value, Mapping):
+            value = value.get("username")
         if value not in (None, ""):
             return str(value)
     return ""
@@ -132,6 +138,10 @@ class _Waiver:
     revoked_at: str = ""
     revoked_by: str = ""
     problem: str = ""
+    approval: str = ""
+    seen: bool = False  # anything but a rejected attempt was recorded
+    rejections: int = 0
+    last_rejection: str = ""
     evaluations: int = 0
     waived: set[str] = field(default_factory=set)
     first_used: str = ""
@@ -139,8 +149,10 @@ class _Waiver:
 
     def merge(self, waiver: Mapping[str, Any]) -> None:
         """Fill fields from a waiver mapping (the newest values win, empty ones never erase)."""
+        self.seen = True
         for attr, keys in (("rule", ("rule", "rule_id")), ("owner", ("owner",)),
                            ("approver", ("approvedBy", "approved_by", "approver")),
+                           ("approval", ("approval",)),
                            ("expires", ("expires",)), ("ticket", ("ticket",)), ("reason", ("reason",)),
                            ("problem", ("problem",))):
             value = _first(waiver, *keys)
@@ -205,9 +217,17 @@ class RegisterBuilder:
         found = context.get("waiver")
         waiver: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
         row = self._waiver_row(waiver_id(waiver, _text(record.get("subject"))))
-        row.merge(waiver)
         event = _text(context.get("event") or context.get("change"))
         actor = _text(record.get("actor"))
+        if event == "waiver-rejected":
+            # The control refused a change (self-approval, too long …): counted, terms not taken.
+            row.rejections += 1
+            row.last_rejection = f"{time} {actor}: {_text(context.get('reason'))}"
+            if not row.seen:
+                row.rule = row.rule or _first(waiver, "rule")
+                row.owner = row.owner or _first(waiver, "owner")
+            return
+        row.merge(waiver)
         if event.endswith("deleted") or event in ("removed", "revoked"):
             row.revoked_at, row.revoked_by = time, actor
         else:
@@ -313,7 +333,9 @@ class RegisterBuilder:
         rows = []
         for w in self._waivers.values():
             expired = bool(w.expires and w.expires < end)
-            if w.revoked_at:
+            if not w.seen:
+                status = "rejected"
+            elif w.revoked_at:
                 status = "revoked"
             elif w.problem:
                 status = "unusable"
@@ -321,12 +343,13 @@ class RegisterBuilder:
                 status = "expired" if expired else "active"
             rows.append({
                 "waiver_id": w.waiver_id, "kind": w.kind, "rule": w.rule, "resources": w.resources,
-                "owner": w.owner, "approver": w.approver, "created_by": w.created_by,
+                "owner": w.owner, "approver": w.approver, "approval": w.approval, "created_by": w.created_by,
                 "created_at": w.created_at, "expires": w.expires, "ticket": w.ticket, "reason": w.reason,
                 "status": status, "revoked_at": w.revoked_at, "revoked_by": w.revoked_by, "expired": expired,
                 "used_after_expiry": bool(w.expires and w.last_used and w.last_used[:10] > w.expires),
                 "evaluations": w.evaluations, "waived_resources": len(w.waived),
                 "first_used": w.first_used, "last_used": w.last_used, "problem": w.problem,
+                "rejected_changes": w.rejections, "last_rejection": w.last_rejection,
             })
         rows.sort(key=lambda r: str(r["waiver_id"]))
         return rows

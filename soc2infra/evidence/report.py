@@ -149,6 +149,7 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
     waiver_changes: list[dict[str, Any]] = []
     evaluations = 0
     admitted_with_failures = 0
+    skipped_requests = 0
     overall: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # runtime, each evaluation once
     iac_overall = [0, 0, 0, 0]  # pass, fail, unknown, waived over the scans
     iac_records: Counter[str] = Counter()
@@ -178,6 +179,9 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
             waiver_changes.append({k: record.get(k) for k in ("seq", "time", "actor", "subject",
                                                               "decision", "context")})
         admission = source == "admission"
+        if admission and isinstance(record.get("context"), dict) \
+                and record["context"].get("event") == "skipped-requests":
+            skipped_requests += int(record["context"].get("total") or 0)
         denied = admission and record.get("decision") == "deny"
         warned = admission and record.get("decision") == "warn"
         state = source in STATE_SOURCES
@@ -295,7 +299,7 @@ def _build(ledger: Ledger, start: TimeBound, end: TimeBound, controls: Mapping[s
                       "compliance": _pct(*overall[d]) if d in overall else None} for d in day_strs]
     runtime = (sum(v[0] for v in overall.values()), sum(v[1] for v in overall.values()))
     headline = compute_headline(
-        records=tally.kept, by_source=by_source, decisions=decisions,
+        records=tally.kept, by_source=by_source, decisions=decisions, skipped_requests=skipped_requests,
         admitted_with_failures=admitted_with_failures, coverage_gap_days=len(gaps), runtime=runtime,
         iac=(iac_overall[0], iac_overall[1]), deviations=deviations, waivers=waivers)
 

@@ -179,3 +179,47 @@ def test_register_cli_csv_and_json(ledger: Ledger, tmp_path: Any) -> None:
     body = res.output[: res.output.rindex("]") + 1]
     [waiver] = json.loads(body)
     assert waiver["approver"] == "bob" and waiver["status"] == "active"
+
+
+def test_waiver_records_with_recorded_identities_and_rejections(ledger: Ledger) -> None:
+    """The operator's waiver records name the creator and approver as userInfo identities and
+    record refused changes (self-approval): the register shows who, the approval status, and the
+    refusals without taking the refused terms."""
+    alice = {"username": "alice@example.com", "uid": "u-1", "groups": ["dev"]}
+    bob = {"username": "bob@example.com", "uid": "u-2", "groups": ["security"]}
+    base = {"namespace": "shop", "name": "legacy-root", "rule": "POD-1", "owner": "team-shop",
+            "expires": "2025-03-20", "reason": "migration", "ticket": "SEC-12"}
+    subject = "soc2infra.io/v1alpha1/SOC2Waiver/shop/legacy-root"
+    ledger.append([
+        {"source": "waiver", "actor": "alice@example.com", "subject": subject, "time": "2025-03-01T00:00:00Z",
+         "decision": "deny", "context": {"event": "waiver-rejected", "reason": "self-approved", "user": alice,
+                                         "waiver": {**base, "approvedBy": "alice@example.com",
+                                                    "expires": "2026-03-01"}}},
+        {"source": "waiver", "actor": "alice@example.com", "subject": subject, "time": "2025-03-01T00:05:00Z",
+         "context": {"event": "waiver-created", "waiver": {**base, "approval": "none", "createdBy": alice}}},
+        {"source": "waiver", "actor": "bob@example.com", "subject": subject, "time": "2025-03-01T01:00:00Z",
+         "context": {"event": "waiver-changed", "waiver": {**base, "approvedBy": "bob@example.com",
+                                                           "approval": "independent", "createdBy": alice,
+                                                           "approver": bob}}},
+        {"source": "waiver", "actor": "mallory", "subject": "soc2infra.io/v1alpha1/SOC2Waiver/shop/sneaky",
+         "time": "2025-03-02T00:00:00Z", "decision": "deny",
+         "context": {"event": "waiver-rejected", "reason": "longer than waivers.max_days (90)",
+                     "waiver": {"namespace": "shop", "name": "sneaky", "rule": "POD-9", "owner": "mallory"}}},
+        # a count of skipped requests is an admission record without a decision: not a request
+        {"source": "admission", "actor": "soc2infra-operator/op-0", "subject": "skipped-requests:prod",
+         "time": "2025-03-02T01:00:00Z", "context": {"event": "skipped-requests", "total": 7, "cluster": "prod"}},
+    ])
+    _, waivers = registers(ledger, "2025-03-01", "2025-03-10")
+    rows = {w["waiver_id"]: w for w in waivers}
+    legacy = rows["SOC2Waiver shop/legacy-root"]
+    assert (legacy["created_by"], legacy["approver"], legacy["approval"], legacy["expires"], legacy["status"]) == (
+        "alice@example.com", "bob@example.com", "independent", "2025-03-20", "active")
+    assert legacy["rejected_changes"] == 1 and "alice@example.com: self-approved" in legacy["last_rejection"]
+    sneaky = rows["SOC2Waiver shop/sneaky"]
+    assert (sneaky["status"], sneaky["rule"], sneaky["owner"], sneaky["rejected_changes"]) == (
+        "rejected", "POD-9", "mallory", 1)
+    from soc2infra.evidence import build_report
+
+    head = build_report(ledger, "2025-03-01", "2025-03-10", {}, verify=False)["headline"]
+    assert (head["admission_requests"], head["skipped_requests"], head["waivers"], head["waivers_active"]) == (
+        0, 7, 2, 1)
