@@ -360,11 +360,18 @@ def normalize_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise EvidenceError(f"unknown entry field(s) {', '.join(map(str, unknown))}; "
                             f"allowed: {', '.join(sorted(ENTRY_KEYS))} (put extra facts in context)")
-    raw = {k: v for k, v in entry.items() if k != "time"}
+    raw = {k: v for k, v in entry.items() if k not in ("time", "results")}
+    results = entry.get("results", [])
     try:
         data = _redact(raw, False, True)
+        # Results of the usual shape are redacted and checked in one pass (an admission record
+        # holds one per rule evaluated); any other shape takes the general path, which names
+        # the offending field.
+        fast = [_plain_result(r) for r in results] if type(results) is list else [None]
+        checked = all(r is not None for r in fast)
+        data["results"] = fast if checked else _redact(results, False, True)
     except EvidenceError:
-        _jsonable(raw, "entry")  # raises again, naming where the value sits
+        _jsonable({**raw, "results": results}, "entry")  # raises again, naming where the value sits
         raise
     source = data.get("source")
     if source not in SOURCES:
@@ -385,7 +392,7 @@ def normalize_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     results = data.get("results", [])
     if not isinstance(results, list):
         raise EvidenceError("results must be a list")
-    out["results"] = [_normalize_result(r, i) for i, r in enumerate(results)]
+    out["results"] = results if checked else [_normalize_result(r, i) for i, r in enumerate(results)]
     context = data.get("context", {})
     if not isinstance(context, dict):
         raise EvidenceError("context must be a mapping")
@@ -397,6 +404,26 @@ def normalize_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out["time"] = format_time(parse_time(_require_str(moment, "time")))
     return out
+
+
+def _plain_result(item: Any) -> dict[str, Any] | None:
+    """*item* redacted and normalised when it is a plain result (a dict of known keys with values
+    of exactly the right types, no waiver), else None: what ``_normalize_result(_redact(item))``
+    returns for it, in one pass."""
+    if type(item) is not dict or not item.keys() <= _PLAIN_RESULT_KEYS:
+        return None
+    rule_id, status, severity = item.get("rule_id"), item.get("status"), item.get("severity")
+    controls, address = item.get("controls", []), item.get("address", "")
+    if type(rule_id) is not str or not rule_id or status not in STATUSES or type(address) is not str \
+            or not (severity is None or type(severity) is str) or type(controls) is not list \
+            or not all(type(c) is str for c in controls):
+        return None
+    return {"rule_id": _redact_str(rule_id), "status": status,
+            "severity": severity if severity is None else _redact_str(severity),
+            "controls": [_redact_str(c) for c in controls], "address": _redact_str(address)}
+
+
+_PLAIN_RESULT_KEYS = RESULT_KEYS - {"waiver"}
 
 
 def _normalize_result(item: Any, index: int) -> dict[str, Any]:
