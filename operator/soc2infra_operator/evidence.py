@@ -12,7 +12,8 @@ delivered (the process died between commit and send) — extra evidence, never m
 
 When the commit fails or takes longer than ``evidence.timeout_seconds``:
 
-- a request that is denied anyway stays denied (denying is the safe answer);
+- a request that is denied anyway stays denied (denying is the safe answer), with a warning that
+  it has no record;
 - any other request is rejected when ``fail_closed`` (default: follows the webhook's
   ``failurePolicy``, so ``Fail`` means "no evidence, no admission"), or admitted with a warning.
 

@@ -166,7 +166,10 @@ class Runtime:
             self.metrics.commit_failures.inc()
             logger.error("admission evidence not recorded for %s: %s", decision.address, exc)
             if not decision.allowed:
-                return decision  # denied anyway: the safe answer stands
+                # Denied anyway: the safe answer stands, and says that it has no record (every
+                # response either has its evidence record or tells the requester it has none).
+                return dataclasses.replace(decision, notes=(*decision.notes,
+                                           f"soc2infra could not record evidence ({exc}); denied anyway"))
             if self.settings.evidence_fail_closed:
                 return dataclasses.replace(decision, verdict="error", allowed=False,
                                            reason=f"evidence could not be recorded: {exc}")

@@ -398,6 +398,23 @@ class ControlPlane:
             else:
                 return
 
+    def restart_apiserver(self, down_seconds: float = 0.0) -> float:
+        """Stop kube-apiserver at once (SIGTERM, then SIGKILL with no grace), keep it down for
+        *down_seconds*, start it again on the same port against the same etcd and wait until it is
+        ready; returns the seconds it was unavailable. For fault tests: clients must reconnect."""
+        old = next((r for r in self.processes if r.name == "kube-apiserver"), None)
+        if old is None or self.bin_dir is None:
+            raise ControlPlaneError("control plane not started")
+        t0 = time.monotonic()
+        stop_processes([old], grace=0.0)
+        self.processes.remove(old)
+        time.sleep(down_seconds)
+        self._spawn("kube-apiserver", [str(binary(self.bin_dir, "kube-apiserver")), *self.apiserver_args()])
+        if not self._wait("kube-apiserver", self._apiserver_ready, time.monotonic()):
+            self._fail("kube-apiserver")
+        write_state(self.dir, self.state())
+        return time.monotonic() - t0
+
     @staticmethod
     def _pick_ports() -> tuple[int, int, int]:
         ports: list[int] = []

@@ -10,13 +10,10 @@ verifies and holds exactly one admission record per response a client received.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -31,6 +28,7 @@ import pytest
 
 from soc2infra.lab import ControlPlane, free_port, write_webhook_pki
 from soc2infra_operator.lab import OperatorProcess, operator_argv, port_serves_tls
+from tests.e2e.conftest import postgres_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -45,30 +43,13 @@ LEASE_SECONDS = max(5, int(AUDIT_INTERVAL * 2) + 30)
 @pytest.fixture(scope="module")
 def postgres_dsn() -> Iterator[str]:
     """A throwaway PostgreSQL cluster (tools/postgres.sh) with a fresh schema for this module."""
-    try:
-        import psycopg
-    except ImportError:
-        pytest.skip("psycopg not installed")  # a failure under CI=true (tests/conftest.py)
-    workdir = tempfile.mkdtemp(prefix="soc2infra-ha-pg-")
-    env = {k: v for k, v in os.environ.items() if k != "SOC2INFRA_PG_PORT"}
-    env["SOC2INFRA_PG_DIR"] = workdir
-    script = ROOT / "tools" / "postgres.sh"
-    started = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True,
-                             timeout=600, check=False)
-    lines = started.stdout.strip().splitlines()
-    if started.returncode != 0 or not lines or not lines[-1].startswith("postgresql://"):
-        shutil.rmtree(workdir, ignore_errors=True)
-        message = f"tools/postgres.sh start failed ({started.returncode}): {started.stderr[-2000:]}"
-        pytest.skip(message)  # a failure under CI=true (tests/conftest.py)
-    dsn = lines[-1]
-    schema = "ha_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{dsn}?options=-csearch_path%3D{schema}"
-    finally:
-        subprocess.run(["bash", str(script), "purge"], env=env, capture_output=True, check=False, timeout=120)
-        shutil.rmtree(workdir, ignore_errors=True)
+    import psycopg
+
+    with postgres_cluster("soc2infra-ha-pg-") as cluster:
+        schema = "ha_" + uuid.uuid4().hex[:10]
+        with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        yield f"{cluster.dsn}?options=-csearch_path%3D{schema}"
 
 
 def review(uid: str, name: str, namespace: str) -> bytes:
