@@ -177,3 +177,26 @@ def test_sealed_body_is_the_canonical_record(signed: bool, tmp_path: Path) -> No
         record = build_record(prepared.fields, 12345, "ab" * 32, "2025-01-01T00:00:00.000000Z", signer)
         assert body == canonical_json(record)
         assert digest == record["hash"] == record_hash(json.loads(body))
+
+
+def test_results_take_one_pass_when_plain_and_the_general_path_otherwise() -> None:
+    """An admission record's results (plain dicts) are redacted and checked in one pass; the
+    outcome is what redacting and then normalising each result gives (the general path, which
+    other shapes take)."""
+    from soc2infra.evidence.records import _normalize_result, _redact, normalize_entry
+
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nabc\n-----END RSA PRIVATE KEY-----"
+    plain = [{"rule_id": "SOC2-K8S-POD-001", "status": "fail", "severity": "high", "controls": ["CC6.1"],
+              "address": "postgresql://app:hunter2@db/x"},
+             {"rule_id": "R-002", "status": "pass", "severity": None, "controls": [], "address": pem}]
+    other = [*plain, {"rule_id": "R-003", "status": "waived", "controls": ("CC7.2",), "address": "a",
+                      "waiver": {"owner": "o", "reason": "r"}}]
+    for results in (plain, other):
+        entry = {"source": "admission", "actor": "u", "subject": "s", "decision": "deny", "results": results}
+        expected = [_normalize_result(_redact(r, False, True), i) for i, r in enumerate(results)]
+        got = normalize_entry(entry)["results"]
+        assert got == expected
+        assert "hunter2" not in str(got) and "abc" not in str(got)
+    with pytest.raises(EvidenceError, match=r"results\[0\]\.status"):
+        normalize_entry({"source": "admission", "actor": "u", "subject": "s",
+                         "results": [{"rule_id": "R-1", "status": "maybe"}]})
