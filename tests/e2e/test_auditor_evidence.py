@@ -599,14 +599,35 @@ def test_report_exits_1_on_a_broken_chain_and_states_its_population(scene: Scene
     assert f"records 1..{seq - 1} link consistently" in done.stderr
 
 
+# --------------------------------------------------------------------------- registers
+
+def test_registers_show_the_waiver_and_what_it_covers(scene: Scene, store: Store) -> None:
+    a = scene.namespaces["lab-a"]
+    period = ["--from", scene.day, "--to", scene.day, "--cluster", "lab-a", "--format", "json"]
+    done = _run("evidence", "register", store.url, "--kind", "waivers", *period)
+    assert "clusters=lab-a" in done.stderr
+    [vendor] = [w for w in json.loads(done.stdout) if w["waiver_id"] == f"SOC2Waiver {a}/vendor"]
+    assert (vendor["owner"], vendor["ticket"], vendor["status"]) == ("payments@example.com", "SEC-1234", "active")
+    assert vendor["evaluations"] >= 1 and vendor["waived_resources"] == 1
+    deviations = json.loads(_run("evidence", "register", store.url, "--kind", "deviations", *period).stdout)
+    waived = [d for d in deviations if d["resource"].endswith(f"/{a}/waived")]
+    assert waived and {(d["status"], d["ticket"]) for d in waived} == {("waived", "SEC-1234")}
+    # A denied request never reached the cluster: the preventive control worked, no deviation.
+    assert not [d for d in deviations if d["resource"].endswith((f"/{a}/priv", f"/{a}/leaky"))]
+    assert {d["cluster"] for d in deviations} == {"lab-a"}
+
+
 # --------------------------------------------------------------------------- package and sample
 
 def test_package_manifest_verifies_and_catches_an_edit(scene: Scene, store: Store, backend: str,
                                                        tmp_path: Path) -> None:
     anchor = scene.anchored[backend]
     package = tmp_path / "soc2.zip"
+    controls = tmp_path / "controls.yaml"  # what the pack cannot know: the owner, how it is tested
+    controls.write_text("version: 1\ncontrols:\n  CC6.1:\n    owner: Platform team (platform@example.com)\n"
+                        "    test_procedure: Sample 25 rows of populations/CC6.1.csv; trace each request uid.\n")
     done = _run("evidence", "package", store.url, "--from", scene.day, "--to", scene.day, "-o", str(package),
-                "--public-key", str(scene.public_key), "--expect-head", anchor)
+                "--public-key", str(scene.public_key), "--expect-head", anchor, "--controls", str(controls))
     assert "include_dry_run=false" in done.stdout
     done = _run("evidence", "verify-package", str(package))
     assert done.stdout.startswith("OK: every file")
@@ -620,7 +641,17 @@ def test_package_manifest_verifies_and_catches_an_edit(scene: Scene, store: Stor
     exported, _ = _export(store, scene)
     assert [r["seq"] for r in records] == [r["seq"] for r in exported]  # the same population
     assert manifest_data["population"]["records_in_population"] == len(records)
-    assert {"control-matrix.csv", "management-assertion.md", "populations/CC6.1.csv"} <= set(files)
+    assert {"control-matrix.csv", "management-assertion.md", "populations/CC6.1.csv", "summary.csv",
+            "deviations.csv", "waivers.csv", "prior-period.csv"} <= set(files)
+    matrix = {row["criterion"]: row for row in csv.DictReader(io.StringIO(files["control-matrix.csv"].decode()))}
+    assert matrix["CC6.1"]["owner"] == "Platform team (platform@example.com)"
+    assert matrix["CC6.1"]["test_procedure"].startswith("Sample 25 rows")
+    assert "SOC2-K8S-POD-001" in matrix["CC6.1"]["mapped_rules"]
+    # The headline numbers tie to the records in the package.
+    summary = {row["metric"]: row for row in csv.DictReader(io.StringIO(files["summary.csv"].decode()))}
+    requests = [r for r in records if r["source"] == "admission" and "event" not in r["context"]]
+    assert int(summary["denied_requests"]["value"]) == sum(r["decision"] == "deny" for r in requests) >= 3
+    assert int(summary["records"]["value"]) == len(records)
     # The records in the package are the ledger's: verify-export re-checks them against it.
     (tmp_path / "records.jsonl").write_bytes(files["records.jsonl"])
     _run("evidence", "verify-export", str(tmp_path / "records.jsonl"), store.url, "--public-key",
