@@ -249,6 +249,28 @@ def test_waiver_without_owner_is_rejected_exit_2(repo, capsys):
     assert open_findings(doc) == {("TEST-STORE-002", "aws_s3_bucket.quiet")}  # a rejected waiver never suppresses
 
 
+def test_waiver_file_approver_reaches_the_finding(repo, capsys):
+    _waivers(repo, date.today() + timedelta(days=30), approvedBy="security-lead@example.com")
+    code, doc = run_json(capsys, "infra", *PACK_ARGS)
+    assert code == 0
+    (f,) = doc["findings"]
+    assert f["suppressed"] and f["waiver"]["approved_by"] == "security-lead@example.com"
+
+
+def test_max_waiver_days_rejects_a_long_waiver_with_file_and_line(repo, capsys):
+    _waivers(repo, date.today() + timedelta(days=200))
+    _config(repo, "max_waiver_days: 90\n")
+    code, doc = run_json(capsys, "infra")
+    assert code == 2
+    (err,) = doc["errors"]
+    assert err["file"] == ".soc2infra-waivers.yaml" and err["line"] == 2
+    assert "200 days away" in err["message"] and "max_waiver_days allows at most 90" in err["message"]
+    assert open_findings(doc) == {("TEST-STORE-002", "aws_s3_bucket.quiet")}  # it never suppresses
+    _waivers(repo, date.today() + timedelta(days=90))  # exactly the maximum is allowed
+    code, doc = run_json(capsys, "infra")
+    assert code == 0 and not doc["errors"]
+
+
 def test_explicit_waiver_file_and_scan_root_lookup(repo, tmp_path, capsys):
     elsewhere = tmp_path / "w"
     elsewhere.mkdir()

@@ -40,6 +40,7 @@ from soc2infra import (
     rule_action,
     weaker,
 )
+from soc2infra_operator import provenance
 from soc2infra_operator.settings import OperatorSettings, ScopeSettings
 from soc2infra_operator.waivers import ClusterWaiver, ObjectFacts, entries_for, grants_opt_out, object_facts
 
@@ -327,6 +328,8 @@ class Decision:
     resource_version: str = ""  # metadata.resourceVersion: which version of the object was decided
     mode: str = "enforce"  # admission.mode when decided
     waiver_namespace: str = ""  # where a SOC2Waiver for this object goes (cluster scoped: own namespace)
+    images: tuple[dict[str, str], ...] = ()  # container images, with digests when pinned (provenance.py)
+    gitops: Mapping[str, str] = field(default_factory=dict)  # GitOps tracking labels/annotations
 
     @property
     def evaluated(self) -> bool:
@@ -350,8 +353,12 @@ class Decision:
 
 
 def _skip(req: ReviewRequest, reason: str, **kw: Any) -> Decision:
+    # The namespace is kept (and nothing else of the object): skipped requests are counted per
+    # namespace into the ledger (evidence.skipped_record).
+    meta = _mapping(_mapping(req.obj if req.obj is not None else req.old).get("metadata"))
+    namespace = req.namespace or _text(meta.get("namespace")) or None
     return Decision(verdict="skip", allowed=True, operation=req.operation, dry_run=req.dry_run,
-                    actor=req.actor, reason=reason, request_uid=req.uid, **kw)
+                    actor=req.actor, reason=reason, request_uid=req.uid, namespace=namespace, **kw)
 
 
 def _glob_any(value: str, patterns: Iterable[str]) -> bool:
@@ -441,6 +448,7 @@ def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[Cluste
         notes=tuple(dict.fromkeys(notes)), request_uid=req.uid, mode=policy.mode,
         object_uid=req.object_ref[0], resource_version=req.object_ref[1],
         waiver_namespace=facts.namespace if facts.namespace is not None else policy.cluster_waiver_namespace,
+        images=tuple(provenance.images(obj)), gitops=provenance.gitops(obj),
     )
 
 

@@ -320,7 +320,9 @@ class Auditor:
         waivers = []
         for res in (waiver_res, cluster_res):
             try:
-                waivers += [cluster_waivers.waiver_from_object(o) for o in self.kube.list_objects(res)]
+                require = self.settings.waivers.require_independent_approval
+                waivers += [cluster_waivers.waiver_from_object(o, require)
+                            for o in self.kube.list_objects(res)]
             except KubeError as exc:
                 logger.warning("audit cannot list %s: %s", res.kind, exc)
         namespaces = [o["metadata"]["name"] for o in objects

@@ -19,8 +19,10 @@ When the commit fails or takes longer than ``evidence.timeout_seconds``:
 
 Dry-run requests are checked like any other and recorded with ``context.dry_run: true`` (a
 denied dry run in a CI gate is still a preventive control operating); nothing else happens for
-them. Skipped requests (excluded namespaces and users) are not recorded: they are outside the
-control's scope, which the settings document.
+them. Skipped requests (excluded namespaces and users, trusted controllers) are not recorded one by
+one: they are outside the control's scope, which the settings document; each replica counts them
+per namespace and reason and records the counts every ``evidence.skipped_interval_seconds``
+(:func:`skipped_record`), so the population of requests the webhook received is complete.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ def admission_record(decision: Decision, pack_digest: str,
     values, never keys, so redaction cannot mistake ``…SECRET…`` for a secret), the operation,
     whether it was a dry run, and what traces the record to the API server's audit log and to the
     object: ``request_uid``, ``user`` (username, uid, groups), ``object_uid``, ``resource_version``
-    and the ``cluster`` id.
+    and the ``cluster`` id; for pod-bearing objects ``images`` (container, image, digest when
+    pinned) and ``image_digests``, and ``gitops`` (Argo CD / Flux tracking keys) when present.
     """
     results = [_result(o, decision.address) for o in decision.outcomes]
     meta = pack_severities or {}
@@ -103,6 +106,12 @@ def admission_record(decision: Decision, pack_digest: str,
                  "groups": list(decision.actor.get("groups") or [])},
         "object_uid": decision.object_uid, "resource_version": decision.resource_version,
     }
+    if decision.images:
+        # Change linkage (CC8.1): what runs, pinned by digest when the spec pins it.
+        context["images"] = [dict(i) for i in decision.images]
+        context["image_digests"] = sorted({i["digest"] for i in decision.images if i.get("digest")})
+    if decision.gitops:
+        context["gitops"] = dict(decision.gitops)
     if decision.outcomes:
         context["actions"] = [{"rule_id": o.rule_id, "action": o.action} for o in decision.outcomes]
     if decision.mode != "enforce":
@@ -147,16 +156,82 @@ def audit_record(results: Sequence[Mapping[str, Any]], pack_digest: str, summary
     }
 
 
-def waiver_record(event: str, waiver: Mapping[str, Any], pack_digest: str, actor: str = "") -> dict[str, Any]:
-    """The ledger entry for a SOC2Waiver created, changed or deleted (waivers are evidence too)."""
+def _waiver_subject(waiver: Mapping[str, Any]) -> str:
+    if waiver.get("cluster"):
+        return f"soc2infra.io/v1alpha1/SOC2ClusterWaiver/{waiver.get('name')}"
+    return f"soc2infra.io/v1alpha1/SOC2Waiver/{waiver.get('namespace')}/{waiver.get('name')}"
+
+
+def waiver_record(event: str, waiver: Mapping[str, Any], pack_digest: str, actor: str = "",
+                  cluster: str = "", manager: str = "") -> dict[str, Any]:
+    """The ledger entry for a SOC2Waiver created, changed, deleted, or present when this replica
+    started recording (waivers are evidence too).
+
+    ``actor`` is the user whose request wrote the waiver's current terms, as the operator's
+    webhook stamped it from the request's userInfo (never the apply tool); ``context`` names the
+    creator, the approver (both with username, uid and groups, or null when not on record), the
+    approval status, the ticket and the expiry, and the object's uid and resourceVersion (which
+    version of the waiver the record is about). *manager* (the managedFields manager, i.e. the
+    tool) is kept as a hint only.
+    """
+    requested = waiver.get("requestedBy") if isinstance(waiver.get("requestedBy"), Mapping) else None
+    context: dict[str, Any] = {
+        "event": event, "waiver": dict(waiver), "cluster": cluster, "instance": instance_id(),
+        "creator": waiver.get("createdBy"), "approver": waiver.get("approver"),
+        "approved_by": waiver.get("approvedBy"), "approval": waiver.get("approval", "none"),
+        "ticket": waiver.get("ticket"), "expires": waiver.get("expires"),
+        "object_uid": waiver.get("uid", ""), "resource_version": waiver.get("resourceVersion", ""),
+    }
+    if manager:
+        context["manager"] = manager
+    who = str((requested or {}).get("username") or actor or "unknown")
     return {
         "source": SOURCE_WAIVER,
-        "actor": actor or "unknown",
-        "subject": f"soc2infra.io/v1alpha1/SOC2Waiver/{waiver.get('namespace')}/{waiver.get('name')}",
+        "actor": who,
+        "subject": _waiver_subject(waiver),
         "pack_digest": pack_digest,
         "results": [],
         "decision": None,
-        "context": {"event": event, "waiver": dict(waiver)},
+        "context": context,
+    }
+
+
+def waiver_rejection_record(subject: str, operation: str, user: Mapping[str, Any], reason: str,
+                            pack_digest: str, cluster: str = "", request_uid: str = "",
+                            dry_run: bool = False, waiver: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ledger entry for a waiver change the operator rejected at admission (self-approval,
+    an approval on someone else's behalf, a waiver longer than ``waivers.max_days``): the
+    control operating, with who asked and why it was refused."""
+    return {
+        "source": SOURCE_WAIVER,
+        "actor": str(user.get("username") or "unknown"),
+        "subject": subject,
+        "pack_digest": pack_digest,
+        "results": [],
+        "decision": "deny",
+        "context": {"event": "waiver-rejected", "operation": operation, "reason": reason,
+                    "user": dict(user), "cluster": cluster, "request_uid": request_uid, "dry_run": dry_run,
+                    "waiver": dict(waiver or {}), "instance": instance_id()},
+    }
+
+
+def skipped_record(counts: Mapping[tuple[str, str, bool], int], since: str, until: str, cluster: str,
+                   pack_digest: str) -> dict[str, Any]:
+    """The ledger entry counting the admission requests this replica skipped in ``[since, until)``
+    (excluded namespaces and users, trusted controllers, subresources …), per namespace, reason and
+    dry-run flag, without any payload: the population of requests is complete, the skipped ones
+    are counted rather than recorded one by one. ``decision`` is null: nothing was decided."""
+    rows = [{"namespace": ns, "reason": reason, "dry_run": dry, "count": n}
+            for (ns, reason, dry), n in sorted(counts.items())]
+    return {
+        "source": SOURCE_ADMISSION,
+        "actor": f"soc2infra-operator/{instance_id()}",
+        "subject": f"skipped-requests:{cluster}" if cluster else "skipped-requests",
+        "pack_digest": pack_digest,
+        "results": [],
+        "decision": None,
+        "context": {"event": "skipped-requests", "since": since, "until": until, "cluster": cluster,
+                    "instance": instance_id(), "total": sum(counts.values()), "skipped": rows},
     }
 
 
@@ -171,10 +246,30 @@ class Committer(Protocol):
 class EvidenceWriter:
     """Commits records durably, with a deadline; ``None`` ledger URL means evidence is off."""
 
-    def __init__(self, committer: Committer | None, timeout: float, closer: Any = None) -> None:
+    def __init__(self, committer: Committer | None, timeout: float, closer: Any = None,
+                 ledger: Any = None) -> None:
         self._committer = committer
         self._timeout = timeout
         self._closer = closer
+        self._ledger = ledger  # soc2infra.evidence.Ledger, for the few reads the operator makes
+
+    def recorded_waiver_versions(self) -> set[tuple[str, str]]:
+        """(object uid, resourceVersion) of every waiver version the ledger has a record of.
+
+        Read once when this replica becomes the audit leader (rare), by the ledger's source column
+        so only waiver records are parsed."""
+        import json
+
+        found: set[tuple[str, str]] = set()
+        if self._ledger is None:
+            return found
+        for row in self._ledger.iter_rows():
+            if row.source != SOURCE_WAIVER:
+                continue
+            context = json.loads(row.body).get("context") or {}
+            if context.get("object_uid"):
+                found.add((str(context["object_uid"]), str(context.get("resource_version") or "")))
+        return found
 
     @property
     def enabled(self) -> bool:
@@ -191,7 +286,7 @@ class EvidenceWriter:
         ledger = open_ledger(url, Path(signing_key) if signing_key else None)
         committer = GroupCommitter(ledger)
         # Closing order matters: the committer flushes its queue into the ledger first.
-        return cls(committer, timeout, closer=(committer, ledger))
+        return cls(committer, timeout, closer=(committer, ledger), ledger=ledger)
 
     async def commit(self, entry: dict[str, Any]) -> Any:
         """Append *entry* and wait until it is durable; raises :class:`EvidenceError`."""

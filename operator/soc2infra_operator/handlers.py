@@ -31,6 +31,8 @@ from soc2infra_operator.webhookconfig import (
     SOC2WebhookServer,
     WebhookTarget,
     handler_id,
+    waiver_configurations,
+    waiver_handler_id,
     webhook_configuration,
 )
 
@@ -75,6 +77,30 @@ def make_validator(runtime: Runtime) -> Any:
     return validate
 
 
+def make_waiver_handlers(runtime: Runtime) -> tuple[Any, Any]:
+    """The validating and mutating handlers for SOC2Waivers (approval.py decides both)."""
+
+    def request(body: Any, old: Any, operation: Any, dryrun: Any, userinfo: Any, resource: Any,
+                subresource: Any, namespace: Any) -> ReviewRequest:
+        return request_from_kopf(body=body, old=old, operation=operation, dryrun=dryrun, userinfo=userinfo,
+                                 resource=resource, subresource=subresource, namespace=namespace)
+
+    async def validate(body: Any, old: Any, operation: Any, dryrun: Any, userinfo: Any, resource: Any,
+                       subresource: Any = None, namespace: Any = None, **_: Any) -> None:
+        req = request(body, old, operation, dryrun, userinfo, resource, subresource, namespace)
+        problem = await runtime.admit_waiver(req)
+        if problem is not None:
+            raise kopf.AdmissionError(f"soc2infra: {problem}", code=403)
+
+    def mutate(body: Any, old: Any, operation: Any, dryrun: Any, userinfo: Any, resource: Any, patch: Any,
+               subresource: Any = None, namespace: Any = None, **_: Any) -> None:
+        req = request(body, old, operation, dryrun, userinfo, resource, subresource, namespace)
+        for key, value in runtime.waiver_stamps(req).items():
+            patch.metadata.annotations[key] = value  # None removes the annotation
+
+    return validate, mutate
+
+
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
     """Register every handler on *registry*; returns the validate handler ids."""
     s = runtime.settings
@@ -98,6 +124,15 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
             actor = str((managed[-1] or {}).get("manager") or "")
         runtime.waiver_event(event.get("type"), obj, actor)
 
+    validate_waiver, mutate_waiver = make_waiver_handlers(runtime)
+    for plural in (cluster_waivers.PLURAL, cluster_waivers.CLUSTER_PLURAL):
+        kopf.on.validate(cluster_waivers.GROUP, cluster_waivers.VERSION, plural,
+                         id=waiver_handler_id("validate", plural), operations=["CREATE", "UPDATE"],
+                         side_effects=False, persistent=False, registry=registry)(validate_waiver)
+        kopf.on.mutate(cluster_waivers.GROUP, cluster_waivers.VERSION, plural,
+                       id=waiver_handler_id("mutate", plural), operations=["CREATE", "UPDATE"],
+                       side_effects=False, persistent=False, registry=registry)(mutate_waiver)
+
     kopf.on.event(cluster_waivers.GROUP, cluster_waivers.VERSION, cluster_waivers.PLURAL, id="soc2waivers",
                   registry=registry)(on_waiver)
     kopf.on.event(cluster_waivers.GROUP, cluster_waivers.VERSION, cluster_waivers.CLUSTER_PLURAL,
@@ -116,6 +151,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
             start_vap_sync(runtime)
         if s.audit.enabled:
             runtime.audit_task = asyncio.create_task(audit_loop(runtime), name="soc2infra-audit")
+        runtime.skipped_task = asyncio.create_task(skipped_loop(runtime), name="soc2infra-skipped")
 
     kopf.on.startup(id="soc2infra-startup", registry=registry)(startup)
 
@@ -134,6 +170,12 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
                     logger.info("removed %d ValidatingAdmissionPolicy objects", result.deleted)
                 except Exception:  # noqa: BLE001 - shutting down: log, do not mask the exit
                     logger.exception("could not remove the ValidatingAdmissionPolicies")
+        if runtime.skipped_task is not None:
+            runtime.skipped_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runtime.skipped_task
+        with contextlib.suppress(Exception):
+            await runtime.flush_skipped()  # the counts since the last record
         if runtime.audit_task is not None:
             runtime.audit_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -212,16 +254,30 @@ def apply_webhook_configuration(runtime: Runtime, client_config: dict[str, Any])
     path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{w.configuration_name}"
     result: dict[str, Any] = runtime.kube.apply(path, config)
     logger.info("registered %d validating webhooks in %s", len(config["webhooks"]), w.configuration_name)
+    for waiver_config in waiver_configurations(runtime.settings, client_config):
+        plural = waiver_config["kind"].lower() + "s"
+        runtime.kube.apply(f"/apis/admissionregistration.k8s.io/v1/{plural}/{waiver_config['metadata']['name']}",
+                           waiver_config)
     return result
 
 
 def remove_webhook_configuration(runtime: Runtime) -> None:
     """Delete our ValidatingWebhookConfiguration (clean exit of an out-of-cluster operator)."""
     name = runtime.settings.webhook.configuration_name
-    try:
-        runtime.kube.delete(f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}")
-    except Exception:  # noqa: BLE001 - shutting down: log, do not mask the exit
-        logger.exception("could not remove the webhook configuration %s", name)
+    for plural, config_name in (("validatingwebhookconfigurations", name),
+                                ("validatingwebhookconfigurations", f"{name}-waivers"),
+                                ("mutatingwebhookconfigurations", f"{name}-waivers")):
+        try:
+            runtime.kube.delete(f"/apis/admissionregistration.k8s.io/v1/{plural}/{config_name}")
+        except Exception:  # noqa: BLE001 - shutting down: log, do not mask the exit
+            logger.exception("could not remove the webhook configuration %s", config_name)
+
+
+async def skipped_loop(runtime: Runtime) -> None:
+    """Record the skipped-request counts every ``evidence.skipped_interval_seconds``."""
+    while True:
+        await asyncio.sleep(runtime.settings.evidence.skipped_interval_seconds)
+        await runtime.flush_skipped()
 
 
 async def audit_loop(runtime: Runtime) -> None:
@@ -234,11 +290,17 @@ async def audit_loop(runtime: Runtime) -> None:
                       cluster_name=runtime.cluster_id or str(runtime.kube.configuration.host))
     await asyncio.sleep(a.initial_delay_seconds)
     while True:
+        was_leader = runtime.audit_leader
         try:
             # Shielded: cancelling the loop must not orphan a run half-way; clean-up awaits it.
             runtime.audit_inflight = asyncio.get_running_loop().run_in_executor(None, auditor.run_once)
             outcome = await asyncio.shield(runtime.audit_inflight)
             runtime.audit_leader = outcome.leader
+            if outcome.leader and not was_leader:
+                # Waiver changes are recorded by the leader as they happen; what changed while no
+                # replica led (or before the first did) is recorded now, once per version.
+                written = await asyncio.to_thread(runtime.record_present_waivers)
+                logger.info("audit leadership: recorded %d waivers with no record of their version", written)
             runtime.last_audit = outcome
             runtime.metrics.observe_audit(outcome)
             logger.info("audit: %s (leader=%s, %d reports, %.2fs)", outcome.summary, outcome.leader,

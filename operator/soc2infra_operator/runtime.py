@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from soc2infra import PolicyPack, Resource, load_pack
+from soc2infra_operator import approval
 from soc2infra_operator import waivers as cluster_waivers
 from soc2infra_operator.admission import (
     BUILTIN_GROUPS,
@@ -37,7 +39,9 @@ from soc2infra_operator.evidence import (
     EvidenceWriter,
     admission_record,
     instance_id,
+    skipped_record,
     waiver_record,
+    waiver_rejection_record,
 )
 from soc2infra_operator.metrics import OperatorMetrics
 from soc2infra_operator.settings import OperatorSettings
@@ -95,6 +99,10 @@ class Runtime:
     vap_wake: asyncio.Event | None = None  # set on waiver changes: resync the policies
     vap_task: asyncio.Task[None] | None = None
     loop: asyncio.AbstractEventLoop | None = None  # the operator's loop (waiver events arrive in threads)
+    # Requests skipped since the last skipped-requests record: (namespace, reason, dry run) → count.
+    skipped: Counter[tuple[str, str, bool]] = field(default_factory=Counter)
+    skipped_since: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    skipped_task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.metrics.watch_waivers(self.waivers.snapshot, self.policy.waiver_warning_days)
@@ -110,6 +118,7 @@ class Runtime:
         webhook_policy = (AdmissionPolicy.build(webhook_pack(pack, cel_rules), settings, rule_relations(pack))
                           if cel_rules else None)
         return cls(settings=settings, pack=pack, policy=policy, writer=writer,
+                   waivers=WaiverStore(settings.waivers.require_independent_approval),
                    rule_meta={r.id: (r.severity, r.controls) for r in pack.rules},
                    cel_rules=cel_rules, webhook_policy=webhook_policy)
 
@@ -153,7 +162,10 @@ class Runtime:
 
     async def record(self, decision: Decision) -> Decision:
         """Commit the decision's record; on failure apply the evidence failure policy."""
-        if decision.verdict == "skip" or not self.writer.enabled:
+        if decision.verdict == "skip":
+            self.skipped[(decision.namespace or "", decision.reason, decision.dry_run)] += 1
+            return decision
+        if not self.writer.enabled:
             return decision
         if decision.dry_run and not self.settings.evidence.record_dry_run:
             return decision
@@ -177,7 +189,81 @@ class Runtime:
                                        f"soc2infra could not record evidence ({exc}); admitted anyway"))
         return decision
 
+    async def flush_skipped(self) -> None:
+        """Record the skipped-request counts gathered since the last flush (one record, none when
+        nothing was skipped); on failure the counts are kept for the next flush."""
+        now = datetime.now(UTC).isoformat()
+        if not self.skipped or not self.writer.enabled:
+            self.skipped_since = now
+            return
+        counts, since = self.skipped, self.skipped_since
+        self.skipped, self.skipped_since = Counter(), now
+        try:
+            await self.writer.commit(skipped_record(counts, since, now, self.cluster_id, self.pack.digest))
+        except EvidenceError as exc:
+            logger.error("skipped-request counts not recorded (kept for the next try): %s", exc)
+            self.skipped.update(counts)
+            self.skipped_since = since
+
     # ---- waivers ----------------------------------------------------------------------------
+
+    def review_waiver(self, req: ReviewRequest) -> approval.Review:
+        """The approval rule (approval.py) applied to a CREATE/UPDATE of a waiver."""
+        w = self.settings.waivers
+        return approval.review(req.operation, req.obj, req.old,
+                               approval.identity(req.username, req.user_uid, req.groups),
+                               require_independent=w.require_independent_approval, max_days=w.max_days,
+                               today=datetime.now(UTC).date())
+
+    def waiver_stamps(self, req: ReviewRequest) -> dict[str, str | None]:
+        """Mutating webhook: the annotation changes that stamp who created, wrote and approved."""
+        if req.operation not in ("CREATE", "UPDATE") or not isinstance(req.obj, dict):
+            return {}
+        return approval.stamp_patch(req.obj, self.review_waiver(req).stamps)
+
+    async def admit_waiver(self, req: ReviewRequest) -> str | None:
+        """Validating webhook for waivers: why the request is rejected (recorded), or None."""
+        if req.operation not in ("CREATE", "UPDATE") or not isinstance(req.obj, dict):
+            return None
+        verdict = self.review_waiver(req)
+        problem = verdict.problem or approval.forged(req.obj, verdict.stamps)
+        if problem is None:
+            return None
+        if self.writer.enabled:
+            waiver = cluster_waivers.waiver_from_object(req.obj).to_dict()
+            subject = "soc2infra.io/v1alpha1/" + (
+                "SOC2ClusterWaiver/" + waiver["name"] if waiver.get("cluster")
+                else f"SOC2Waiver/{waiver['namespace']}/{waiver['name']}")
+            try:
+                await self.writer.commit(waiver_rejection_record(
+                    subject, req.operation, req.actor, problem, self.pack.digest, self.cluster_id, req.uid,
+                    req.dry_run, waiver))
+            except EvidenceError as exc:  # rejected anyway: the safe answer stands
+                logger.error("waiver rejection not recorded: %s", exc)
+        return problem
+
+    def record_present_waivers(self) -> int:
+        """On becoming the audit leader: record every known waiver whose current version (object
+        uid and resourceVersion) has no record yet — e.g. created before any replica led, or while
+        no leader was recording. Returns how many were recorded. Blocking (call in a thread)."""
+        if not self.writer.enabled:
+            return 0
+        try:
+            recorded = self.writer.recorded_waiver_versions()
+        except Exception as exc:  # noqa: BLE001 - a failed read must not stop the audit loop
+            logger.error("could not read the ledger's waiver records: %s", exc)
+            return 0
+        written = 0
+        for waiver in self.waivers.snapshot():
+            if not waiver.uid or (waiver.uid, waiver.resource_version) in recorded:
+                continue
+            try:
+                self.writer.commit_sync(waiver_record("waiver-present", waiver.to_dict(), self.pack.digest,
+                                                      cluster=self.cluster_id))
+                written += 1
+            except EvidenceError as exc:
+                logger.error("waiver %s not recorded: %s", waiver.location, exc)
+        return written
 
     def waiver_event(self, event_type: str | None, obj: Any, actor: str = "") -> None:
         """Apply a watch event to the waiver store; the audit leader records real changes."""
@@ -199,7 +285,8 @@ class Runtime:
             logger.warning("%s is unusable and never applies: %s", waiver.location, waiver.problem)
         if self.audit_leader and self.writer.enabled:
             try:
-                self.writer.commit_sync(waiver_record(change, waiver.to_dict(), self.pack.digest, actor))
+                self.writer.commit_sync(waiver_record(change, waiver.to_dict(), self.pack.digest,
+                                                      cluster=self.cluster_id, manager=actor))
             except EvidenceError as exc:
                 logger.error("waiver change not recorded: %s", exc)
 

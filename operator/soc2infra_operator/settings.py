@@ -156,6 +156,20 @@ class EvidenceSettings:
     # A stable id for this cluster in every record (reports filter on it). None: the uid of the
     # kube-system namespace, which lives as long as the cluster and differs between clusters.
     cluster_id: str | None = None
+    # Skipped requests (excluded namespaces and users, trusted controllers …) are counted per
+    # namespace and recorded every this many seconds (one record per replica, none when idle).
+    skipped_interval_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class WaiverSettings:
+    """Governance of SOC2Waivers (who may approve them, how long they may run); see approval.py."""
+
+    # Reject self-approval at admission (spec.approvedBy set by the user who created the waiver or
+    # wrote its current terms), and apply only waivers approved by another user.
+    require_independent_approval: bool = False
+    # Reject waivers whose expiry is more than this many days ahead (0: no maximum).
+    max_days: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +181,7 @@ class OperatorSettings:
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    waivers: WaiverSettings = field(default_factory=WaiverSettings)
     policy_dirs: tuple[str, ...] = ()
     builtin_policies: bool = True
     kubeconfig: str | None = None  # None: in-cluster config, else $KUBECONFIG / ~/.kube/config
@@ -221,6 +236,11 @@ class OperatorSettings:
             raise SettingsError("audit.interval_seconds must be positive")
         if self.evidence.timeout_seconds <= 0:
             raise SettingsError("evidence.timeout_seconds must be positive")
+        if self.evidence.skipped_interval_seconds <= 0:
+            raise SettingsError("evidence.skipped_interval_seconds must be positive")
+        if self.waivers.max_days < 0:
+            raise SettingsError("waivers.max_days must be 0 (no maximum) or positive "
+                                f"(got {self.waivers.max_days})")
         return self
 
 

@@ -13,6 +13,7 @@ namespace, with a reason, an owner, an optional ticket and an expiry date::
       owner: payments-team@example.com
       ticket: SEC-1234
       expires: "2026-03-31"
+      approvedBy: security-lead@example.com   # valid only when that user sets it (approval.py)
 
 Each waiver becomes a :class:`soc2infra._core.waivers.WaiverEntry` whose ``resource`` is an address
 pattern (``*/<kind>/<namespace>/<name>``), so the CLI's pure :func:`soc2infra._core.waivers.match_waiver`
@@ -44,6 +45,8 @@ from datetime import date, datetime
 from typing import Any
 
 from soc2infra import WaiverEntry, as_mapping, as_text
+from soc2infra_operator import approval as approval_rule
+from soc2infra_operator.approval import Identity
 
 GROUP = "soc2infra.io"
 VERSION = "v1alpha1"
@@ -73,6 +76,14 @@ class ClusterWaiver:
     cluster: bool = False  # a SOC2ClusterWaiver (namespace is "")
     namespaces: tuple[str, ...] = ()  # cluster waivers: namespace name globs
     namespace_labels: tuple[tuple[str, str], ...] = ()  # cluster waivers: namespaceSelector.matchLabels
+    approved_by: str = ""  # spec.approvedBy
+    approval: str = "none"  # none | unverified | self | independent (approval_rule.approval_status)
+    created_by: Identity | None = None  # from the stamps the webhook verified
+    requested_by: Identity | None = None
+    approver: Identity | None = None
+    uid: str = ""
+    resource_version: str = ""
+    generation: int = 0
 
     @property
     def location(self) -> str:
@@ -102,9 +113,25 @@ class ClusterWaiver:
                 out["namespaces"] = list(self.namespaces)
             if self.namespace_labels:
                 out["namespaceSelector"] = {"matchLabels": dict(self.namespace_labels)}
+        if self.approved_by:
+            out["approvedBy"] = self.approved_by
+        out["approval"] = self.approval
+        for key, who in (("createdBy", self.created_by), ("requestedBy", self.requested_by),
+                         ("approver", self.approver)):
+            if who is not None:
+                out[key] = dict(who)
+        if self.uid:
+            out["uid"] = self.uid
+            out["resourceVersion"] = self.resource_version
+            out["generation"] = self.generation
         if self.problem:
             out["problem"] = self.problem
         return out
+
+    @property
+    def approved_for_entry(self) -> str | None:
+        """The approver to show on suppressed findings: only a verified approval counts."""
+        return self.approved_by if self.approval in ("self", "independent") else None
 
 
 
@@ -123,11 +150,13 @@ def _parse_date(value: Any) -> date | None:
         return None
 
 
-def waiver_from_object(obj: Any) -> ClusterWaiver:
+def waiver_from_object(obj: Any, require_independent: bool = False) -> ClusterWaiver:
     """Validate a SOC2Waiver object as received from the API; never raises.
 
     Missing reason, owner or expiry make the waiver unusable, as in the waiver file: an accepted
-    risk nobody owns and nobody revisits is exactly what an auditor asks about.
+    risk nobody owns and nobody revisits is exactly what an auditor asks about. With
+    *require_independent* (``waivers.require_independent_approval``) a waiver without an
+    independent, verified approval is pending and unusable as well.
     """
     data = as_mapping(obj)
     meta = as_mapping(data.get("metadata"))
@@ -144,6 +173,16 @@ def waiver_from_object(obj: Any) -> ClusterWaiver:
             break
     if problem is None and expires is None:
         problem = "spec.expires must be an ISO date (YYYY-MM-DD)"
+    annotations = as_mapping(meta.get("annotations"))
+    approver_name = as_text(spec.get("approvedBy"))
+    status = approval_rule.approval_status(annotations, approver_name)
+    if problem is None and require_independent and status != "independent":
+        why = {"none": "awaiting approval: spec.approvedBy is not set",
+               "self": "self-approved: another user must approve it",
+               "unverified": f"the approval by {approver_name} is not verified (set while soc2infra was not "
+                             "checking waivers): the approver sets spec.approvedBy again"}[status]
+        problem = f"{why} (waivers.require_independent_approval)"
+    generation = meta.get("generation")
     cluster = as_text(data.get("kind")) == CLUSTER_KIND
     listed = spec.get("namespaces")
     names: list[Any] = listed if cluster and isinstance(listed, list) else []
@@ -158,6 +197,12 @@ def waiver_from_object(obj: Any) -> ClusterWaiver:
         match_labels=tuple(sorted((str(k), as_text(v)) for k, v in labels.items())),
         reason=reason, owner=owner, ticket=as_text(spec.get("ticket")) or None,
         expires=expires, opt_out=spec.get("optOut") is True, problem=problem,
+        approved_by=approver_name, approval=status,
+        created_by=approval_rule.decode(annotations.get(approval_rule.CREATED_BY)),
+        requested_by=approval_rule.decode(annotations.get(approval_rule.REQUESTED_BY)),
+        approver=approval_rule.decode(annotations.get(approval_rule.APPROVED_BY)),
+        uid=as_text(meta.get("uid")), resource_version=as_text(meta.get("resourceVersion")),
+        generation=generation if isinstance(generation, int) and not isinstance(generation, bool) else 0,
     )
 
 
@@ -217,7 +262,8 @@ def _pattern(waiver: ClusterWaiver, facts: ObjectFacts) -> str:
 
 def _entry(waiver: ClusterWaiver, rule: str, resource: str, reason: str) -> WaiverEntry:
     return WaiverEntry(rule=rule, resource=resource, reason=reason, source="cluster", owner=waiver.owner,
-                       ticket=waiver.ticket, expires=waiver.expires, location=waiver.location)
+                       ticket=waiver.ticket, expires=waiver.expires, location=waiver.location,
+                       approved_by=waiver.approved_for_entry)
 
 
 def entries_for(facts: ObjectFacts, waivers: Sequence[ClusterWaiver],
@@ -263,13 +309,14 @@ class WaiverStore:
     delivers an update sees one consistent set.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, require_independent: bool = False) -> None:
         self._items: dict[tuple[str, str], ClusterWaiver] = {}
         self._snapshot: tuple[ClusterWaiver, ...] = ()
+        self.require_independent = require_independent  # waivers.require_independent_approval
 
     def upsert(self, obj: Any) -> ClusterWaiver:
         """Add or replace the waiver described by a raw object."""
-        waiver = waiver_from_object(obj)
+        waiver = waiver_from_object(obj, self.require_independent)
         self._items[(waiver.namespace, waiver.name)] = waiver
         self._snapshot = tuple(self._items.values())
         return waiver
@@ -284,7 +331,7 @@ class WaiverStore:
         """Replace the whole set (a fresh list from the API)."""
         self._items = {}
         for obj in objects:
-            w = waiver_from_object(obj)
+            w = waiver_from_object(obj, self.require_independent)
             self._items[(w.namespace, w.name)] = w
         self._snapshot = tuple(self._items.values())
 

@@ -115,6 +115,56 @@ def webhook_configuration(settings: OperatorSettings, targets: Sequence[WebhookT
     }
 
 
+def waiver_configurations(settings: OperatorSettings, client_config: dict[str, Any],
+                          versions: Sequence[str] = ("v1alpha1",)) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Validating- and MutatingWebhookConfiguration for SOC2Waivers and SOC2ClusterWaivers
+    (named ``<configuration>-waivers``). Pure.
+
+    The mutating webhook stamps who created, wrote and approved a waiver (approval.py); the
+    validating one enforces the approval rule and rejects forged stamps. Unlike the workload
+    webhooks they cover every namespace (cluster-scoped objects are waived from the operator's own
+    namespace) and always fail closed: a waiver change waits for the operator rather than going
+    unchecked, and nothing the cluster needs to run depends on changing a waiver.
+    """
+    from soc2infra_operator import waivers as cw
+
+    w = settings.webhook
+    name = f"{w.configuration_name}-waivers"
+    resources = [cw.PLURAL, cw.CLUSTER_PLURAL]
+    out: list[dict[str, Any]] = []
+    kinds = (("ValidatingWebhookConfiguration", "validate"), ("MutatingWebhookConfiguration", "mutate"))
+    for kind, prefix in kinds:
+        hooks = []
+        for plural in resources:
+            hid = waiver_handler_id(prefix, plural)
+            cc = dict(client_config)
+            if "url" in cc:
+                cc["url"] = f"{cc['url'].rstrip('/')}/{quote(hid)}"
+            if "service" in cc:
+                svc = dict(cc["service"])
+                svc["path"] = f"{svc.get('path', '').rstrip('/')}/{quote(hid)}"
+                cc["service"] = svc
+            hook: dict[str, Any] = {
+                "name": webhook_name(hid, w.configuration_name), "admissionReviewVersions": ["v1"],
+                "clientConfig": cc, "failurePolicy": "Fail", "matchPolicy": "Equivalent",
+                "sideEffects": "None", "timeoutSeconds": w.timeout_seconds,
+                "rules": [{"apiGroups": [cw.GROUP], "apiVersions": list(versions),
+                           "operations": list(OPERATIONS), "resources": [plural], "scope": "*"}],
+            }
+            if prefix == "mutate":
+                hook["reinvocationPolicy"] = "IfNeeded"  # another mutating webhook must not drop the stamps
+            hooks.append(hook)
+        out.append({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+                    "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "soc2infra"}},
+                    "webhooks": hooks})
+    return out[0], out[1]
+
+
+def waiver_handler_id(prefix: str, plural: str) -> str:
+    """``validate-soc2waiver`` / ``mutate-soc2clusterwaiver``: handler id and URL path."""
+    return f"{prefix}-{plural.removesuffix('s')}"
+
+
 # What a validate handler id routes: the (API group or None for any, kind) its handler is for.
 Route = tuple[str | None, str]
 # The fast path's decision function: the runtime's admit (decision, durable evidence, answer).

@@ -162,6 +162,7 @@ class Waiver:
     ticket: str | None = None
     expires: str | None = None  # ISO date
     location: str | None = None  # where the waiver is written (file:line or object)
+    approved_by: str | None = None  # who approved it (cluster waivers: only a verified approval)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -33,7 +33,7 @@ def apply_accepted_risks(result: ScanResult, settings: Settings, dirs: Sequence[
     accept, record their errors and warnings in *result*."""
     path = settings.waivers.file or find_waiver_file(dirs)
     if path is not None:
-        entries, errors = load_waiver_file(Path(display_path(path)))
+        entries, errors = load_waiver_file(Path(display_path(path)), settings.waivers.max_days, date.today())
         result.errors.extend(errors)
         result.warnings.extend(apply_waiver_entries(result.findings, entries, date.today(),
                                                     settings.waivers.warning_days))

@@ -62,6 +62,7 @@ class WaiverSettings:
     file: Path | None = None  # None: look for .soc2infra-waivers.yaml
     warning_days: int = DEFAULT_WARNING_DAYS
     baseline: Path | None = None
+    max_days: int = 0  # max_waiver_days: entries expiring further ahead are errors (0: no maximum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,7 @@ _KEYS: dict[str, str] = {
     "builtin_policies": "load the built-in policy pack",
     "waiver_file": "the waiver file",
     "waiver_warning_days": "warn this many days before a waiver expires",
+    "max_waiver_days": "waiver file entries may expire at most this many days ahead (0: no maximum)",
     "baseline": "baseline file of accepted existing findings",
     "limits": "bounds on hostile input (file_bytes, depth, yaml_aliases, yaml_nodes, yaml_alias_nodes, "
               "instances_per_resource, instances_per_scan, seconds_per_file)",
@@ -288,7 +290,7 @@ def _clean(key: str, value: Any, base: Path) -> Any:
         if not target.is_file():
             raise ValueError(f"{target} does not exist")
         return target
-    if key == "waiver_warning_days":
+    if key in ("waiver_warning_days", "max_waiver_days"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"must be a whole number of days ≥ 0, got {value!r}")
         return value
@@ -324,7 +326,8 @@ def resolve_settings(file_values: Mapping[str, Any], flags: Mapping[str, Any],
                             policy_dirs=extend("policy_dirs"), builtin=bool(pick("builtin_policies", True))),
         waivers=WaiverSettings(file=pick("waiver_file", None),
                                warning_days=int(pick("waiver_warning_days", DEFAULT_WARNING_DAYS)),
-                               baseline=pick("baseline", None)),
+                               baseline=pick("baseline", None),
+                               max_days=int(pick("max_waiver_days", 0))),
         source=source,
         # Flag-only groups (no configuration key): what to read and where results go.
         inputs=ScanOptions(var_files=tuple(flags.get("var_file") or ()),

@@ -8,9 +8,11 @@ of the entries, the finding's rule and address, and today's date, so the CLI and
 operator decide suppression the same way.
 
 A waiver file entry without a reason, an owner or an expiry date is rejected: an accepted risk
-nobody owns and nobody revisits is exactly what an auditor asks about. An expired entry stops
-suppressing (the finding blocks again) and is reported; one due within the warning window
-still suppresses but produces a warning.
+nobody owns and nobody revisits is exactly what an auditor asks about. An entry may name who
+approved it (``approvedBy``; in a file the approval is as good as the review of the change that
+wrote it), and with ``max_waiver_days`` set an entry expiring further ahead is an error.
+An expired entry stops suppressing (the finding blocks again) and is reported; one due within the
+warning window still suppresses but produces a warning.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ DEFAULT_WARNING_DAYS = 14
 WaiverStatus = Literal["none", "active", "expiring", "expired"]
 
 _REQUIRED = ("rule", "resource", "reason", "owner", "expires")
-_ALLOWED = frozenset(_REQUIRED) | {"ticket"}
+_ALLOWED = frozenset(_REQUIRED) | {"ticket", "approvedBy", "approved_by"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class WaiverEntry:
     ticket: str | None = None
     expires: date | None = None  # None: no expiry (inline waivers live and die with the code)
     location: str | None = None  # file:line of the entry, for messages and the report
+    approved_by: str | None = None  # who approved the accepted risk (waiver file: approvedBy)
 
     def matches(self, rule_id: str, address: str) -> bool:
         """True when this entry covers *rule_id* on *address* (expiry not considered)."""
@@ -60,7 +63,8 @@ class WaiverEntry:
     def to_waiver(self) -> Waiver:
         """The record attached to a suppressed finding (``model.Waiver``)."""
         return Waiver(source=self.source, reason=self.reason, owner=self.owner, ticket=self.ticket,
-                      expires=self.expires.isoformat() if self.expires else None, location=self.location)
+                      expires=self.expires.isoformat() if self.expires else None, location=self.location,
+                      approved_by=self.approved_by)
 
 
 @lru_cache(maxsize=1024)
@@ -116,13 +120,14 @@ def match_waiver(waivers: Sequence[WaiverEntry], rule_id: str, address: str, tod
     return (entry.to_waiver() if entry is not None else None), status
 
 
-def parse_waiver_data(data: Any, file: str, lines: dict[int, int] | None = None) -> tuple[list[WaiverEntry],
-                                                                                           list[Error]]:
+def parse_waiver_data(data: Any, file: str, lines: dict[int, int] | None = None, max_days: int = 0,
+                      today: date | None = None) -> tuple[list[WaiverEntry], list[Error]]:
     """Validate already-loaded waiver file data (a ``waivers:`` list, or a bare list).
 
     Every bad entry becomes an :class:`Error` naming the file, the entry's line, its index and
     the field; good entries are still returned (the scan exits 2 anyway, because errors win).
-    *lines* maps entry index to its line in the file.
+    *lines* maps entry index to its line in the file. With *max_days* (> 0) an entry expiring
+    more than that many days after *today* is a bad entry too (``max_waiver_days``).
     """
     lines = lines or {}
     if data is None:
@@ -140,12 +145,21 @@ def parse_waiver_data(data: Any, file: str, lines: dict[int, int] | None = None)
     for i, item in enumerate(items):
         line = lines.get(i)
         entry, problem = _parse_entry(item, f"{file}:{line}" if line else file)
+        if entry is not None and problem is None and max_days > 0:
+            problem = _too_long(entry, max_days, today or date.today())
         if problem:
             name = f" ({item.get('rule')} on {item.get('resource')})" if isinstance(item, dict) else ""
             errors.append(Error(file, line, f"waiver #{i + 1}{name}: {problem}"))
         elif entry is not None:
             entries.append(entry)
     return entries, errors
+
+
+def _too_long(entry: WaiverEntry, max_days: int, today: date) -> str | None:
+    if entry.expires is None or (entry.expires - today).days <= max_days:
+        return None
+    return (f"'expires' {entry.expires} is {(entry.expires - today).days} days away; max_waiver_days allows "
+            f"at most {max_days}")
 
 
 def _parse_entry(item: Any, location: str) -> tuple[WaiverEntry | None, str | None]:
@@ -160,7 +174,9 @@ def _parse_entry(item: Any, location: str) -> tuple[WaiverEntry | None, str | No
             why = {"reason": "say why the risk is accepted", "owner": "name who answers for it",
                    "expires": "an ISO date (YYYY-MM-DD) when it must be reviewed"}.get(key, "required")
             return None, f"missing {key!r}: {why}"
-    for key in ("rule", "resource", "reason", "owner", "ticket"):
+    if "approvedBy" in item and "approved_by" in item:
+        return None, "give 'approvedBy' once (not also 'approved_by')"
+    for key in ("rule", "resource", "reason", "owner", "ticket", "approvedBy", "approved_by"):
         if key in item and item[key] is not None and not isinstance(item[key], str | int):
             return None, f"{key!r} must be a string"
     expires = item["expires"]
@@ -170,15 +186,21 @@ def _parse_entry(item: Any, location: str) -> tuple[WaiverEntry | None, str | No
         except ValueError:
             return None, f"'expires' must be an ISO date (YYYY-MM-DD), got {item['expires']!r}"
     ticket = item.get("ticket")
+    approver = item.get("approvedBy", item.get("approved_by"))
+    if approver is not None and not str(approver).strip():
+        return None, "'approvedBy' is empty: name who approved the accepted risk, or leave it out"
     return WaiverEntry(rule=str(item["rule"]).strip(), resource=str(item["resource"]).strip(),
                        reason=str(item["reason"]).strip(), source="file", owner=str(item["owner"]).strip(),
                        ticket=str(ticket).strip() if ticket is not None else None,
                        expires=expires.date() if isinstance(expires, datetime) else expires,
-                       location=location), None
+                       location=location,
+                       approved_by=str(approver).strip() if approver is not None else None), None
 
 
-def load_waiver_file(path: Path) -> tuple[list[WaiverEntry], list[Error]]:
-    """Read and validate a waiver file. Problems are returned as located errors."""
+def load_waiver_file(path: Path, max_days: int = 0, today: date | None = None
+                     ) -> tuple[list[WaiverEntry], list[Error]]:
+    """Read and validate a waiver file (entries expiring more than *max_days* after *today* are
+    errors when *max_days* > 0). Problems are returned as located errors."""
     import yaml  # only scans that use a waiver file pay for PyYAML
 
     file = str(path)
@@ -200,7 +222,7 @@ def load_waiver_file(path: Path) -> tuple[list[WaiverEntry], list[Error]]:
         return [], [Error(file, mark.line + 1 if mark else None, f"invalid YAML: {exc}")]
     except RecursionError:
         return [], [Error(file, None, "invalid YAML: nested too deeply")]
-    return parse_waiver_data(data, file, _entry_lines(node))
+    return parse_waiver_data(data, file, _entry_lines(node), max_days, today)
 
 
 def _entry_lines(node: Any) -> dict[int, int]:

@@ -68,7 +68,7 @@ TOOL_VERSION = _tool_version()
 ENTRY_KEYS = frozenset({"source", "actor", "subject", "pack_digest", "results", "decision", "context",
                         "time"})
 RESULT_KEYS = frozenset({"rule_id", "status", "severity", "controls", "address", "waiver"})
-WAIVER_KEYS = frozenset({"source", "owner", "expires", "reason", "ticket", "location"})
+WAIVER_KEYS = frozenset({"source", "owner", "expires", "reason", "ticket", "location", "approved_by"})
 # Fields of a stored record that are not covered by its hash.
 UNHASHED = frozenset({"hash", "signature"})
 

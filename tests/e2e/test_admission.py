@@ -158,6 +158,10 @@ def start_operator(control_plane: ControlPlane, workdir: Path, kubectl: Kubectl,
 
 def delete_configuration(kubectl: Kubectl, name: str) -> None:
     kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)
+    # The waiver webhooks (approval.py) fail closed in every namespace: a killed operator's would
+    # block every later waiver change on the shared control plane.
+    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+        kubectl("delete", kind, f"{name}-waivers", "--ignore-not-found", check=False)
 
 
 @pytest.fixture(scope="module")

@@ -707,7 +707,9 @@ def test_every_kind_gets_its_own_webhook_id(pack):
     assert len(ids) == len(set(ids)) == len(runtime.kinds) >= 15
     assert "validate-deployment" in ids and "validate-clusterrolebinding" in ids
     handlers = registry._webhooks.get_all_handlers()
-    assert {h.id for h in handlers} == set(ids)
+    # Plus the waiver governance webhooks (approval.py), validating and mutating.
+    waiver_ids = {f"{p}-{k}" for p in ("validate", "mutate") for k in ("soc2waiver", "soc2clusterwaiver")}
+    assert {h.id for h in handlers} == set(ids) | waiver_ids
     assert all(set(h.operations) == {"CREATE", "UPDATE"} for h in handlers)
     resources = [Resource(group="apps", version="v1", plural="deployments", kind="Deployment", namespaced=True),
                  Resource(group="", version="v1", plural="pods", kind="Pod", namespaced=True)]
