@@ -49,7 +49,8 @@ def objects(helm: str, *sets: str, **kw: Any) -> list[dict[str, Any]]:
 
 
 def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind]
+    # The waiver governance webhooks (<release>-waivers) are checked on their own.
+    found = [d for d in docs if d["kind"] == kind and not d["metadata"]["name"].endswith("-waivers")]
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
 
@@ -179,6 +180,33 @@ def test_webhook_configuration_follows_values_and_matches_the_operator(helm):
     strip = ("clientConfig",)
     assert [{k: v for k, v in h.items() if k not in strip} for h in hooks] == \
         [{k: v for k, v in h.items() if k not in strip} for h in ours["webhooks"]]
+
+
+def test_waiver_webhooks_match_the_operator_and_fail_closed(helm):
+    from soc2infra_operator.webhookconfig import waiver_configurations
+
+    docs = objects(helm, "webhook.failurePolicy=Ignore", "webhook.timeoutSeconds=7", namespace="compliance",
+                   release="r")
+    chart = {d["kind"]: d for d in docs if d["metadata"]["name"] == "r-soc2infra-waivers"}
+    assert set(chart) == {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
+    settings = apply_overrides(OperatorSettings(), [("webhook.timeout_seconds", "7"),
+                                                    ("webhook.configuration_name", "r-soc2infra")], "test")
+    service = {"service": {"name": "r-soc2infra", "namespace": "compliance", "port": 443}}
+    for ours in waiver_configurations(settings, service):
+        theirs = chart[ours["kind"]]
+        assert [h["clientConfig"]["service"]["path"] for h in theirs["webhooks"]] == \
+            [h["clientConfig"]["service"]["path"] for h in ours["webhooks"]]
+        strip = ("clientConfig",)
+        assert [{k: v for k, v in h.items() if k not in strip} for h in theirs["webhooks"]] == \
+            [{k: v for k, v in h.items() if k not in strip} for h in ours["webhooks"]]
+        # Waiver governance fails closed whatever webhook.failurePolicy says, in every namespace.
+        assert {h["failurePolicy"] for h in theirs["webhooks"]} == {"Fail"}
+        assert all("namespaceSelector" not in h for h in theirs["webhooks"])
+    config = one(objects(helm, "waivers.requireIndependentApproval=true", "waivers.maxWaiverDays=90"),
+                 "ConfigMap")["data"]["operator.yaml"]
+    import yaml
+
+    assert yaml.safe_load(config)["waivers"] == {"require_independent_approval": True, "max_days": 90}
 
 
 def base64_pem(value: str) -> str:
