@@ -386,7 +386,9 @@ def test_cluster_and_source_pick_their_records(scene: Scene, store: Store) -> No
         assert records and {r["context"]["cluster"] for r in records} == {cluster}
         admission = [r for r in records if r["source"] == "admission"]
         assert admission and all(r["context"]["namespace"] == mine for r in admission)
-        assert not any(other in r["subject"] for r in records)
+        # The two "clusters" share one API server: each operator watches every SOC2Waiver and
+        # records it under its own cluster id, so only waiver records may name the other namespace.
+        assert not any(other in r["subject"] for r in records if r["source"] != "waiver")
         assert f"clusters={cluster}" in stderr
     audit, _ = _export(store, scene, "--source", "audit")
     assert {r["source"] for r in audit} == {"audit"}
@@ -442,6 +444,9 @@ def test_admission_records_trace_to_the_api_server_and_the_object(scene: Scene, 
 def test_waiver_changes_are_records(scene: Scene, store: Store) -> None:
     a = scene.namespaces["lab-a"]
     records, _ = _export(store, scene, "--source", "waiver")
+    # Waivers other test modules left in the shared API server are recorded when each operator first
+    # leads (event waiver-present); the scene's own waiver was created afterwards.
+    records = [r for r in records if r["context"]["event"] != "waiver-present"]
     assert records and {r["subject"] for r in records} == {f"soc2infra.io/v1alpha1/SOC2Waiver/{a}/vendor"}
     for record in records:
         waiver = record["context"]["waiver"]
