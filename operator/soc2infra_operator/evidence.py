@@ -163,7 +163,7 @@ def _waiver_subject(waiver: Mapping[str, Any]) -> str:
 
 
 def waiver_record(event: str, waiver: Mapping[str, Any], pack_digest: str, actor: str = "",
-                  cluster: str = "", manager: str = "") -> dict[str, Any]:
+                  cluster: str = "", manager: str = "", deleted: bool = False) -> dict[str, Any]:
     """The ledger entry for a SOC2Waiver created, changed, deleted, or present when this replica
     started recording (waivers are evidence too).
 
@@ -172,7 +172,8 @@ def waiver_record(event: str, waiver: Mapping[str, Any], pack_digest: str, actor
     creator, the approver (both with username, uid and groups, or null when not on record), the
     approval status, the ticket and the expiry, and the object's uid and resourceVersion (which
     version of the waiver the record is about). *manager* (the managedFields manager, i.e. the
-    tool) is kept as a hint only.
+    tool) is kept as a hint only. A deletion's actor is ``unknown``: a watch event does not say
+    who deleted; the webhook's ``waiver-delete-requested`` record does.
     """
     requested = waiver.get("requestedBy") if isinstance(waiver.get("requestedBy"), Mapping) else None
     context: dict[str, Any] = {
@@ -184,7 +185,7 @@ def waiver_record(event: str, waiver: Mapping[str, Any], pack_digest: str, actor
     }
     if manager:
         context["manager"] = manager
-    who = str((requested or {}).get("username") or actor or "unknown")
+    who = "unknown" if deleted else str((requested or {}).get("username") or actor or "unknown")
     return {
         "source": SOURCE_WAIVER,
         "actor": who,
@@ -198,18 +199,21 @@ def waiver_record(event: str, waiver: Mapping[str, Any], pack_digest: str, actor
 
 def waiver_rejection_record(subject: str, operation: str, user: Mapping[str, Any], reason: str,
                             pack_digest: str, cluster: str = "", request_uid: str = "",
-                            dry_run: bool = False, waiver: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ledger entry for a waiver change the operator rejected at admission (self-approval,
-    an approval on someone else's behalf, a waiver longer than ``waivers.max_days``): the
-    control operating, with who asked and why it was refused."""
+                            dry_run: bool = False, waiver: Mapping[str, Any] | None = None,
+                            event: str = "waiver-rejected") -> dict[str, Any]:
+    """The ledger entry for a waiver request as the webhook saw it: a change the operator
+    rejected (self-approval, an approval on someone else's behalf, a waiver longer than
+    ``waivers.max_days``: the control operating, with who asked and why it was refused;
+    ``decision: deny``), or a deletion (``event: waiver-delete-requested``, who asked for it;
+    ``decision: allow``)."""
     return {
         "source": SOURCE_WAIVER,
         "actor": str(user.get("username") or "unknown"),
         "subject": subject,
         "pack_digest": pack_digest,
         "results": [],
-        "decision": "deny",
-        "context": {"event": "waiver-rejected", "operation": operation, "reason": reason,
+        "decision": "deny" if event == "waiver-rejected" else "allow",
+        "context": {"event": event, "operation": operation, "reason": reason,
                     "user": dict(user), "cluster": cluster, "request_uid": request_uid, "dry_run": dry_run,
                     "waiver": dict(waiver or {}), "instance": instance_id()},
     }

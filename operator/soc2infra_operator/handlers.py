@@ -127,7 +127,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
     validate_waiver, mutate_waiver = make_waiver_handlers(runtime)
     for plural in (cluster_waivers.PLURAL, cluster_waivers.CLUSTER_PLURAL):
         kopf.on.validate(cluster_waivers.GROUP, cluster_waivers.VERSION, plural,
-                         id=waiver_handler_id("validate", plural), operations=["CREATE", "UPDATE"],
+                         id=waiver_handler_id("validate", plural), operations=["CREATE", "UPDATE", "DELETE"],
                          side_effects=False, persistent=False, registry=registry)(validate_waiver)
         kopf.on.mutate(cluster_waivers.GROUP, cluster_waivers.VERSION, plural,
                        id=waiver_handler_id("mutate", plural), operations=["CREATE", "UPDATE"],

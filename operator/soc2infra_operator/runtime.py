@@ -222,25 +222,37 @@ class Runtime:
         return approval.stamp_patch(req.obj, self.review_waiver(req).stamps)
 
     async def admit_waiver(self, req: ReviewRequest) -> str | None:
-        """Validating webhook for waivers: why the request is rejected (recorded), or None."""
+        """Validating webhook for waivers: why the request is rejected (recorded), or None. A
+        deletion is always allowed and recorded with the deleting user (a watch event cannot say
+        who deleted)."""
+        if req.operation == "DELETE":
+            await self._record_waiver_request("waiver-delete-requested", req, None)
+            return None
         if req.operation not in ("CREATE", "UPDATE") or not isinstance(req.obj, dict):
             return None
         verdict = self.review_waiver(req)
         problem = verdict.problem or approval.forged(req.obj, verdict.stamps)
         if problem is None:
             return None
-        if self.writer.enabled:
-            waiver = cluster_waivers.waiver_from_object(req.obj).to_dict()
-            subject = "soc2infra.io/v1alpha1/" + (
-                "SOC2ClusterWaiver/" + waiver["name"] if waiver.get("cluster")
-                else f"SOC2Waiver/{waiver['namespace']}/{waiver['name']}")
-            try:
-                await self.writer.commit(waiver_rejection_record(
-                    subject, req.operation, req.actor, problem, self.pack.digest, self.cluster_id, req.uid,
-                    req.dry_run, waiver))
-            except EvidenceError as exc:  # rejected anyway: the safe answer stands
-                logger.error("waiver rejection not recorded: %s", exc)
+        await self._record_waiver_request("waiver-rejected", req, problem)
         return problem
+
+    async def _record_waiver_request(self, event: str, req: ReviewRequest, problem: str | None) -> None:
+        """Record a waiver request as the webhook saw it: the requesting user and, for a
+        rejection, why (a failure to record never changes the answer)."""
+        if not self.writer.enabled:
+            return
+        obj = req.obj if isinstance(req.obj, dict) else req.old
+        waiver = cluster_waivers.waiver_from_object(obj).to_dict()
+        subject = "soc2infra.io/v1alpha1/" + (
+            "SOC2ClusterWaiver/" + waiver["name"] if waiver.get("cluster")
+            else f"SOC2Waiver/{waiver['namespace']}/{waiver['name']}")
+        try:
+            await self.writer.commit(waiver_rejection_record(
+                subject, req.operation, req.actor, problem or "", self.pack.digest, self.cluster_id, req.uid,
+                req.dry_run, waiver, event=event))
+        except EvidenceError as exc:
+            logger.error("%s not recorded: %s", event, exc)
 
     def record_present_waivers(self) -> int:
         """On becoming the audit leader: record every known waiver whose current version (object
@@ -274,6 +286,7 @@ class Runtime:
         if event_type == "DELETED":
             waiver = self.waivers.delete(ns, name)
             change = "waiver-deleted"
+            actor = ""  # not the author: who deleted it is in the waiver-delete-requested record
         else:
             waiver = self.waivers.upsert(obj)
             change = "waiver-created" if event_type == "ADDED" else "waiver-changed"
@@ -286,7 +299,8 @@ class Runtime:
         if self.audit_leader and self.writer.enabled:
             try:
                 self.writer.commit_sync(waiver_record(change, waiver.to_dict(), self.pack.digest,
-                                                      cluster=self.cluster_id, manager=actor))
+                                                      cluster=self.cluster_id, manager=actor,
+                                                      deleted=change == "waiver-deleted"))
             except EvidenceError as exc:
                 logger.error("waiver change not recorded: %s", exc)
 

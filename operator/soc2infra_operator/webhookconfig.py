@@ -135,6 +135,8 @@ def waiver_configurations(settings: OperatorSettings, client_config: dict[str, A
     kinds = (("ValidatingWebhookConfiguration", "validate"), ("MutatingWebhookConfiguration", "mutate"))
     for kind, prefix in kinds:
         hooks = []
+        # DELETE too (validating only): who deleted a waiver is evidence as well.
+        operations = [*OPERATIONS, "DELETE"] if prefix == "validate" else list(OPERATIONS)
         for plural in resources:
             hid = waiver_handler_id(prefix, plural)
             cc = dict(client_config)
@@ -149,7 +151,7 @@ def waiver_configurations(settings: OperatorSettings, client_config: dict[str, A
                 "clientConfig": cc, "failurePolicy": "Fail", "matchPolicy": "Equivalent",
                 "sideEffects": "None", "timeoutSeconds": w.timeout_seconds,
                 "rules": [{"apiGroups": [cw.GROUP], "apiVersions": list(versions),
-                           "operations": list(OPERATIONS), "resources": [plural], "scope": "*"}],
+                           "operations": operations, "resources": [plural], "scope": "*"}],
             }
             if prefix == "mutate":
                 hook["reinvocationPolicy"] = "IfNeeded"  # another mutating webhook must not drop the stamps

@@ -140,6 +140,14 @@ def test_a_waiver_applies_only_once_another_user_approves_it(governed, kubectl, 
     waived = [r for r in admitted[-1]["results"] if r["status"] == "waived"]
     assert waived and all(r["waiver"]["approved_by"] == BOB[0] for r in waived)
 
+    # Deleting it: recorded with who deleted it (the watch's deletion record cannot know).
+    assert kubectl(*as_user(BOB), "-n", ns, "delete", "soc2waiver", "legacy-root").returncode == 0
+    events = lambda: {r["context"]["event"]: r for r in waiver_records(governed, ns, "legacy-root")}  # noqa: E731
+    wait_for(lambda: "waiver-deleted" in events(), timeout=30, what="the deletion's record")
+    asked = events()["waiver-delete-requested"]
+    assert asked["actor"] == BOB[0] and asked["context"]["user"]["uid"] == BOB[1] and asked["decision"] == "allow"
+    assert events()["waiver-deleted"]["actor"] == "unknown"
+
 
 def test_a_waiver_longer_than_the_maximum_is_rejected(governed, kubectl, ns):
     too_far = (datetime.now(UTC).date() + timedelta(days=MAX_DAYS + 30)).isoformat()

@@ -710,7 +710,8 @@ def test_every_kind_gets_its_own_webhook_id(pack):
     # Plus the waiver governance webhooks (approval.py), validating and mutating.
     waiver_ids = {f"{p}-{k}" for p in ("validate", "mutate") for k in ("soc2waiver", "soc2clusterwaiver")}
     assert {h.id for h in handlers} == set(ids) | waiver_ids
-    assert all(set(h.operations) == {"CREATE", "UPDATE"} for h in handlers)
+    assert all(set(h.operations) == ({"CREATE", "UPDATE", "DELETE"} if h.id.startswith("validate-soc2")
+                                     else {"CREATE", "UPDATE"}) for h in handlers)
     resources = [Resource(group="apps", version="v1", plural="deployments", kind="Deployment", namespaced=True),
                  Resource(group="", version="v1", plural="pods", kind="Pod", namespaced=True)]
     hooks = build_webhooks(handlers, resources=resources, name_suffix="auto.soc2infra.io",
