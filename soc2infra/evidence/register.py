@@ -243,7 +243,10 @@ class RegisterBuilder:
         rule, address = _text(result.get("rule_id")), _text(result.get("address"))
         fallback = f"{_text(waiver.get('source')) or 'waiver'} {rule} {address}"  # a waiver with no location
         row = self._waiver_row(waiver_id(waiver, fallback))
-        row.merge({"rule": rule, **waiver})
+        row.merge(waiver)
+        # The waiver's own rule may be a pattern (SOC2-K8S-POD-00?): a result's rule id fills it in
+        # only when no waiver record said it.
+        row.rule = row.rule or rule
         row.evaluations += 1
         row.waived.add(address)
         row.first_used = row.first_used or time

@@ -744,3 +744,33 @@ def test_readme_auditor_walkthrough_runs_as_written(scene: Scene, store: Store, 
     assert "OK: records.jsonl:" in out and "match the ledger" in out
     sample = (tmp_path / "sample.csv").read_text().splitlines()
     assert len(sample) == 26 and sample[0].startswith("seq,")
+
+
+# --------------------------------------------------------------------------- registers and headline
+
+def test_register_rows_and_headline_on_the_admission_ledger(scene: Scene, store: Store, tmp_path: Path) -> None:
+    """Over both clusters: the waiver register keeps the waiver's own rule (a pattern) and who
+    created it, the waived deviation names the waiver and owner, a denied dry run opens nothing,
+    and the report's headline counts the denied requests the records hold (each request once)
+    and the deviation register's rows."""
+    a = scene.namespaces["lab-a"]
+    period = ("--from", scene.day, "--to", scene.day, "--format", "json")
+    waivers = {w["waiver_id"]: w for w in json.loads(
+        _run("evidence", "register", store.url, "--kind", "waivers", *period).stdout)}
+    vendor = waivers[f"SOC2Waiver {a}/vendor"]
+    assert (vendor["kind"], vendor["rule"], vendor["reason"]) == (
+        "SOC2Waiver", "SOC2-K8S-POD-00?", "vendor image needs it until v5")
+    assert vendor["created_by"] and vendor["created_at"].startswith(scene.day[:4])
+    rows = json.loads(_run("evidence", "register", store.url, "--kind", "deviations", *period).stdout)
+    waived = [r for r in rows if r["resource"] == f"apps/v1/Deployment/{a}/waived"]
+    assert waived and {(r["waiver_id"], r["waiver_owner"], r["sources"][0]) for r in waived} == {
+        (f"SOC2Waiver {a}/vendor", "payments@example.com", "admission")}
+    assert vendor["evaluations"] == len(waived)
+    assert not [r for r in rows if r["resource"].endswith(f"/{a}/dry-bad")]
+    _run("evidence", "report", store.url, "--from", scene.day, "--to", scene.day, "-o", str(tmp_path / "r.html"),
+         "--json-output", str(tmp_path / "r.json"))
+    head = json.loads((tmp_path / "r.json").read_text())["headline"]
+    exported, _ = _export(store, scene)
+    denied = sum(r["source"] == "admission" and r["decision"] == "deny" for r in exported)
+    assert head["denied_requests"] == denied >= 3  # priv, leaky, priv-b; the denied dry run is left out
+    assert head["deviations"] == len(rows) and head["waivers_active"] >= 1

@@ -223,3 +223,15 @@ def test_waiver_records_with_recorded_identities_and_rejections(ledger: Ledger) 
     head = build_report(ledger, "2025-03-01", "2025-03-10", {}, verify=False)["headline"]
     assert (head["admission_requests"], head["skipped_requests"], head["waivers"], head["waivers_active"]) == (
         0, 7, 2, 1)
+
+
+def test_a_waivers_rule_pattern_is_kept_whatever_order_its_uses_come_in() -> None:
+    for order in (0, 1):
+        builder = RegisterBuilder()
+        record = _waiver_event("2025-03-01T00:00:00.000000Z", "waiver-created", "alice", rule="POD-00?")
+        use = _audit("2025-03-01T01:00:00.000000Z", [_r("POD-002", "waived", POD, waiver=dict(
+            WAIVER, location="SOC2Waiver shop/legacy-root"))])
+        for seq, item in enumerate((record, use) if order == 0 else (use, record), start=1):
+            builder.add({**item, "seq": seq, "time": f"2025-03-01T0{seq}:00:00.000000Z"})
+        [row] = builder.waivers()
+        assert (row["rule"], row["evaluations"]) == ("POD-00?", 1), order
