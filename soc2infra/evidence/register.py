@@ -231,6 +231,11 @@ class RegisterBuilder:
         if event.endswith("deleted") or event in ("removed", "revoked"):
             row.revoked_at, row.revoked_by = time, actor
         else:
+            if waiver:
+                # A change record holds the waiver's whole current version: what it no longer says (an
+                # approval withdrawn when the terms changed, a problem fixed by the approval) is gone.
+                row.approver = _first(waiver, "approvedBy", "approved_by", "approver")
+                row.problem = _first(waiver, "problem")
             if event.endswith("created") or event == "added":
                 # A change's creation time is known only when its creation is in the period.
                 row.created_at = time

@@ -161,6 +161,21 @@ def test_created_by_prefers_the_recorded_creator_and_recreation_clears_revocatio
     assert first.waivers()[0]["created_by"] == "dave@example.com"  # the requester, not the apply tool
 
 
+def test_the_newest_version_of_a_waiver_decides_its_approval_and_problem() -> None:
+    """A waiver awaiting approval is unusable; once approved it is active; when its terms change the
+    approval is withdrawn with them (the operator records each whole version)."""
+    builder = RegisterBuilder()
+    pending = "awaiting approval: spec.approvedBy is not set (waivers.require_independent_approval)"
+    states = [("waiver-created", {"problem": pending, "approval": "none"}, ("", "unusable")),
+              ("waiver-changed", {"approvedBy": "bob", "approval": "independent"}, ("bob", "active")),
+              ("waiver-changed", {"problem": pending, "approval": "none", "reason": "longer"}, ("", "unusable"))]
+    for seq, (event, extra, expected) in enumerate(states, start=1):
+        builder.add({**_waiver_event(f"2025-03-0{seq}T00:00:00.000000Z", event, "alice", **extra), "seq": seq})
+        [row] = builder.waivers("2025-03-05T00:00:00.000000Z")
+        assert (row["approver"], row["status"]) == expected, event
+        assert row["problem"] == extra.get("problem", "")
+
+
 def test_register_cli_csv_and_json(ledger: Ledger, tmp_path: Any) -> None:
     ledger.append(scene())
     out = tmp_path / "deviations.csv"
