@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar
 
 from soc2infra import (
     Finding,
@@ -425,9 +425,9 @@ def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[Cluste
     annotated = tuple(rule for rule, _reason, _line in resource.inline_waivers)
     # Annotation waivers are opt-outs here: they count only where a SOC2Waiver grants them.
     resource.inline_waivers = ()
-    related_kinds = {k for r in policy.pack.rules_for(resource.type) for k in policy.relations.get(r.id, ())}
-    others = [r for r in context if r.type in related_kinds and r.address != resource.address]
-    index = ResourceIndex([*others, resource])
+    related_kinds = frozenset(k for r in policy.pack.rules_for(resource.type)
+                              for k in policy.relations.get(r.id, ()))
+    index = context_index(context, related_kinds).plus(resource)
     findings, passes = evaluate([resource], policy.pack, index, only=[resource])
     facts = object_facts(obj, resource.address, resource.type, resource.namespace
                          if resource.attributes.get("_namespace") is not None else None,
@@ -452,17 +452,52 @@ def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[Cluste
     )
 
 
+# The context is the same tuple for every request between two audits (Runtime.context): what is
+# derived from it is kept with it (a tuple cannot change; other sequences are read every time).
+_DERIVED: dict[tuple[int, object], tuple[Sequence[Resource], Any]] = {}
+_T = TypeVar("_T")
+
+
+def _derived(context: Sequence[Resource], key: object, build: Callable[[], _T]) -> _T:
+    if not isinstance(context, tuple):
+        return build()
+    slot = (id(context), key)
+    hit = _DERIVED.get(slot)
+    if hit is not None and hit[0] is context:
+        return hit[1]  # type: ignore[no-any-return]
+    if len(_DERIVED) > 64:  # older audits' contexts
+        _DERIVED.clear()
+    value = build()
+    _DERIVED[slot] = (context, value)
+    return value
+
+
+def context_index(context: Sequence[Resource], kinds: frozenset[str]) -> ResourceIndex:
+    """The index over the context's objects of *kinds*, built once per context (a request adds its
+    object with :meth:`ResourceIndex.plus`: a cluster's thousands of objects are not re-indexed
+    per request)."""
+    return _derived(context, kinds, lambda: ResourceIndex([r for r in context if r.type in kinds]))
+
+
 def namespace_labels(obj: Any, namespace: str | None, context: Sequence[Resource]) -> dict[str, str]:
     """The labels of the object's namespace (SOC2ClusterWaiver namespaceSelector): a Namespace's
     own, else those of the Namespace the last audit listed (none for a namespace created since)."""
     if _text(_mapping(obj).get("kind")) == "Namespace":
         labels = _mapping(_mapping(_mapping(obj).get("metadata")).get("labels"))
         return {str(k): str(v) for k, v in labels.items()}
+    if namespace is None:
+        return {}
+    table = _derived(context, "namespace-labels", lambda: _namespace_table(context))
+    return dict(table.get(namespace, {}))
+
+
+def _namespace_table(context: Sequence[Resource]) -> dict[str, dict[str, str]]:
+    table: dict[str, dict[str, str]] = {}
     for r in context:
-        if r.type == "Namespace" and r.name == namespace:
+        if r.type == "Namespace" and r.name not in table:  # the first, as a scan in order finds
             labels = _mapping(_mapping(r.attributes.get("metadata")).get("labels"))
-            return {str(k): str(v) for k, v in labels.items()}
-    return {}
+            table[r.name] = {str(k): str(v) for k, v in labels.items()}
+    return table
 
 
 def _outcomes(findings: Sequence[Finding], facts: ObjectFacts, policy: AdmissionPolicy,

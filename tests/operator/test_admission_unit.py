@@ -786,3 +786,24 @@ def test_rule_ids_with_secret_in_their_name_survive_redaction():
     assert out["context"]["would_deny"] == ["SOC2-K8S-SECRET-001"]
     assert out["results"][0]["rule_id"] == "SOC2-K8S-SECRET-001"
     assert out["context"]["apiToken"] == "[REDACTED]"  # a real secret key still is
+
+
+def test_a_context_tuple_is_indexed_once_and_decides_as_a_list_does(policy):
+    """Runtime.context is one tuple between two audits: what decide derives from it is built once
+    (ResourceIndex.plus adds the object per request). Same verdicts as a list; a new tuple is read anew."""
+    pdb = object_to_resource({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                              "metadata": {"name": "api", "namespace": "shop"},
+                              "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "api"}}}})
+    single = deployment()
+    single["spec"]["replicas"] = 1
+    context = (pdb,)
+    for _ in range(3):
+        assert "SOC2-K8S-AVAIL-005" not in failing_ids(run(single, policy, context=context))
+    assert "SOC2-K8S-AVAIL-005" in failing_ids(run(single, policy, context=()))
+    w = store(cluster_waiver(namespaceSelector={"matchLabels": {"team": "platform"}}))
+    obj = deployment(namespace="infra", container=PRIVILEGED)
+    for labels, admitted in (({"team": "platform"}, True), ({"team": "shop"}, False)):
+        ns = object_to_resource({"apiVersion": "v1", "kind": "Namespace",
+                                 "metadata": {"name": "infra", "labels": labels}}, "cluster")
+        assert run(obj, policy, waivers=w, context=(ns,), namespace="infra").allowed is admitted
+        assert run(obj, policy, waivers=w, context=(ns,), namespace="infra").allowed is admitted

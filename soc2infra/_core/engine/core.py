@@ -73,6 +73,8 @@ class ResourceIndex:
         self.by_identity: dict[str, list[Resource]] = {}
         self._value_tables: dict[tuple[str, str], dict[str, list[Resource]]] = {}
         self._unresolved: dict[tuple[frozenset[str], str], list[Resource]] = {}
+        self._base: ResourceIndex | None = None  # see plus()
+        self._touched: frozenset[str] = frozenset()
         for res in resources:
             self.by_type.setdefault(res.type, []).append(res)
             self.by_address[res.address] = res
@@ -81,6 +83,41 @@ class ResourceIndex:
                     self.inbound.setdefault(target, []).append((res, path))
             for ident in res.identities:
                 self.by_identity.setdefault(ident, []).append(res)
+
+    def plus(self, extra: Resource) -> ResourceIndex:
+        """This index with *extra* added after its resources, replacing the one at the same address:
+        what ``ResourceIndex([*others, extra])`` gives, where *others* are this index's resources
+        but the one at *extra*'s address. Tables are shared and only the entries *extra* changes
+        are copied, and value lookups on types it does not touch use (and fill) this index's
+        caches: admission adds the object under review to the cluster's objects from the last
+        audit per request, in time independent of their number."""
+        old = self.by_address.get(extra.address)
+        idx = ResourceIndex([])
+        idx.resources = [r for r in self.resources if r is not old] + [extra]
+        idx._base = self
+        idx._touched = frozenset({extra.type} | ({old.type} if old is not None else set()))
+        idx.by_type = dict(self.by_type)
+        for t in idx._touched:
+            kept = [r for r in self.by_type.get(t, ()) if r is not old]
+            idx.by_type[t] = [*kept, extra] if t == extra.type else kept
+        idx.by_address = dict(self.by_address)
+        idx.by_address[extra.address] = extra
+        idx.inbound = dict(self.inbound)
+        idx.by_identity = dict(self.by_identity)
+        if old is not None:  # its entries go (and keys left empty, as a fresh index has none)
+            for targets in old.references.values():
+                for target in targets:
+                    _without(idx.inbound, target, [e for e in idx.inbound.get(target, ()) if e[0] is not old])
+            for ident in old.identities:
+                _without(idx.by_identity, ident, [r for r in idx.by_identity.get(ident, ()) if r is not old])
+            if not idx.by_type.get(old.type):
+                idx.by_type.pop(old.type, None)
+        for path, targets in extra.references.items():
+            for target in targets:
+                idx.inbound[target] = [*idx.inbound.get(target, ()), (extra, path)]
+        for ident in extra.identities:
+            idx.by_identity[ident] = [*idx.by_identity.get(ident, ()), extra]
+        return idx
 
     def referencing(self, target: Resource, types: frozenset[str], via: str | None) -> list[Resource]:
         """Resources of *types* whose attribute *via* (or any attribute) refers to *target*,
@@ -100,6 +137,8 @@ class ResourceIndex:
     def _values_at(self, rtype: str, via: str) -> dict[str, list[Resource]]:
         """String value at *via* → resources of *rtype* holding it; built once per pair so
         literal-reference lookups stay linear in the number of resources."""
+        if self._base is not None and rtype not in self._touched:
+            return self._base._values_at(rtype, via)  # the same resources of that type: its cache
         key = (rtype, via)
         table = self._value_tables.get(key)
         if table is None:
@@ -150,6 +189,13 @@ class ResourceIndex:
                         if res.type in types:
                             out[id(res)] = res
         return list(out.values())
+
+
+def _without(table: dict[str, list[Any]], key: str, kept: list[Any]) -> None:
+    if kept:
+        table[key] = kept
+    else:
+        table.pop(key, None)
 
 
 def _path_under(path: str, prefix: str) -> bool:
