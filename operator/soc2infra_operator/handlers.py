@@ -9,7 +9,9 @@
 
 A validate handler builds a :class:`ReviewRequest` from Kopf's keyword arguments, awaits
 ``runtime.admit`` (decision, then durable evidence), appends warnings, and raises
-``kopf.AdmissionError`` for a denial. Nothing else happens here.
+``kopf.AdmissionError`` for a denial. Nothing else happens here. Reviews of a handler's own kind
+reach ``runtime.admit`` straight from the webhook server (``SOC2WebhookServer``, for throughput);
+the handlers stay registered: they name the webhooks and answer whatever takes Kopf's path.
 """
 
 from __future__ import annotations
