@@ -60,7 +60,7 @@ def images(obj: Any) -> list[dict[str, str]]:
             if not isinstance(image, str) or not image:
                 continue
             item = {"container": str(_mapping(c).get("name") or ""), "image": image[:512]}
-            found = _DIGEST.search(image)
+            found = _DIGEST.search(image) if "@" in image else None  # most images are not pinned
             if found:
                 item["digest"] = found.group(1)
             out.append(item)
