@@ -142,6 +142,7 @@ class _Waiver:
     seen: bool = False  # anything but a rejected attempt was recorded
     rejections: int = 0
     last_rejection: str = ""
+    delete_requested_by: str = ""  # the webhook saw who asked; the watch's deletion cannot say
     evaluations: int = 0
     waived: set[str] = field(default_factory=set)
     first_used: str = ""
@@ -227,9 +228,14 @@ class RegisterBuilder:
                 row.rule = row.rule or _first(waiver, "rule")
                 row.owner = row.owner or _first(waiver, "owner")
             return
+        if event == "waiver-delete-requested":
+            row.delete_requested_by = actor
+            return
         row.merge(waiver)
         if event.endswith("deleted") or event in ("removed", "revoked"):
-            row.revoked_at, row.revoked_by = time, actor
+            requested = row.delete_requested_by
+            row.revoked_at = time
+            row.revoked_by = requested if requested and actor in ("", "unknown") else actor
         else:
             if waiver:
                 # A change record holds the waiver's whole current version: what it no longer says (an

@@ -789,6 +789,12 @@ def _prior_html(section: Mapping[str, Any] | None) -> list[str]:
            f'<p class="small muted">Prior period {_e(period.get("from"))} to {_e(period.get("to"))} '
            f'({_e(period.get("days"))} days), same population filters. Each cell: this period '
            "(prior, change).</p>"]
+    head = section.get("headline") or {}
+    if head:
+        cells = [[(_e(m.label), ""), _delta_cell(head[m.key], pct=m.key.endswith("_compliance"))]
+                 for m in HEADLINE if m.key in head]
+        out.append(_table([("Headline", False), ("This period (prior, change)", False)], cells,
+                          "prior-headline"))
     measures = ("population", "failures", "compliance", "deviations_opened", "deviations_remediated")
     # A criterion with no evidence in either period has nothing to compare: left out of the page
     # (prior-period.csv keeps every row).

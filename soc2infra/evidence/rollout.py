@@ -42,7 +42,7 @@ class RolloutTally:
         found = record.get("context")
         context: Mapping[str, Any] = found if isinstance(found, dict) else {}
         source = record.get("source")
-        if source == "admission":
+        if source == "admission" and record.get("decision") is not None:  # not a skipped-request count
             mode = str(context.get("mode") or "enforce")
             self.modes[mode] = self.modes.get(mode, 0) + 1
             for rule_id in context.get("would_deny") or ():

@@ -188,6 +188,7 @@ def test_prior_period_comparison(ledger: Ledger, tmp_path: Path, capsys: pytest.
     assert cc61["deviations_remediated"] == {"current": 3, "prior": 0, "delta": 3}
     assert prior["headline"]["deviations_open"] == {"current": 0, "prior": 1, "delta": -1}
     page = (tmp_path / "r.html").read_text()
+    assert '<table class="prior-headline">' in page
     assert 'id="prior-period"' in page and "62.5% <span" in page and "prior 75.0%, -12.5 pts" in page
     # explicit window, and none
     res = CliRunner().invoke(cli, ["evidence", "report", ledger.url, "--from", "2025-03-01", "--to", "2025-03-10",

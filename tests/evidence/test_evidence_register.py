@@ -155,6 +155,12 @@ def test_created_by_prefers_the_recorded_creator_and_recreation_clears_revocatio
     [row] = builder.waivers("2025-03-04T00:00:00.000000Z")
     assert (row["created_by"], row["created_at"], row["status"], row["revoked_at"]) == (
         "frank", "2025-03-03T00:00:00.000000Z", "active", "")
+    # The webhook records who asked for a deletion; the watch's deletion record cannot say.
+    builder.add({**_waiver_event("2025-03-05T00:00:00.000000Z", "waiver-delete-requested", "grace"), "seq": 4})
+    builder.add({**_waiver_event("2025-03-05T00:00:01.000000Z", "waiver-deleted", "unknown"), "seq": 5})
+    [row] = builder.waivers("2025-03-06T00:00:00.000000Z")
+    assert (row["status"], row["revoked_at"], row["revoked_by"]) == (
+        "revoked", "2025-03-05T00:00:01.000000Z", "grace")
     first = RegisterBuilder()
     first.add({**_waiver_event("2025-03-01T00:00:00.000000Z", "waiver-created", "argocd",
                                createdBy="dave@example.com"), "seq": 1})
@@ -235,7 +241,9 @@ def test_waiver_records_with_recorded_identities_and_rejections(ledger: Ledger) 
         "rejected", "POD-9", "mallory", 1)
     from soc2infra.evidence import build_report
 
-    head = build_report(ledger, "2025-03-01", "2025-03-10", {}, verify=False)["headline"]
+    report = build_report(ledger, "2025-03-01", "2025-03-10", {}, verify=False)
+    head = report["headline"]
+    assert report["would_deny"]["admission_modes"] == {}  # a count of skipped requests is no request
     assert (head["admission_requests"], head["skipped_requests"], head["waivers"], head["waivers_active"]) == (
         0, 7, 2, 1)
 
