@@ -54,6 +54,17 @@ SOC2INFRA = str(Path(sys.executable).parent / "soc2infra")
 CLUSTERS = ("lab-a", "lab-b")
 BACKENDS = ("sqlite", "postgres")
 PLANTED = "hunter2-planted-in-env"  # a literal credential in a manifest: denied, and never recorded
+# Distinct identities through the API server's impersonation (the admission request's userInfo is
+# then theirs, as for users with their own credentials); system:masters only for RBAC.
+ALICE = ("alice@example.com", "u-alice", "payments-dev")  # asks for the waiver
+BOB = ("bob@example.com", "u-bob", "security")  # approves it
+BOT = "deploy-bot@example.com"  # an excluded user: requests skipped, and counted
+MAX_WAIVER_DAYS = 90
+
+
+def as_user(user: tuple[str, str, str]) -> list[str]:
+    """kubectl flags acting as *user*."""
+    return ["--as", user[0], "--as-uid", user[1], "--as-group", "system:masters", "--as-group", user[2]]
 
 
 # --------------------------------------------------------------------------- ledgers as stored
@@ -170,6 +181,10 @@ class Scene:
     uids: dict[str, str] = field(default_factory=dict)  # deployment name -> stored uid
     rv_before_update: str = ""
     pr_head: str = ""  # the commit a CI scan of a pull request recorded
+    pr_base: str = ""
+    repo: Path | None = None  # the infrastructure repository whose main the pull request merged into
+    self_approval: str = ""  # what kubectl said when Alice approved her own waiver
+    too_long: str = ""  # ... and when she asked for one longer than the maximum
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -180,18 +195,24 @@ def _git(repo: Path, *args: str) -> str:
 
 def _ci_scan(scene: Scene) -> None:
     """A pull request's CI scan (GitHub Actions environment, a real git work tree with an uncommitted
-    change) recorded in both ledgers: the scan source of the population, with its change linkage."""
+    change) recorded in both ledgers, then the history of ``main``: the pull request merged with a
+    merge commit, and a hotfix pushed straight to main that no pipeline scanned."""
     repo = scene.workdir / "infra"
     (repo / "k8s").mkdir(parents=True)
-    (repo / "k8s" / "app.yaml").write_text(manifest(deployment("api", "payments", privileged=True)))
-    _git(repo, "init", "-q", "-b", "feature/pin-images")
+    app = repo / "k8s" / "app.yaml"
+    app.write_text(manifest(deployment("api", "payments")))
+    _git(repo, "init", "-q", "-b", "main")
     _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "api")
+    _git(repo, "commit", "-q", "-m", "payments api")
+    base = _git(repo, "rev-parse", "HEAD").strip()
+    _git(repo, "checkout", "-q", "-b", "feature/pin-images")
+    app.write_text(manifest(deployment("api", "payments", privileged=True)))
+    _git(repo, "commit", "-q", "-am", "api: privileged for the vendor agent")
     scene.pr_head = _git(repo, "rev-parse", "HEAD").strip()
-    (repo / "k8s" / "app.yaml").write_text(manifest(deployment("api", "payments", privileged=True, image="nginx:latest")))
+    app.write_text(manifest(deployment("api", "payments", privileged=True, image="nginx:latest")))  # dirty
     event = scene.workdir / "event.json"
     event.write_text(json.dumps({"pull_request": {"number": 17, "head": {"sha": scene.pr_head},
-                                                  "base": {"sha": "b" * 40}}}))
+                                                  "base": {"sha": base}}}))
     env = {"PATH": f"{Path(SOC2INFRA).parent}:/usr/bin:/bin", "HOME": str(scene.workdir),
            "SOC2INFRA_CACHE": str(scene.workdir / "cache"), "CI": "true", "GITHUB_ACTIONS": "true",
            "GITHUB_REPOSITORY": "acme/infra", "GITHUB_RUN_ID": "4242", "GITHUB_ACTOR": "dev-alice",
@@ -200,6 +221,14 @@ def _ci_scan(scene: Scene) -> None:
     for store in scene.stores.values():
         _run("scan", "k8s", "--evidence", store.url, "--evidence-key", str(scene.private_key), "--format", "json",
              cwd=repo, env=env, check=1)
+    scene.pr_base = base
+    _git(repo, "checkout", "-q", "--", ".")
+    _git(repo, "checkout", "-q", "main")
+    _git(repo, "merge", "-q", "--no-ff", "feature/pin-images", "-m", "Merge pull request #17 from acme/pin-images")
+    (repo / "k8s" / "hotfix.yaml").write_text(manifest(deployment("worker", "payments")))
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "hotfix: worker")
+    scene.repo = repo
 
 
 def _run(*args: str, check: int | None = 0, cwd: Path | None = None,
@@ -221,6 +250,12 @@ def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def _skipped(records: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """The skipped-request counts recorded for *namespace* (one row per reason and dry-run flag)."""
+    return [row for r in records if r["context"].get("event") == "skipped-requests"
+            for row in r["context"]["skipped"] if row["namespace"] == namespace]
 
 
 def _subjects(store: Store, cluster: str, source: str = "admission") -> set[str]:
@@ -262,6 +297,10 @@ def scene(control_plane: ControlPlane, kubectl: Kubectl, postgres_dsn: str,  # n
                            "--set", f"evidence.cluster_id={cluster}",
                            "--set", f"evidence.signing_key={private_key}",
                            "--set", "audit.initial_delay_seconds=0.5",
+                           "--set", "waivers.require_independent_approval=true",
+                           "--set", f"waivers.max_days={MAX_WAIVER_DAYS}",
+                           "--set", f"scope.excluded_usernames=system:apiserver,{BOT}",
+                           "--set", "evidence.skipped_interval_seconds=1",
                            *(f"--exclude-namespace={ns}" for ns in others)])
                 proc = OperatorProcess(argv, workdir / name / "operator.log").start()
                 processes.append((proc, configuration))
@@ -296,10 +335,27 @@ def scene(control_plane: ControlPlane, kubectl: Kubectl, postgres_dsn: str,  # n
         apply(leaky, ok=False)
         apply(deployment("dry-ok", a), dry_run=True)
         apply(deployment("dry-bad", a, privileged=True), dry_run=True, ok=False)
-        apply(soc2waiver("vendor", a, "SOC2-K8S-POD-00?", expires, selector={"name": "waived"}))
-        # The waiver reaches the operators' caches through their watch: retry until admitted.
+        # Alice asks for a waiver; until someone else approves it, it does not apply.
+        kubectl(*as_user(ALICE), "apply", "-f", "-",
+                input=manifest(soc2waiver("vendor", a, "SOC2-K8S-POD-00?", expires, selector={"name": "waived"})))
+        apply(deployment("waived", a, privileged=True), ok=False)
+
+        def approve(user: tuple[str, str, str], approver: str) -> subprocess.CompletedProcess[str]:
+            return kubectl(*as_user(user), "-n", a, "patch", "soc2waiver", "vendor", "--type", "merge",
+                           "-p", json.dumps({"spec": {"approvedBy": approver}}), check=False)
+
+        scene.self_approval = approve(ALICE, ALICE[0]).stderr
+        approved = approve(BOB, BOB[0])
+        assert approved.returncode == 0, approved.stderr
+        # The approval reaches the operators' caches through their watch: retry until admitted.
         _wait(lambda: kubectl("apply", "-f", "-", check=False, input=manifest(
-            deployment("waived", a, privileged=True))).returncode == 0, 30, "the waiver to admit 'waived'")
+            deployment("waived", a, privileged=True))).returncode == 0, 30, "the approved waiver to admit 'waived'")
+        too_far = (datetime.now(UTC).date() + timedelta(days=MAX_WAIVER_DAYS + 30)).isoformat()
+        scene.too_long = kubectl(*as_user(ALICE), "apply", "-f", "-", check=False, input=manifest(
+            soc2waiver("forever", a, "SOC2-K8S-POD-001", too_far))).stderr
+        for i in range(2):  # the deploy bot is not checked: counted per namespace, no record each
+            kubectl("--as", BOT, "--as-group", "system:masters", "apply", "-f", "-", input=manifest(
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"bot-{i}", "namespace": a}}))
         apply(deployment("web-b", b))
         apply(deployment("priv-b", b, privileged=True), ok=False)
         apply(deployment("dry-b", b), dry_run=True)
@@ -320,11 +376,16 @@ def scene(control_plane: ControlPlane, kubectl: Kubectl, postgres_dsn: str,  # n
         for store in stores.values():
             _wait(lambda store=store: f"apps/v1/Deployment/{b}/late" in _subjects(store, "lab-b"), 30,
                   f"the last request in {store.backend}")
+            _wait(lambda store=store: _skipped(store.records(), a), 30, f"the bot's requests counted in {store.backend}")
     finally:
         codes = []
         for proc, configuration in processes:
             codes.append(proc.stop())
-            kubectl("delete", "validatingwebhookconfiguration", configuration, "--ignore-not-found", check=False)
+            # A clean stop removes them; never leave a failurePolicy=Fail webhook to the next module.
+            kubectl("delete", "validatingwebhookconfiguration", configuration, f"{configuration}-waivers",
+                    "--ignore-not-found", check=False)
+            kubectl("delete", "mutatingwebhookconfiguration", f"{configuration}-waivers", "--ignore-not-found",
+                    check=False)
     assert codes == [0] * len(codes), [p.log_tail() for p, _ in processes]
     first = next(r for r in stores["sqlite"].records() if r["source"] == "admission")
     scene.admin = first["actor"]
@@ -384,8 +445,8 @@ def test_cluster_and_source_pick_their_records(scene: Scene, store: Store) -> No
     for cluster, mine, other in (("lab-a", a, b), ("lab-b", b, a)):
         records, stderr = _export(store, scene, "--cluster", cluster, "--include-dry-run")
         assert records and {r["context"]["cluster"] for r in records} == {cluster}
-        admission = [r for r in records if r["source"] == "admission"]
-        assert admission and all(r["context"]["namespace"] == mine for r in admission)
+        requests = [r for r in records if r["source"] == "admission" and "event" not in r["context"]]
+        assert requests and all(r["context"]["namespace"] == mine for r in requests)
         # The two "clusters" share one API server: each operator watches every SOC2Waiver and
         # records it under its own cluster id, so only waiver records may name the other namespace.
         assert not any(other in r["subject"] for r in records if r["source"] != "waiver")
@@ -405,7 +466,7 @@ def test_ci_scans_are_their_own_source_with_change_linkage(scene: Scene, store: 
     change = scan["context"]["change"]
     # The pull request's head commit (the one reviewed), not GITHUB_SHA's merge commit; the tree
     # was modified after it, which the record says.
-    assert (change["pr_number"], change["head_commit"], change["base_commit"]) == (17, scene.pr_head, "b" * 40)
+    assert (change["pr_number"], change["head_commit"], change["base_commit"]) == (17, scene.pr_head, scene.pr_base)
     assert (change["branch"], change["base_branch"], change["dirty"]) == ("feature/pin-images", "main", True)
     assert change["ci_identity"]["ci"] == "github-actions" and change["ci_identity"]["run_id"] == "4242"
     assert change["tool_version"]
@@ -418,6 +479,7 @@ def test_ci_scans_are_their_own_source_with_change_linkage(scene: Scene, store: 
 def test_admission_records_trace_to_the_api_server_and_the_object(scene: Scene, store: Store) -> None:
     a = scene.namespaces["lab-a"]
     records, _ = _export(store, scene, "--source", "admission")
+    records = [r for r in records if "event" not in r["context"]]  # requests, not skipped counts
     create, update = _by_subject(records, f"apps/v1/Deployment/{a}/web")
     assert (create["context"]["operation"], update["context"]["operation"]) == ("CREATE", "UPDATE")
     for record in (create, update):
@@ -426,6 +488,7 @@ def test_admission_records_trace_to_the_api_server_and_the_object(scene: Scene, 
         assert ctx["user"]["username"] == record["actor"] == scene.admin != ""
         assert "system:masters" in ctx["user"]["groups"]
         assert ctx["object_uid"] == scene.uids["web"] != ""
+        assert ctx["image_digests"] == ["sha256:" + "a" * 64]  # what ran, pinned (CC8.1 linkage)
     assert create["context"]["request_uid"] != update["context"]["request_uid"]
     assert len({r["context"]["request_uid"] for r in records}) == len(records)  # one per review
     # The version the update was decided on: the stored object's before the change.
@@ -434,25 +497,45 @@ def test_admission_records_trace_to_the_api_server_and_the_object(scene: Scene, 
     # The uid the API server gave the object it then refused: recorded, though never stored.
     assert denied["decision"] == "deny" and denied["context"]["object_uid"] not in ("", *scene.uids.values())
     assert {"rule_id": "SOC2-K8S-POD-001", "action": "deny"} in denied["context"]["actions"]
-    [waived] = _by_subject(records, f"apps/v1/Deployment/{a}/waived")
-    assert waived["decision"] == "allow" and waived["context"]["object_uid"] == scene.uids["waived"]
+    # Denied while the waiver waited for approval; admitted once Bob approved it.
+    pending, waived = _by_subject(records, f"apps/v1/Deployment/{a}/waived")
+    assert (pending["decision"], waived["decision"]) == ("deny", "allow")
+    assert waived["context"]["object_uid"] == scene.uids["waived"]
     pod001 = next(r for r in waived["results"] if r["rule_id"] == "SOC2-K8S-POD-001")
     assert pod001["status"] == "waived" and pod001["waiver"]["ticket"] == "SEC-1234"
-    assert pod001["waiver"]["owner"] == "payments@example.com"
+    assert (pod001["waiver"]["owner"], pod001["waiver"]["approved_by"]) == ("payments@example.com", BOB[0])
 
 
-def test_waiver_changes_are_records(scene: Scene, store: Store) -> None:
+def test_waivers_name_who_asked_and_who_approved_and_self_approval_is_refused(scene: Scene,
+                                                                             store: Store) -> None:
     a = scene.namespaces["lab-a"]
-    records, _ = _export(store, scene, "--source", "waiver")
-    # Waivers other test modules left in the shared API server are recorded when each operator first
-    # leads (event waiver-present); the scene's own waiver was created afterwards.
-    records = [r for r in records if r["context"]["event"] != "waiver-present"]
-    assert records and {r["subject"] for r in records} == {f"soc2infra.io/v1alpha1/SOC2Waiver/{a}/vendor"}
-    for record in records:
-        waiver = record["context"]["waiver"]
-        assert record["context"]["event"] == "waiver-created" and record["key_id"].startswith("ed25519:")
-        assert (waiver["owner"], waiver["ticket"], waiver["rule"]) == (
-            "payments@example.com", "SEC-1234", "SOC2-K8S-POD-00?")
+    assert f"self-approval: {ALICE[0]} created this waiver" in scene.self_approval
+    assert f"waivers.max_days allows at most {MAX_WAIVER_DAYS}" in scene.too_long
+    records, stderr = _export(store, scene, "--source", "waiver", "--cluster", "lab-a")
+    assert "sources=waiver" in stderr and {r["context"]["cluster"] for r in records} == {"lab-a"}
+    vendor = _by_subject(records, f"soc2infra.io/v1alpha1/SOC2Waiver/{a}/vendor")
+    [created] = [r for r in vendor if r["context"]["event"] == "waiver-created"]
+    # Who asked comes from the request's userInfo, not from the apply tool or the owner field.
+    assert created["actor"] == ALICE[0] and created["context"]["approval"] == "none"
+    assert (created["context"]["creator"]["username"], created["context"]["creator"]["uid"]) == ALICE[:2]
+    [selfish] = [r for r in vendor if r["decision"] == "deny"]
+    assert selfish["actor"] == ALICE[0] and "self-approval" in selfish["context"]["reason"]
+    [approved] = [r for r in vendor if (r["context"].get("approver") or {}).get("username") == BOB[0]]
+    ctx = approved["context"]
+    assert (ctx["approval"], ctx["approved_by"], ctx["approver"]["uid"]) == ("independent", BOB[0], BOB[1])
+    assert (approved["actor"], ctx["creator"]["username"], ctx["ticket"]) == (ALICE[0], ALICE[0], "SEC-1234")
+    [forever] = _by_subject(records, f"soc2infra.io/v1alpha1/SOC2Waiver/{a}/forever")
+    assert forever["decision"] == "deny" and f"at most {MAX_WAIVER_DAYS}" in forever["context"]["reason"]
+    assert all(r["key_id"].startswith("ed25519:") and r["signature"] for r in records)
+
+
+def test_skipped_requests_are_counted_per_namespace(scene: Scene, store: Store) -> None:
+    a = scene.namespaces["lab-a"]
+    records, _ = _export(store, scene, "--source", "admission", "--cluster", "lab-a")
+    rows = _skipped(records, a)
+    assert sum(row["count"] for row in rows) == 2 and all(BOT in row["reason"] for row in rows)
+    # Counts only: no record of each request, nothing of the objects.
+    assert not any(r["subject"].endswith(("/bot-0", "/bot-1")) for r in records)
 
 
 def test_rule_ids_are_never_redacted_and_secrets_never_recorded(scene: Scene, store: Store) -> None:
@@ -606,17 +689,19 @@ def test_report_exits_1_on_a_broken_chain_and_states_its_population(scene: Scene
 
 # --------------------------------------------------------------------------- registers
 
-def test_registers_show_the_waiver_and_what_it_covers(scene: Scene, store: Store) -> None:
+def test_registers_show_the_approved_waiver_and_what_it_covers(scene: Scene, store: Store) -> None:
     a = scene.namespaces["lab-a"]
     period = ["--from", scene.day, "--to", scene.day, "--cluster", "lab-a", "--format", "json"]
     done = _run("evidence", "register", store.url, "--kind", "waivers", *period)
     assert "clusters=lab-a" in done.stderr
     [vendor] = [w for w in json.loads(done.stdout) if w["waiver_id"] == f"SOC2Waiver {a}/vendor"]
-    assert (vendor["owner"], vendor["ticket"], vendor["status"]) == ("payments@example.com", "SEC-1234", "active")
-    assert vendor["evaluations"] >= 1 and vendor["waived_resources"] == 1
+    assert (vendor["approver"], vendor["created_by"], vendor["ticket"], vendor["status"]) == (
+        BOB[0], ALICE[0], "SEC-1234", "active")
+    assert vendor["owner"] == "payments@example.com" and vendor["evaluations"] >= 1 and vendor["waived_resources"] == 1
     deviations = json.loads(_run("evidence", "register", store.url, "--kind", "deviations", *period).stdout)
     waived = [d for d in deviations if d["resource"].endswith(f"/{a}/waived")]
-    assert waived and {(d["status"], d["ticket"]) for d in waived} == {("waived", "SEC-1234")}
+    assert waived and {d["status"] for d in waived} == {"waived"}
+    assert {(d["waiver_approver"], d["ticket"]) for d in waived} == {(BOB[0], "SEC-1234")}
     # A denied request never reached the cluster: the preventive control worked, no deviation.
     assert not [d for d in deviations if d["resource"].endswith((f"/{a}/priv", f"/{a}/leaky"))]
     assert {d["cluster"] for d in deviations} == {"lab-a"}
