@@ -102,3 +102,97 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
     report = outcome.get_result()
     if report.skipped and must_not_skip():
         _as_failure(report)
+
+
+# --------------------------------------------------------------------------- a real MinIO
+# The S3 anchor (soc2infra/evidence/anchor_s3.py) is tested against a real MinIO server with
+# Object Lock, built from the Go module proxy by tools/build-minio.sh (cached outside the repo).
+
+class MinioServer:
+    """A MinIO server on loopback: its endpoint and root credentials (throwaway, per session)."""
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str) -> None:
+        self.endpoint, self.access_key, self.secret_key = endpoint, access_key, secret_key
+
+    def env(self) -> dict[str, str]:
+        """The AWS_* variables that point boto3 (and the CLI) at this server."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": "us-east-1"}
+
+    def client(self) -> object:
+        """A boto3 client with the root credentials."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+                            config=Config(s3={"addressing_style": "path"}))
+
+
+def _minio_binary() -> str:
+    import subprocess
+
+    explicit = _SESSION_ENV.get("SOC2INFRA_MINIO")
+    if explicit and os.access(explicit, os.X_OK):
+        return explicit
+    script = Path(__file__).resolve().parents[1] / "tools" / "build-minio.sh"
+    out = subprocess.run(["bash", str(script), "--check"], capture_output=True, text=True, env=_SESSION_ENV,
+                         timeout=30, check=False)
+    path = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    if out.returncode == 0 and path and os.access(path, os.X_OK):
+        return path
+    pytest.skip("minio not built (run tools/build-minio.sh, or set SOC2INFRA_MINIO)")
+
+
+@pytest.fixture(scope="session")
+def minio() -> Iterator[MinioServer]:
+    """A real MinIO server for this session, in a temp dir, stopped and removed at the end."""
+    import secrets
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    import time
+    import urllib.request
+
+    binary = _minio_binary()
+    workdir = Path(tempfile.mkdtemp(prefix="soc2infra-minio-"))
+    user, password = "soc2infra-test", secrets.token_hex(16)
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    port, console = free_port(), free_port()
+    env = dict(_SESSION_ENV, MINIO_ROOT_USER=user, MINIO_ROOT_PASSWORD=password, MINIO_BROWSER="off",
+               MINIO_UPDATE="off", HOME=str(workdir))
+    log = (workdir / "minio.log").open("wb")
+    proc = subprocess.Popen([binary, "server", str(workdir / "data"), "--quiet", "--address", f"127.0.0.1:{port}",
+                             "--console-address", f"127.0.0.1:{console}"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{endpoint}/minio/health/ready", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                text = (workdir / "minio.log").read_text(errors="replace")[-2000:]
+                pytest.fail(f"minio did not start (exit {proc.poll()}): {text}")
+            time.sleep(0.2)
+        yield MinioServer(endpoint, user, password)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -346,34 +346,125 @@ def sample_cmd(ledger: str, criterion: str, size: int, seed: str, start: str | N
     return OK
 
 
+def _anchor_target(repo: Path | None, s3_url: str | None) -> None:
+    if (repo is None) == (s3_url is None):
+        raise click.UsageError("give exactly one anchor target: --git REPO or --s3 s3://BUCKET/PREFIX")
+
+
 @evidence.command("anchor")
 @click.argument("ledger", envvar="SOC2INFRA_LEDGER")
-@click.option("--git", "repo", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--git", "repo", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A git work tree whose pushes the ledger's writer cannot rewrite.")
+@click.option("--s3", "s3_url", metavar="s3://BUCKET/PREFIX",
+              help="An S3-compatible bucket with Object Lock: one locked object per checkpoint.")
+@click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+              help="Endpoint of a non-AWS store such as MinIO (env AWS_ENDPOINT_URL).")
+@click.option("--retention-days", type=click.IntRange(min=1), default=400, show_default=True,
+              help="--s3: the checkpoint cannot be deleted before this many days.")
+@click.option("--lock-mode", type=click.Choice(("COMPLIANCE", "GOVERNANCE"), case_sensitive=False),
+              default="COMPLIANCE", show_default=True, help="--s3: the Object Lock retention mode.")
 @click.option("--name", default="ledger", show_default=True, help="Which ledger (one anchors file each).")
 @click.option("--signing-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Ed25519 private key that signs the checkpoint.")
-def anchor_cmd(ledger: str, repo: Path, name: str, signing_key: Path | None) -> int:
-    """Commit and tag a signed SEQ:HASH checkpoint of the ledger's head (run it on a schedule)."""
-    from soc2infra.evidence.anchor import write_anchor
+def anchor_cmd(ledger: str, repo: Path | None, s3_url: str | None, s3_endpoint: str | None,
+               retention_days: int, lock_mode: str, name: str, signing_key: Path | None) -> int:
+    """Write a signed SEQ:HASH checkpoint of the ledger's head (run it on a schedule): a git commit
+    and tag, or a new object in an Object Lock bucket."""
+    _anchor_target(repo, s3_url)
+    with ledger_errors(ledger):
+        if s3_url is not None:
+            from soc2infra.evidence.anchor_s3 import LockMode, S3Target, write_s3_anchor
 
-    checkpoint = write_anchor(ledger, repo, name, signing_key)
+            mode: LockMode = "GOVERNANCE" if lock_mode.upper() == "GOVERNANCE" else "COMPLIANCE"
+            stored = write_s3_anchor(ledger, S3Target.parse(s3_url, s3_endpoint), name, signing_key,
+                                     retention_days, mode)
+            click.echo(str(stored.checkpoint.anchor))
+            click.echo(f"wrote {stored.key} (version {stored.version_id}), {stored.lock_mode} "
+                       f"until {stored.retain_until}", err=True)
+            return OK
+        from soc2infra.evidence.anchor import write_anchor
+
+        assert repo is not None
+        checkpoint = write_anchor(ledger, repo, name, signing_key)
     click.echo(str(checkpoint.anchor))
     return OK
 
 
 @evidence.command("anchor-head")
-@click.option("--git", "repo", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--git", "repo", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--s3", "s3_url", metavar="s3://BUCKET/PREFIX")
+@click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL",
+              help="Endpoint of a non-AWS store (env AWS_ENDPOINT_URL).")
 @click.option("--name", default="ledger", show_default=True)
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The checkpoint's signature must verify with this key.")
-@click.option("--rev", default="HEAD", show_default=True, help="Read the anchors file at this git revision.")
-def anchor_head_cmd(repo: Path, name: str, public_key: Path | None, rev: str) -> int:
+@click.option("--rev", default="HEAD", show_default=True,
+              help="--git: read the anchors file at this revision.")
+def anchor_head_cmd(repo: Path | None, s3_url: str | None, s3_endpoint: str | None, name: str,
+                    public_key: Path | None, rev: str) -> int:
     """Print the newest anchored SEQ:HASH (for --expect-head)."""
-    from soc2infra.evidence.anchor import read_anchor
+    from soc2infra.evidence import EvidenceError
 
-    click.echo(str(read_anchor(repo, name, public_key, rev).anchor))
+    _anchor_target(repo, s3_url)
+    try:
+        if s3_url is not None:
+            from soc2infra.evidence.anchor_s3 import S3Target, read_s3_anchor
+
+            stored = read_s3_anchor(S3Target.parse(s3_url, s3_endpoint), name, public_key)
+            click.echo(str(stored.checkpoint.anchor))
+            click.echo(f"from {stored.key} (version {stored.version_id}, written {stored.checkpoint.time}, "
+                       f"{stored.lock_mode or 'NOT locked'} until {stored.retain_until or '-'})", err=True)
+            return OK
+        from soc2infra.evidence.anchor import read_anchor
+
+        assert repo is not None
+        click.echo(str(read_anchor(repo, name, public_key, rev).anchor))
+    except EvidenceError as exc:
+        raise UserError(str(exc)) from None
     return OK
+
+
+@evidence.command("changes")
+@click.argument("ledger", envvar="SOC2INFRA_LEDGER")
+@click.option("--repo", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="The git repository whose merged changes to check.")
+@click.option("--branch", default="HEAD", show_default=True, help="The branch changes merge into (main …).")
+@click.option("--from", "start", help="First day of the period (YYYY-MM-DD) or ISO time.")
+@click.option("--to", "end", help="Last day of the period (included) or ISO time (excluded).")
+@click.option("--path", "paths", multiple=True, help="Only changes touching this path (repeatable).")
+@click.option("--all", "show_all", is_flag=True, help="List scanned changes too (default: only unscanned).")
+@click.option("--json", "as_json", is_flag=True)
+def changes_cmd(ledger: str, repo: Path, branch: str, start: str | None, end: str | None,
+                paths: Sequence[str], show_all: bool, as_json: bool) -> int:
+    """Merged changes (first-parent commits of BRANCH in the period) with no scan record in the
+    ledger (CC8.1). Exits 1 when any change was merged without a scan."""
+    from soc2infra.evidence import EvidenceError, open_ledger
+    from soc2infra.evidence.changes import link_changes, merged_changes
+    from soc2infra.evidence.ledger import time_bounds
+
+    try:
+        lo, hi = time_bounds(start, end)
+        changes = merged_changes(repo, branch, lo, hi, paths)
+    except EvidenceError as exc:
+        raise UserError(str(exc)) from None
+    with ledger_errors(ledger), open_ledger(ledger, create=False) as led:
+        statuses = link_changes(changes, led.iter())
+    unscanned = [s for s in statuses if not s.scanned]
+    shown = statuses if show_all else unscanned
+    if as_json:
+        click.echo(json.dumps({"branch": branch, "from": start, "to": end, "paths": list(paths),
+                               "changes": len(statuses), "unscanned": len(unscanned),
+                               "rows": [s.to_dict() for s in shown]}, indent=2))
+    else:
+        for s in shown:
+            c = s.change
+            seqs = ", ".join(map(str, s.scans))
+            mark = f"scanned (seq {seqs}; {s.linked_by})" if s.scanned else "NOT SCANNED"
+            pr = f" #{c.pr_number}" if c.pr_number else ""
+            click.echo(f"{c.commit[:12]} {c.time} {mark}{pr} {c.author}: {c.subject}")
+        click.echo(f"{len(statuses)} merged change(s) on {branch}, {len(unscanned)} without a scan record",
+                   err=True)
+    return FINDINGS if unscanned else OK
 
 
 @evidence.command("keygen")

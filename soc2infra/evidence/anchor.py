@@ -65,9 +65,9 @@ def _git(repo: Path, *args: str) -> str:
     return out.stdout
 
 
-def write_anchor(url: str | Path | Ledger, repo: Path, name: str = "ledger",
-                 signing_key: Path | None = None) -> Checkpoint:
-    """Append a signed checkpoint of the ledger's head to *repo*, commit and tag it."""
+def make_checkpoint(url: str | Path | Ledger, name: str = "ledger",
+                    signing_key: Path | None = None) -> Checkpoint:
+    """A (signed, with *signing_key*) checkpoint of the ledger's current head, for any target."""
     ledger = url if isinstance(url, Ledger) else open_ledger(url, create=False)
     try:
         head = ledger.head()
@@ -78,8 +78,30 @@ def write_anchor(url: str | Path | Ledger, repo: Path, name: str = "ledger",
         raise EvidenceError("the ledger is empty: nothing to anchor")
     signer: Signer | None = load_signer(signing_key) if signing_key else None
     time = now()
-    checkpoint = Checkpoint(head, time, signer.key_id if signer else "",
-                            signer.sign(_digest(name, head, time)) if signer else "")
+    return Checkpoint(head, time, signer.key_id if signer else "",
+                      signer.sign(_digest(name, head, time)) if signer else "")
+
+
+def check_signature(checkpoint: Checkpoint, name: str, public_key: Path, where: str) -> None:
+    """Raise unless *checkpoint* carries a valid signature of *public_key* for ledger *name*."""
+    from cryptography.exceptions import InvalidSignature
+
+    keys = load_public_keys(public_key)
+    key = keys.get(checkpoint.key_id)
+    if key is None or not checkpoint.signature:
+        raise EvidenceError(f"{where}: the newest checkpoint is not signed by the given key")
+    try:
+        key.verify(bytes.fromhex(checkpoint.signature),
+                   bytes.fromhex(_digest(name, checkpoint.anchor, checkpoint.time)))
+    except (InvalidSignature, ValueError) as exc:
+        raise EvidenceError(f"{where}: the newest checkpoint's signature does not verify") from exc
+
+
+def write_anchor(url: str | Path | Ledger, repo: Path, name: str = "ledger",
+                 signing_key: Path | None = None) -> Checkpoint:
+    """Append a signed checkpoint of the ledger's head to *repo*, commit and tag it."""
+    checkpoint = make_checkpoint(url, name, signing_key)
+    head = checkpoint.anchor
     path = repo / "anchors" / f"{name}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
@@ -99,15 +121,5 @@ def read_anchor(repo: Path, name: str = "ledger", public_key: Path | None = None
         raise EvidenceError(f"{repo}: anchors/{name}.txt holds no checkpoint")
     checkpoint = Checkpoint.parse(lines[-1])
     if public_key is not None:
-        from cryptography.exceptions import InvalidSignature
-
-        keys = load_public_keys(public_key)
-        key = keys.get(checkpoint.key_id)
-        if key is None or not checkpoint.signature:
-            raise EvidenceError(f"{repo}: the newest checkpoint is not signed by the given key")
-        try:
-            key.verify(bytes.fromhex(checkpoint.signature),
-                       bytes.fromhex(_digest(name, checkpoint.anchor, checkpoint.time)))
-        except (InvalidSignature, ValueError) as exc:
-            raise EvidenceError(f"{repo}: the newest checkpoint's signature does not verify") from exc
+        check_signature(checkpoint, name, public_key, str(repo))
     return checkpoint
