@@ -154,10 +154,20 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> list[str]:
         if s.audit.enabled:
             runtime.audit_task = asyncio.create_task(audit_loop(runtime), name="soc2infra-audit")
         runtime.skipped_task = asyncio.create_task(skipped_loop(runtime), name="soc2infra-skipped")
+        if s.anchor.target and s.evidence.ledger:
+            from soc2infra_operator.anchoring import anchor_loop
 
+            anchor_tasks.append(asyncio.create_task(
+                anchor_loop(s.anchor, s.evidence.ledger, s.evidence.signing_key), name="soc2infra-anchor"))
+
+    anchor_tasks: list[asyncio.Task[None]] = []
     kopf.on.startup(id="soc2infra-startup", registry=registry)(startup)
 
     async def cleanup(**_: Any) -> None:
+        for task in anchor_tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if runtime.vap_task is not None:
             runtime.vap_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -173,6 +173,21 @@ class WaiverSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AnchorSettings:
+    """Scheduled anchoring: a signed ``SEQ:HASH`` checkpoint of the ledger's head, written every
+    ``interval_seconds`` where the ledger's writer cannot rewrite it (soc2infra.evidence.anchor_s3)."""
+
+    # s3://BUCKET/PREFIX (an Object Lock bucket) or the path of a git work tree; None: off.
+    target: str | None = None
+    interval_seconds: float = 3600.0
+    initial_delay_seconds: float = 30.0
+    name: str = "ledger"  # one series of checkpoints per ledger
+    s3_endpoint: str | None = None  # a non-AWS store (MinIO …); None: AWS_ENDPOINT_URL or AWS
+    retention_days: int = 400  # longer than a 12-month Type II period and its report
+    lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+
+
+@dataclass(frozen=True, slots=True)
 class OperatorSettings:
     """Everything the operator needs, fully resolved."""
 
@@ -182,6 +197,7 @@ class OperatorSettings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     waivers: WaiverSettings = field(default_factory=WaiverSettings)
+    anchor: AnchorSettings = field(default_factory=AnchorSettings)
     policy_dirs: tuple[str, ...] = ()
     builtin_policies: bool = True
     kubeconfig: str | None = None  # None: in-cluster config, else $KUBECONFIG / ~/.kube/config
@@ -241,6 +257,12 @@ class OperatorSettings:
         if self.waivers.max_days < 0:
             raise SettingsError("waivers.max_days must be 0 (no maximum) or positive "
                                 f"(got {self.waivers.max_days})")
+        an = self.anchor
+        if an.target is not None:
+            if an.interval_seconds <= 0 or an.retention_days < 1:
+                raise SettingsError("anchor.interval_seconds must be positive and anchor.retention_days >= 1")
+            if not self.evidence.ledger:
+                raise SettingsError("anchor.target is set but there is no evidence.ledger to anchor")
         return self
 
 

@@ -18,15 +18,21 @@ CHART = ROOT / "charts" / "soc2infra"
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 VALUE_SETS: dict[str, list[str]] = {
-    "defaults": [],
-    # PostgreSQL ledger URL and signing key from Secrets, your own TLS Secret, warn mode, Ignore.
+    # The defaults plus what production requires: a signing key and an anchor target.
+    "defaults": ["evidence.signingKey.existingSecret=ledger-key", "evidence.anchor.target=s3://evidence-anchors/c1"],
+    # PostgreSQL ledger URL and signing key from Secrets, your own TLS Secret, warn mode, Ignore,
+    # anchored to a MinIO bucket with credentials from a Secret.
     "postgres-signed": ["evidence.existingSecret=ledger-url", "evidence.signingKey.existingSecret=ledger-key",
+                        "evidence.anchor.target=s3://evidence-anchors/c1",
+                        "evidence.anchor.s3Endpoint=http://minio.storage:9000",
+                        "evidence.anchor.credentialsSecret=anchor-aws",
                         "webhook.certificates.mode=existingSecret", "webhook.certificates.existingSecret=my-tls",
                         "webhook.certificates.caBundle=Q0E=", "webhook.failurePolicy=Ignore",
                         "webhook.timeoutSeconds=5", "admission.mode=warn", "crds.kopfPeering=true",
                         "replicaCount=3"],
-    # SQLite on a PVC, no PolicyReport CRDs from the chart, metrics off, no NetworkPolicy.
-    "sqlite-pvc": ["evidence.persistence.enabled=true", "evidence.persistence.size=5Gi", "metrics.enabled=false",
+    # SQLite on a PVC, no PolicyReport CRDs from the chart, metrics off, no NetworkPolicy; signing
+    # and anchoring explicitly switched off.
+    "sqlite-pvc": ["evidence.signingKey.required=false", "evidence.anchor.enabled=false","evidence.persistence.enabled=true", "evidence.persistence.size=5Gi", "metrics.enabled=false",
                    "networkPolicy.enabled=false", "crds.policyReports=false", "topologySpread=false",
                    "podDisruptionBudget.minAvailable=1", "audit.intervalSeconds=60"],
 }

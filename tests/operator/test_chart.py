@@ -33,10 +33,16 @@ def helm(require_binary: Callable[[str], str]) -> str:
     return require_binary("helm")
 
 
+# What production needs (the chart refuses to render without both unless explicitly disabled):
+# a signing key and an anchor target. Every render starts from them unless base=False.
+PRODUCTION = ("evidence.signingKey.existingSecret=ledger-signing", "evidence.anchor.target=s3://evidence-anchors/prod")
+PRODUCTION_VALUES = "evidence:\n  signingKey: {existingSecret: ledger-signing}\n  anchor: {target: s3://evidence-anchors/prod}\n"
+
+
 def render(helm: str, *sets: str, namespace: str = "soc2infra", release: str = "soc2infra",
-           check: bool = True) -> subprocess.CompletedProcess[str]:
+           check: bool = True, base: bool = True) -> subprocess.CompletedProcess[str]:
     argv = [helm, "template", release, str(CHART), "--namespace", namespace, "--kube-version", "1.34.0"]
-    for s in sets:
+    for s in (*PRODUCTION, *sets) if base else sets:
         argv += ["--set", s]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     if check and result.returncode != 0:
@@ -73,7 +79,9 @@ def test_rendered_chart_passes_the_projects_own_policies(helm, variant, tmp_path
     monkeypatch.setenv("SOC2INFRA_HELM", helm)  # scan renders through the same helm
     values = tmp_path / "values.yaml"
     values.write_text(VARIANTS[variant] or "{}\n", encoding="utf-8")
-    result = scan([str(CHART)], load_pack(), ScanOptions(helm_values=(values,), base_dir=ROOT))
+    production = tmp_path / "production.yaml"
+    production.write_text(PRODUCTION_VALUES, encoding="utf-8")
+    result = scan([str(CHART)], load_pack(), ScanOptions(helm_values=(production, values), base_dir=ROOT))
     assert result.errors == []
     kinds = {r.type for r in result.resources}
     assert {"Deployment", "ClusterRole", "ValidatingWebhookConfiguration", "PodDisruptionBudget"} <= kinds
@@ -304,7 +312,42 @@ def test_signing_key_comes_from_a_secret(helm, tmp_path: Path):
     settings = load_settings(_config_file(docs, tmp_path), environ={})
     assert settings.evidence.signing_key == f"{mount['mountPath']}/k.pem"
     assert "BEGIN" not in render(helm, "evidence.signingKey.existingSecret=ledger-signing").stdout
-    assert load_settings(_config_file(objects(helm), tmp_path), environ={}).evidence.signing_key is None
+    unsigned = objects(helm, "evidence.signingKey.existingSecret=", "evidence.signingKey.required=false")
+    assert load_settings(_config_file(unsigned, tmp_path), environ={}).evidence.signing_key is None
+
+
+def test_chart_requires_a_signing_key_and_an_anchor_unless_disabled(helm, tmp_path: Path):
+    """Production evidence by default: helm template fails, naming what is missing and how to opt out."""
+    bare = render(helm, base=False, check=False)
+    assert bare.returncode != 0
+    assert "evidence.signingKey.existingSecret" in bare.stderr and "evidence.signingKey.required=false" in bare.stderr
+    assert "evidence.anchor.target=s3://BUCKET/PREFIX" in bare.stderr and "evidence.anchor.enabled=false" in bare.stderr
+    key_only = render(helm, "evidence.signingKey.existingSecret=k", base=False, check=False)
+    assert key_only.returncode != 0 and "signingKey" not in key_only.stderr and "anchor.target" in key_only.stderr
+    anchor_only = render(helm, "evidence.anchor.target=s3://b-1/p", base=False, check=False)
+    assert anchor_only.returncode != 0 and "anchor.target" not in anchor_only.stderr
+    # Explicitly disabled: renders, with neither a key nor an anchor in the operator's settings.
+    off = objects(helm, "evidence.signingKey.required=false", "evidence.anchor.enabled=false", base=False)
+    settings = load_settings(_config_file(off, tmp_path), environ={})
+    assert settings.evidence.signing_key is None and settings.anchor.target is None
+    # The anchor's values reach the operator's settings and the credentials come from a Secret.
+    docs = objects(helm, "evidence.anchor.intervalSeconds=600", "evidence.anchor.lockMode=GOVERNANCE",
+                   "evidence.anchor.s3Endpoint=http://minio.storage:9000", "evidence.anchor.credentialsSecret=aws",
+                   "evidence.anchor.retentionDays=30")
+    s = load_settings(_config_file(docs, tmp_path), environ={})
+    assert (s.anchor.target, s.anchor.interval_seconds, s.anchor.lock_mode, s.anchor.retention_days) == \
+        ("s3://evidence-anchors/prod", 600.0, "GOVERNANCE", 30)
+    assert s.anchor.s3_endpoint == "http://minio.storage:9000" and s.anchor.name == "soc2infra"
+    assert s.evidence.signing_key and s.evidence.ledger  # anchored checkpoints are signed
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "aws"}}]
+    assert "envFrom" not in one(objects(helm), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    for bad, needle in [("evidence.anchor.target=http://bucket/x", "target"),
+                        ("evidence.anchor.lockMode=LEGAL", "lockMode"),
+                        ("evidence.anchor.intervalSeconds=0", "intervalSeconds"),
+                        ("evidence.signingKey.required=maybe", "required")]:
+        result = render(helm, bad, check=False)
+        assert result.returncode != 0 and needle in result.stderr, (bad, result.stderr)
 
 
 def test_cluster_id_reaches_the_operator_settings(helm, tmp_path: Path):

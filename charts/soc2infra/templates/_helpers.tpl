@@ -73,3 +73,18 @@ ServiceAccount: {group: "", version: v1, plural: serviceaccounts}
 StatefulSet: {group: apps, version: v1, plural: statefulsets}
 StorageClass: {group: storage.k8s.io, version: v1, plural: storageclasses}
 {{- end -}}
+
+{{/* Production evidence: a signing key and an anchor target, unless explicitly disabled. */}}
+{{- define "soc2infra.requireEvidenceTrust" -}}
+{{- $e := .Values.evidence -}}
+{{- $missing := list -}}
+{{- if and $e.signingKey.required (not $e.signingKey.existingSecret) -}}
+{{- $missing = append $missing "evidence.signingKey.existingSecret (a Secret holding the Ed25519 key from `soc2infra evidence keygen`), or evidence.signingKey.required=false to record unsigned evidence" -}}
+{{- end -}}
+{{- if and $e.anchor.enabled (not $e.anchor.target) -}}
+{{- $missing = append $missing "evidence.anchor.target=s3://BUCKET/PREFIX (a bucket created with Object Lock), or evidence.anchor.enabled=false to run without scheduled anchoring" -}}
+{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "soc2infra: the evidence ledger is not tamper-evident with these values; set %s" (join "; and set " $missing)) -}}
+{{- end -}}
+{{- end -}}
