@@ -12,8 +12,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from soc2infra.evidence.ledger import open_ledger
-from soc2infra.evidence.records import EvidenceError
+from soc2infra.evidence import EvidenceError, open_ledger, write_checkpoint
 from soc2infra_operator.settings import AnchorSettings
 
 logger = logging.getLogger("soc2infra_operator.anchoring")
@@ -27,20 +26,11 @@ def anchor_once(anchor: AnchorSettings, ledger: str, signing_key: str | None,
         head = led.head()
     if head is None or str(head) == last:
         return last if head is not None else None
-    key = Path(signing_key) if signing_key else None
-    target = anchor.target or ""
-    if target.startswith("s3://"):
-        from soc2infra.evidence.anchor_s3 import S3Target, write_s3_anchor
-
-        stored = write_s3_anchor(ledger, S3Target.parse(target, anchor.s3_endpoint), anchor.name, key,
-                                 anchor.retention_days, anchor.lock_mode)
-        logger.info("anchored %s in %s%s (%s until %s)", stored.checkpoint.anchor, target.rstrip("/") + "/",
-                    stored.key.rsplit("/", 1)[-1], stored.lock_mode, stored.retain_until)
-        return str(stored.checkpoint.anchor)
-    from soc2infra.evidence.anchor import write_anchor
-
-    checkpoint = write_anchor(ledger, Path(target), anchor.name, key)
-    logger.info("anchored %s in git %s", checkpoint.anchor, target)
+    checkpoint, where = write_checkpoint(ledger, anchor.target or "", anchor.name,
+                                         Path(signing_key) if signing_key else None,
+                                         s3_endpoint=anchor.s3_endpoint, retention_days=anchor.retention_days,
+                                         mode=anchor.lock_mode)
+    logger.info("anchored %s in %s", checkpoint.anchor, where)
     return str(checkpoint.anchor)
 
 

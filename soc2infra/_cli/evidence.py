@@ -15,6 +15,7 @@ from soc2infra._cogs.errors import UserError
 from soc2infra._cogs.exitcodes import FINDINGS, OK
 
 if TYPE_CHECKING:
+    from soc2infra.evidence.anchor_s3 import LockMode
     from soc2infra.evidence.population import Population
 
 LEDGER_HELP = "Ledger: a SQLite file, sqlite:///path or postgresql://… (env SOC2INFRA_LEDGER)."
@@ -370,23 +371,16 @@ def anchor_cmd(ledger: str, repo: Path | None, s3_url: str | None, s3_endpoint: 
                retention_days: int, lock_mode: str, name: str, signing_key: Path | None) -> int:
     """Write a signed SEQ:HASH checkpoint of the ledger's head (run it on a schedule): a git commit
     and tag, or a new object in an Object Lock bucket."""
+    from soc2infra.evidence import write_checkpoint
+
     _anchor_target(repo, s3_url)
+    mode: LockMode = "GOVERNANCE" if lock_mode.upper() == "GOVERNANCE" else "COMPLIANCE"
     with ledger_errors(ledger):
-        if s3_url is not None:
-            from soc2infra.evidence.anchor_s3 import LockMode, S3Target, write_s3_anchor
-
-            mode: LockMode = "GOVERNANCE" if lock_mode.upper() == "GOVERNANCE" else "COMPLIANCE"
-            stored = write_s3_anchor(ledger, S3Target.parse(s3_url, s3_endpoint), name, signing_key,
-                                     retention_days, mode)
-            click.echo(str(stored.checkpoint.anchor))
-            click.echo(f"wrote {stored.key} (version {stored.version_id}), {stored.lock_mode} "
-                       f"until {stored.retain_until}", err=True)
-            return OK
-        from soc2infra.evidence.anchor import write_anchor
-
-        assert repo is not None
-        checkpoint = write_anchor(ledger, repo, name, signing_key)
+        checkpoint, where = write_checkpoint(ledger, s3_url or str(repo), name, signing_key,
+                                             s3_endpoint=s3_endpoint, retention_days=retention_days,
+                                             mode=mode)
     click.echo(str(checkpoint.anchor))
+    click.echo(f"wrote {where}", err=True)
     return OK
 
 

@@ -199,3 +199,19 @@ def read_s3_anchor(target: S3Target, name: str = "ledger", public_key: Path | No
     if public_key is not None:
         check_signature(best.checkpoint, name, public_key, f"{target}{best.key}")
     return best
+
+
+def write_checkpoint(url: str | Path | Ledger, target: str, name: str = "ledger",
+                     signing_key: Path | None = None, *, s3_endpoint: str | None = None,
+                     retention_days: int = 400, mode: LockMode = "COMPLIANCE") -> tuple[Checkpoint, str]:
+    """Anchor the head in *target*: ``s3://BUCKET/PREFIX`` (Object Lock) or a git work tree path.
+    Returns the checkpoint and where it went, in words (for logs)."""
+    if target.startswith("s3://"):
+        stored = write_s3_anchor(url, S3Target.parse(target, s3_endpoint), name, signing_key,
+                                 retention_days, mode)
+        return stored.checkpoint, (f"s3://{S3Target.parse(target).bucket}/{stored.key} "
+                                   f"({stored.lock_mode} until {stored.retain_until})")
+    from soc2infra.evidence.anchor import write_anchor
+
+    checkpoint = write_anchor(url, Path(target), name, signing_key)
+    return checkpoint, f"git {target} (tag soc2infra-anchor/{name}/{checkpoint.anchor.seq})"
