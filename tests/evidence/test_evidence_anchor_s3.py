@@ -148,7 +148,7 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 def test_cli_anchor_head_and_verify_expect_head(ledger_url: str, make_ledger: Callable[..., Ledger],
                                                 make_entry: Callable[..., dict[str, Any]],
                                                 keys: tuple[Path, Path], s3_env: Any, raw_db: Any,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+                                                capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     priv, pub = keys
     url = f"s3://{_bucket(s3_env)}/evidence"
     ledger = make_ledger(signing_key=priv)
@@ -164,6 +164,11 @@ def test_cli_anchor_head_and_verify_expect_head(ledger_url: str, make_ledger: Ca
     code, out, _ = _run(capsys, "evidence", "verify", ledger_url, "--public-key", str(pub),
                         "--expect-head", head.strip(), "--json")
     assert code == 0 and json.loads(out)["fully_trusted"] is True
+    html = tmp_path / "report.html"
+    code, _, err = _run(capsys, "evidence", "report", ledger_url, "-o", str(html), "--public-key", str(pub),
+                        "--expect-head", head.strip())
+    assert code == 0, err
+    assert 'class="badge ok">chain verified, signed and anchored' in html.read_text(encoding="utf-8")
 
     # Delete record 4 and move the head back: only the anchor tells.
     raw_db.execute("DELETE FROM evidence_records WHERE seq = 4")
@@ -172,6 +177,9 @@ def test_cli_anchor_head_and_verify_expect_head(ledger_url: str, make_ledger: Ca
     assert _run(capsys, "evidence", "verify", ledger_url)[0] == 0
     code, out, _ = _run(capsys, "evidence", "verify", ledger_url, "--expect-head", head.strip())
     assert code == 1 and "BROKEN at seq 4" in out
+    code, _, err = _run(capsys, "evidence", "report", ledger_url, "-o", str(html), "--public-key", str(pub),
+                        "--expect-head", head.strip())
+    assert code == 1 and "BROKEN at seq 4" in err and "chain BROKEN" in html.read_text(encoding="utf-8")
 
 
 def test_cli_errors_are_clear(tmp_path: Path, s3_env: Any, capsys: pytest.CaptureFixture[str]) -> None:
