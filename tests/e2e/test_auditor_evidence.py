@@ -23,6 +23,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -185,6 +186,8 @@ class Scene:
     repo: Path | None = None  # the infrastructure repository whose main the pull request merged into
     self_approval: str = ""  # what kubectl said when Alice approved her own waiver
     too_long: str = ""  # ... and when she asked for one longer than the maximum
+    s3: str = ""  # s3://bucket/prefix: the Object Lock anchors (MinIO)
+    s3_env: dict[str, str] = field(default_factory=dict)  # AWS_* for the CLI
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -265,7 +268,7 @@ def _subjects(store: Store, cluster: str, source: str = "admission") -> set[str]
 
 @pytest.fixture(scope="module")
 def scene(control_plane: ControlPlane, kubectl: Kubectl, postgres_dsn: str,  # noqa: F811
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+          minio: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     workdir = tmp_path_factory.mktemp("auditor")
     private_key, public_key = workdir / "evidence.key", workdir / "evidence.pub"
     _run("evidence", "keygen", str(private_key), str(public_key))
@@ -279,6 +282,9 @@ def scene(control_plane: ControlPlane, kubectl: Kubectl, postgres_dsn: str,  # n
         kubectl("create", "namespace", ns)
     scene = Scene(stores, workdir, private_key, public_key, anchors, {}, namespaces,
                   datetime.now(UTC).date().isoformat())
+    bucket = "anchors-" + suffix
+    minio.client().create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    scene.s3, scene.s3_env = f"s3://{bucket}/soc2", {**os.environ, **minio.env()}
 
     processes: list[tuple[OperatorProcess, str]] = []
     try:
@@ -364,6 +370,10 @@ def scene(control_plane: ControlPlane, kubectl: Kubectl, postgres_dsn: str,  # n
         for backend, store in stores.items():
             scene.anchored[backend] = _run("evidence", "anchor", store.url, "--git", str(anchors), "--name",
                                            backend, "--signing-key", str(private_key)).stdout.strip()
+            # The same head in an Object Lock bucket (COMPLIANCE: nobody can delete it early).
+            s3 = _run("evidence", "anchor", store.url, "--s3", scene.s3, "--name", backend, "--signing-key",
+                      str(private_key), "--retention-days", "1", env=scene.s3_env)
+            assert s3.stdout.strip() == scene.anchored[backend] and "COMPLIANCE until" in s3.stderr
         scene.rv_before_update = kubectl("-n", a, "get", "deployment", "web", "-o",
                                          "jsonpath={.metadata.resourceVersion}").stdout
         web = deployment("web", a)
@@ -571,6 +581,9 @@ def test_signed_and_anchored_chain_verifies(scene: Scene, store: Store, backend:
     anchor = _run("evidence", "anchor-head", "--git", str(scene.anchors), "--name", backend,
                   "--public-key", str(scene.public_key)).stdout.strip()
     assert anchor == scene.anchored[backend]
+    s3 = _run("evidence", "anchor-head", "--s3", scene.s3, "--name", backend, "--public-key", str(scene.public_key),
+              env=scene.s3_env)
+    assert s3.stdout.strip() == anchor and "COMPLIANCE until" in s3.stderr
     done = _run("evidence", "verify", store.url, "--public-key", str(scene.public_key), "--expect-head", anchor,
                 "--json")
     result = json.loads(done.stdout)
@@ -635,7 +648,7 @@ def _forge(record: dict[str, Any]) -> None:
     record["results"] = [dict(r, status="pass") for r in record["results"]]
 
 
-def test_rewritten_chain_what_is_and_is_not_detected(scene: Scene, store: Store, backend: str,
+def test_rewritten_chain_what_is_and_is_not_detected(scene: Scene, store: Store, backend: str, minio: Any,
                                                      tmp_path: Path) -> None:
     anchor = scene.anchored[backend]
     key = ["--public-key", str(scene.public_key)]
@@ -660,6 +673,22 @@ def test_rewritten_chain_what_is_and_is_not_detected(scene: Scene, store: Store,
     done = _run("evidence", "verify", copy.url, *key, "--expect-head", anchor, check=1)
     assert f"the anchor ({anchor}) was NOT confirmed" in done.stdout
     assert "none of them is proven intact" in done.stdout
+    # Nor can that forger remove the anchor from the Object Lock bucket (COMPLIANCE mode), so the
+    # head read back from it still exposes the rewrite.
+    from botocore.exceptions import ClientError
+
+    client = minio.client()
+    bucket, _, prefix = scene.s3.removeprefix("s3://").partition("/")
+    versions = client.list_object_versions(Bucket=bucket, Prefix=f"{prefix}/{backend}/")["Versions"]
+    assert versions
+    for version in versions:
+        with pytest.raises(ClientError) as refused:
+            client.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+        assert refused.value.response["Error"]["Code"] in {"AccessDenied", "InvalidRequest"}
+    head = _run("evidence", "anchor-head", "--s3", scene.s3, "--name", backend, "--public-key",
+                str(scene.public_key), env=scene.s3_env).stdout.strip()
+    assert head == anchor
+    _run("evidence", "verify", copy.url, *key, "--expect-head", head, check=1)
     # The report exits 1 on the broken chain and says so; on the untouched ledger it exits 0.
     report = _run("evidence", "report", copy.url, "--from", scene.day, "--to", scene.day, *key, "--expect-head",
                   anchor, "-o", str(tmp_path / "broken.html"), check=1)
@@ -705,6 +734,21 @@ def test_registers_show_the_approved_waiver_and_what_it_covers(scene: Scene, sto
     # A denied request never reached the cluster: the preventive control worked, no deviation.
     assert not [d for d in deviations if d["resource"].endswith((f"/{a}/priv", f"/{a}/leaky"))]
     assert {d["cluster"] for d in deviations} == {"lab-a"}
+
+
+def test_merged_changes_without_a_scan_are_listed(scene: Scene, store: Store) -> None:
+    assert scene.repo is not None
+    args = ["evidence", "changes", store.url, "--repo", str(scene.repo), "--branch", "main",
+            "--from", scene.day, "--to", scene.day]
+    done = _run(*args, "--json", "--all", check=1)
+    rows = {row["subject"]: row for row in json.loads(done.stdout)["rows"]}
+    merge = rows["Merge pull request #17 from acme/pin-images"]
+    # Scanned in the pull request's pipeline: the record names the head commit the merge brought in.
+    assert merge["scanned"] and merge["linked_by"] == "merged head" and merge["scan_decisions"] == ["fail"]
+    assert {s for s, row in rows.items() if not row["scanned"]} == {"payments api", "hotfix: worker"}
+    done = _run(*args, check=1)
+    assert "3 merged change(s) on main, 2 without a scan record" in done.stderr
+    assert "NOT SCANNED" in done.stdout and "hotfix: worker" in done.stdout and "#17" not in done.stdout
 
 
 # --------------------------------------------------------------------------- package and sample
