@@ -53,4 +53,6 @@ echo "== policy pack examples"
 soc2infra policy test
 
 echo "== tests"
+# Screenshots and other files a test keeps for people (the period report in Chromium …).
+export SOC2INFRA_ARTIFACTS="${SOC2INFRA_ARTIFACTS:-$PWD/test-artifacts}"
 python -m pytest -p no:cacheprovider "$@"

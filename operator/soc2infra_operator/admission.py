@@ -12,7 +12,7 @@ Resource that :func:`soc2infra._core.sources.kubernetes.object_to_resource` buil
 admission-specific is only *what a failure does* (the rule's action after overrides) and the
 scope (excluded namespaces and users, trusted controllers, cluster waivers).
 
-Why one module of about 500 lines: the request, the decision and the response are one pure
+Why one module of about 650 lines: the request, the decision and the response are one pure
 pipeline with its wire shapes; splitting it would spread one decision over several files.
 """
 

@@ -19,7 +19,7 @@ itself covered by the hash.
 Everything a caller hands in goes through :func:`redact` before it can reach a record, and the
 entry shape is closed: unknown keys are refused, so raw object bodies cannot ride along.
 
-Why one module of about 600 lines: the record's shape, its redaction, its canonical form and
+Why one module of about 700 lines: the record's shape, its redaction, its canonical form and
 its hash must agree byte for byte, so they are kept where one reading checks all of them.
 """
 

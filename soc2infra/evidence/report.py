@@ -22,7 +22,7 @@ the detective control left no evidence of having run.
 The HTML is one file with inline CSS and SVG — no script, no font, no network — so it renders the
 same offline, in a headless browser or printed to PDF.
 
-Why one module of about 500 lines: the tallies and the HTML that shows them change together
+Why one module of about 850 lines: the tallies and the HTML that shows them change together
 (a new column is a new tally and a new cell); half of it is the page's markup.
 """
 
