@@ -400,7 +400,9 @@ def fuzz(target: str, cases: int, seed: int, max_seconds: float, out_dir: Path |
             t0 = time.monotonic()
             try:
                 run(data)
-            except Exception as exc:  # noqa: BLE001 - every escape is a finding of the fuzzer
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - every escape is a finding (OutOfTime too)
                 record(data, _signature(exc), traceback.format_exc())
             elapsed = time.monotonic() - t0
             tally.slowest = max(tally.slowest, elapsed)
