@@ -54,16 +54,17 @@ def test_a_slow_file_is_stopped_at_the_limit_and_the_scan_goes_on(write_tree, ca
     monkeypatch.chdir(root)
     monkeypatch.setenv("SOC2INFRA_NO_CACHE", "1")
     monkeypatch.setenv("SOC2INFRA_MAX_SECONDS_PER_FILE", str(LIMIT))
-    t0 = time.monotonic()
     code = main(["scan", name.split("/")[0], "good", "--format", "json", "--jobs", "1", *PACK_ARGS])
-    elapsed = time.monotonic() - t0
     doc = json.loads(capsys.readouterr().out)
     assert code == 2
     assert [(e["file"], "took more than 0.3 s (limits.seconds_per_file)" in e["message"]) for e in doc["errors"]] \
         == [(name, True)]
     assert any(f["resource"]["address"] == "aws_s3_bucket.good" for f in doc["findings"])
     assert not any(f["resource"]["file"] == name for f in doc["findings"])  # what it gave is dropped
-    assert elapsed < 4 * LIMIT + 3  # one budget per phase at most, not the seconds the file would take
+    # Stopped near the limit, not after the 15-30 s the file takes (the wall time of the whole
+    # command is no measure on a loaded CI machine: start-up and the pack load dominate it). The
+    # slack is for libyaml and json composing one document in C, which nothing interrupts.
+    assert LIMIT <= limits.charged(name) < LIMIT + 5
 
 
 def _resources(file: str, n: int) -> list[Resource]:
@@ -108,3 +109,31 @@ def test_an_out_of_time_is_not_swallowed_by_error_handlers():
                 limits.check_depth([[1]] * 1000)
             except Exception:  # noqa: BLE001, S112 - the point of the test
                 continue
+
+
+def test_inside_another_files_budget_the_one_that_runs_out_is_named():
+    # A plan's budget holds the parse of the .tf files beside it (for locations): when the plan's
+    # time is up first, the error is the plan's, not the .tf file's.
+    limits.reset_charges()
+    with limits.using(limits.Limits(seconds_per_file=0.3)), pytest.raises(limits.OutOfTime) as exc, \
+            limits.file_budget("plan.json"):
+        time.sleep(0.2)
+        with limits.file_budget("main.tf"):  # 0.3 s of its own, but only 0.1 s left of the plan's
+            time.sleep(5)
+    assert exc.value.file == "plan.json"
+    limits.reset_charges()
+
+
+def test_a_cancelled_hcl_parse_leaves_the_parser_ready_for_the_next_file():
+    from soc2infra._core.sources.hcl_fast import _parser
+    from soc2infra._core.sources.terraform import parse_text
+
+    limits.reset_charges()
+    with limits.using(limits.Limits(seconds_per_file=0.05)), pytest.raises(limits.OutOfTime), \
+            limits.file_budget("big.tf"):
+        parse_text(_hcl(20_000), "big.tf", fast=True)
+    # Unless reset, tree-sitter resumes the halted parse on the next file's bytes (an error tree).
+    assert not _parser().parse(GOOD.encode()).root_node.has_error
+    parsed = parse_text(GOOD, "good.tf", fast=True)
+    assert parsed.error is None and [b.labels for b in parsed.body.blocks] == [("aws_s3_bucket", "good")]
+    limits.reset_charges()

@@ -343,11 +343,12 @@ def check_instances(count: int, what: str) -> None:
 
 
 class _Deadline:
-    __slots__ = ("end", "seconds", "calls", "what", "error")
+    __slots__ = ("end", "seconds", "calls", "what", "error", "file")
 
-    def __init__(self, seconds: float, what: str, error: type[Exhausted] | type[OutOfTime]) -> None:
+    def __init__(self, seconds: float, what: str, error: type[Exhausted] | type[OutOfTime],
+                 file: str | None) -> None:
         self.seconds, self.end, self.calls, self.what = seconds, time.monotonic() + seconds, 0, what
-        self.error = error
+        self.error, self.file = error, file
 
 
 _deadline: _Deadline | None = None
@@ -355,15 +356,16 @@ _EVALUATION = "evaluation took more than {seconds:g} s (limits.seconds_per_file)
 
 
 @contextmanager
-def deadline(seconds: float, what: str = _EVALUATION,
-             error: type[Exhausted] | type[OutOfTime] = Exhausted) -> Iterator[None]:
-    """Bound the work inside the block to *seconds*; :func:`tick` raises *error* once it is
-    over. An enclosing deadline that ends sooner still applies (with its own error)."""
+def deadline(seconds: float, what: str = _EVALUATION, error: type[Exhausted] | type[OutOfTime] = Exhausted,
+             file: str | None = None) -> Iterator[None]:
+    """Bound the work inside the block to *seconds*; :func:`tick` raises *error* (naming *file*)
+    once it is over. An enclosing deadline that ends sooner still applies, with its own error."""
     global _deadline
     saved = _deadline
-    new = _Deadline(seconds, what, error)
+    new = _Deadline(seconds, what, error, file)
     if saved is not None and saved.end < new.end:
-        new.end, new.seconds, new.what, new.error = saved.end, saved.seconds, saved.what, saved.error
+        new.end, new.seconds, new.what, new.error, new.file = \
+            saved.end, saved.seconds, saved.what, saved.error, saved.file
     _deadline = new
     try:
         yield
@@ -379,7 +381,25 @@ def tick() -> None:
         return
     d.calls += 1
     if d.calls & 0xFF == 0 and time.monotonic() > d.end:
-        raise d.error(d.what.format(seconds=d.seconds))
+        raise d.error(d.what.format(seconds=d.seconds), file=d.file)
+
+
+def time_is_up() -> bool:
+    """True when the current deadline has passed (for a C library's cancel callback)."""
+    d = _deadline
+    return d is not None and time.monotonic() > d.end
+
+
+def stop_if_time_is_up() -> None:
+    """Raise the current deadline's error if it has passed (after a cancelled C call)."""
+    d = _deadline
+    if d is not None and time.monotonic() > d.end:
+        raise d.error(d.what.format(seconds=d.seconds), file=d.file)
+
+
+def deadline_active() -> bool:
+    """True inside :func:`deadline` or :func:`file_budget`."""
+    return _deadline is not None
 
 
 # ----------------------------------------------------------------------------- time per file
@@ -394,6 +414,11 @@ def reset_charges() -> None:
     _charged.clear()
 
 
+def charged(file: str) -> float:
+    """Seconds charged to *file* in the current (or last) scan unit."""
+    return _charged.get(file, 0.0)
+
+
 def relabel_charges(rename: Callable[[str], str]) -> None:
     """Follow the files' new names (paths made relative to the scan's base) so the rule
     evaluation of a file's resources is charged to the same account as its parsing."""
@@ -406,7 +431,8 @@ def relabel_charges(rename: Callable[[str], str]) -> None:
 def file_budget(file: str, rest: str = "the rest of it is not scanned") -> Iterator[None]:
     """Charge the time of the block to *file*; raise :class:`OutOfTime` (``file`` set) once the
     file's total over every phase (reading, parsing, rendering, rule evaluation) passes
-    ``seconds_per_file``.
+    ``seconds_per_file``. Inside another file's budget (the ``.tf`` files read for a plan's
+    locations), the one that runs out first is named: catch only ``exc.file == file``.
 
     Loops that call :func:`tick` stop there; code that does not (a third-party parser, a
     regular-expression-free Python loop) is interrupted by a ``SIGALRM`` timer when this runs
@@ -419,12 +445,9 @@ def file_budget(file: str, rest: str = "the rest of it is not scanned") -> Itera
         raise OutOfTime(message, file=file)
     t0 = time.monotonic()
     try:
-        with deadline(seconds - spent, message.replace("{", "{{").replace("}", "}}"), OutOfTime), \
-                _alarm(seconds - spent, message):
+        with deadline(seconds - spent, message.replace("{", "{{").replace("}", "}}"), OutOfTime, file), \
+                _alarm(seconds - spent, message, file):
             yield
-    except OutOfTime as exc:
-        exc.file = exc.file or file
-        raise
     finally:
         _charged[file] = spent + time.monotonic() - t0
 
@@ -433,7 +456,7 @@ _alarm_armed = False
 
 
 @contextmanager
-def _alarm(seconds: float, message: str) -> Iterator[None]:
+def _alarm(seconds: float, message: str, file: str) -> Iterator[None]:
     """Raise :class:`OutOfTime` in the main thread after *seconds*, unless something else (an
     enclosing budget, a test runner's timeout) already owns ``SIGALRM``."""
     global _alarm_armed
@@ -447,7 +470,7 @@ def _alarm(seconds: float, message: str) -> Iterator[None]:
 
     def expired(_signum: int, _frame: object) -> None:
         if live:  # a signal already on its way when the block ended is ignored
-            raise OutOfTime(message)
+            raise OutOfTime(message, file=file)
 
     previous = signal.signal(signal.SIGALRM, expired)
     _alarm_armed = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from soc2infra._cogs import limits
 from soc2infra._core.sources.hcl_ast import Block, Body, Expr, _heredoc, _template, _unescape, parse_hcl
 
 
@@ -41,7 +42,7 @@ def parse_hcl_fast(text: str) -> Body:
     if "\x00" in text:
         return parse_hcl(text)
     data = text.encode("utf-8")
-    tree = _parser().parse(data)
+    tree = _parse_bounded(data) if limits.deadline_active() else _parser().parse(data)
     root = tree.root_node
     if root.has_error:
         return parse_hcl(text)  # raises HclSyntaxError with the reference parser's message
@@ -50,6 +51,27 @@ def parse_hcl_fast(text: str) -> Body:
         return _Translator(data).body(body) if body is not None else Body()
     except (_Unsupported, RecursionError, ValueError, IndexError, StopIteration):
         return parse_hcl(text)
+
+
+def _parse_bounded(data: bytes) -> Any:
+    """tree-sitter's parse, cancelled when the file's time is up: a C call a timer signal cannot
+    interrupt (a 740 KB file takes seconds on a loaded machine), so it is read through a
+    callback, and tree-sitter asks the progress callback whether to go on."""
+
+    def read(offset: int, _point: Any) -> bytes:
+        return data[offset:offset + 65536]
+
+    def cancel(*_state: Any) -> bool:
+        return limits.time_is_up()
+
+    parser = _parser()
+    try:
+        return parser.parse(read, progress_callback=cancel)
+    except BaseException as exc:
+        parser.reset()  # a halted parse is otherwise resumed by the next call, on another file
+        if isinstance(exc, ValueError):  # "Parsing failed": cancelled
+            limits.stop_if_time_is_up()
+        raise
 
 
 def parse_expression_fast(source: str) -> Expr:

@@ -110,10 +110,13 @@ def _parse_bytes(path: str, data: bytes, key: str | None) -> ParsedFile:
         line = data.count(b"\n", 0, exc.start) + 1
         parsed = ParsedFile(path, None, error=Error(path, line, "not UTF-8 text (binary file?)"))
     else:
+        fast = fast_parser_available()  # its import and set-up are not this file's time
         try:
             with limits.file_budget(path):
-                parsed = parse_text(text, path)
+                parsed = parse_text(text, path, fast)
         except limits.OutOfTime as exc:  # not cached: how long a parse takes depends on the machine
+            if exc.file != path:
+                raise  # the enclosing budget (a plan's) ran out, not this file's
             return ParsedFile(path, None, error=Error(path, exc.line, str(exc)))
     if key is not None:
         cache.store(key, parsed)
