@@ -12,7 +12,7 @@ a result: findings (the JSON report renders) or located errors (every error name
 Anything else is a *crash*; each distinct one (exception type and innermost project frame) is
 saved under ``bench/fuzz-crashes/`` with the input that caused it, to become a regression test.
 
-    .venv/bin/python bench/fuzz.py                      # 100,000 cases over all targets
+    .venv/bin/python bench/fuzz.py                      # 102,000 cases over all targets (17,000 each)
     .venv/bin/python bench/fuzz.py --cases 600 --json out.json   # what CI runs (tests/test_fuzz.py)
 
 Prints one line per target and a summary; ``--json`` writes the counts. Exit 1 if anything crashed.
@@ -416,7 +416,8 @@ def fuzz(target: str, cases: int, seed: int, max_seconds: float, out_dir: Path |
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=100_000, help="total inputs, split over the targets")
+    parser.add_argument("--cases", type=int, default=102_000,
+                        help="total inputs, split evenly over the targets (102,000: 17,000 each, at least 100,000)")
     parser.add_argument("--target", action="append", choices=sorted(strategies()), help="only these targets")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--round", type=int, default=500, help="cases per target per round (a new seed each)")

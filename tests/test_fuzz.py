@@ -1,6 +1,6 @@
 """The fuzzer's short CI budget, and the crashes it found as regression tests.
 
-``bench/fuzz.py`` is the long run (100,000 cases); here every target gets a few dozen cases with a
+``bench/fuzz.py`` is the long run (102,000 cases); here every target gets a few dozen cases with a
 fixed seed, so a front end that starts crashing on odd input fails CI within seconds.
 """
 
