@@ -17,6 +17,8 @@
 # this is a test fixture, never a server to keep data in. Concurrent `start` calls for the same
 # directory are serialised with flock.
 set -euo pipefail
+# runuser and the cluster tools live in sbin, which a minimal PATH (env -i, some CI images) lacks.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 DIR="${SOC2INFRA_PG_DIR:-/tmp/soc2infra-pg}"
 DB=soc2infra
