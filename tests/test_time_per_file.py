@@ -76,7 +76,7 @@ def test_rule_evaluation_counts_against_the_file(monkeypatch):
     pack = load_pack([POLICIES], builtin=False)
     slow, quick = _resources("slow.tf", 40_000), _resources("quick.tf", 1)
     limits.reset_charges()
-    with limits.using(limits.Limits(seconds_per_file=0.2)):
+    with limits.using(limits.Limits(seconds_per_file=0.05)):  # 40,000 resources take 0.25 s and more
         result = evaluate_resources(slow + quick, pack)
     assert [(e.file, e.line, "its resources are not evaluated" in e.message) for e in result.errors] == \
         [("slow.tf", 1, True)]

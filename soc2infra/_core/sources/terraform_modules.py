@@ -439,7 +439,19 @@ def _scrub(text: str, url: str) -> str:
 
 def _extract_tar(data: bytes, tree: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(tree, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4+: the standard library's safe filter
+            tar.extractall(tree, filter="data")
+            return
+        # Older 3.11 (Debian's 3.11.2) has no filters: refuse what the "data" filter refuses —
+        # members leaving the tree, links and special files — before extracting anything.
+        root = tree.resolve()
+        for member in tar.getmembers():
+            target = (tree / member.name).resolve()
+            if root not in target.parents and target != root:
+                raise ModuleFetchError(f"archive member {member.name!r} leaves the module directory")
+            if not (member.isfile() or member.isdir()):
+                raise ModuleFetchError(f"archive member {member.name!r} is a link or a special file")
+        tar.extractall(tree)  # noqa: S202 - every member was checked above
 
 
 def _extract_zip(data: bytes, tree: Path) -> None:
