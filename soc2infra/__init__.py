@@ -20,7 +20,7 @@ __all__ = [
     "LimitExceeded", "ResourceIndex", "Rule", "ScanOptions", "ScanResult", "Unknown", "UserError", "Waiver",
     "WaiverEntry", "ExitCode",
     "__version__", "as_mapping", "as_text", "effective_action", "evaluate", "load_pack", "match_entry",
-    "check_depth", "object_to_resource", "rule_action", "scan", "weaker",
+    "check_depth", "check_json_depth", "depth_limit", "object_to_resource", "rule_action", "scan", "weaker",
 ]
 
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from soc2infra._cogs.errors import UserError
     from soc2infra._cogs.exitcodes import ExitCode
-    from soc2infra._cogs.limits import LimitExceeded, check_depth
+    from soc2infra._cogs.limits import LimitExceeded, check_depth, check_json_depth, depth_limit
     from soc2infra._cogs.model import Error, Finding, Resource, ScanResult, Unknown, Waiver
     from soc2infra._core.engine.actions import ACTION_STRENGTH, ACTIONS, effective_action, rule_action, weaker
     from soc2infra._core.engine.core import ResourceIndex
@@ -52,7 +52,7 @@ _EXPORTS = {
     "soc2infra._cogs.model": ("Error", "Finding", "Resource", "ScanResult", "Unknown", "Waiver"),
     "soc2infra._cogs.errors": ("UserError",),
     "soc2infra._cogs.exitcodes": ("ExitCode",),
-    "soc2infra._cogs.limits": ("LimitExceeded", "check_depth"),
+    "soc2infra._cogs.limits": ("LimitExceeded", "check_depth", "check_json_depth", "depth_limit"),
     # a whole scan of files
     "soc2infra._core.scan": ("scan", "ScanOptions"),
     # Kubernetes objects (admission, audit) and waivers

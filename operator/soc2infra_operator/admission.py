@@ -32,7 +32,8 @@ from soc2infra import (
     PolicyPack,
     Resource,
     ResourceIndex,
-    check_depth,
+    check_json_depth,
+    depth_limit,
     effective_action,
     evaluate,
     match_entry,
@@ -185,6 +186,7 @@ class AdmissionPolicy:
     cross_object_action: str = "warn"
     waiver_warning_days: int = 14
     cluster_waiver_namespace: str = "default"
+    depth_limit: int | None = None  # limits.depth, read once at build (None: read per request)
 
     @property
     def cross_object(self) -> frozenset[str]:
@@ -204,7 +206,8 @@ class AdmissionPolicy:
                    scope=settings.scope,
                    unknown_action=adm.unknown_action, cross_object_action=adm.cross_object_action,
                    waiver_warning_days=adm.waiver_warning_days,
-                   cluster_waiver_namespace=settings.scope.own_namespace or "default")
+                   cluster_waiver_namespace=settings.scope.own_namespace or "default",
+                   depth_limit=depth_limit())
 
 
 # Built-in kinds and their API group: webhooks and the audit pin these groups, so a custom
@@ -395,6 +398,19 @@ def scope_check(req: ReviewRequest, scope: ScopeSettings) -> str | None:
     return None
 
 
+def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """*obj* without ``metadata.managedFields`` (a shallow copy when it has them).
+
+    The API server's record of which client set which field is bookkeeping, not configuration:
+    no rule reads it, and it is often the largest and deepest part of an object, which every
+    walk of the object (the depth limit, the rules) would otherwise pay for at each review.
+    """
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[ClusterWaiver] = (),
            context: Sequence[Resource] = (), today: date | None = None) -> Decision:
     """Decide one admission request. Pure and total: never raises on a strange object.
@@ -411,12 +427,13 @@ def decide(req: ReviewRequest, policy: AdmissionPolicy, waivers: Sequence[Cluste
         return Decision(verdict="error", allowed=False, operation=req.operation, dry_run=req.dry_run,
                         actor=req.actor, reason="the request carries no object that can be read",
                         request_uid=req.uid)
+    obj = without_managed_fields(req.obj)
     try:
-        check_depth(req.obj)  # the rules walk objects recursively: refuse what they could not hold
+        # The rules walk objects recursively: refuse what they could not hold.
+        check_json_depth(obj, policy.depth_limit)
     except LimitExceeded as exc:
         return Decision(verdict="error", allowed=False, operation=req.operation, dry_run=req.dry_run,
                         actor=req.actor, reason=f"the object is {exc}", request_uid=req.uid)
-    obj = req.obj
     if req.namespace and not _text(_mapping(obj.get("metadata")).get("namespace")) \
             and _text(obj.get("kind")) != "Namespace":
         # The API server fills metadata.namespace from the URL; a hand-made review may not.

@@ -297,7 +297,9 @@ class EvidenceWriter:
         if self._committer is None:
             return None
         try:
-            return await asyncio.wait_for(self._committer.append_async(entry), self._timeout)
+            # Awaited in this task under a deadline (wait_for made a task per record).
+            async with asyncio.timeout(self._timeout):
+                return await self._committer.append_async(entry)
         except TimeoutError:
             raise EvidenceError(f"the ledger did not commit within {self._timeout:g}s") from None
         except asyncio.CancelledError:

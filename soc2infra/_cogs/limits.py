@@ -199,6 +199,29 @@ def check_depth(value: Any, limit: int | None = None) -> None:
         stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, tuple)))
 
 
+def check_json_depth(value: Any, limit: int | None = None) -> None:
+    """:func:`check_depth` for a value fresh from a JSON parser (admission reviews).
+
+    Such a value is a tree (no container appears twice), so it is walked one level at a time
+    with no bookkeeping per container: at admission rates the general walk cost a tenth of the
+    operator's time per review. The size of what is walked is bounded by the request body.
+    """
+    limit = limit if limit is not None else current().depth
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 1
+    while level:
+        if depth > limit:
+            raise LimitExceeded(f"nested more than {limit} levels deep (limits.depth)")
+        level = [child for node in level for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, (dict, list))]
+        depth += 1
+
+
+def depth_limit() -> int:
+    """The nesting depth in force (``limits.depth``): read once by long-running callers."""
+    return current().depth
+
+
 _BRACKETS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|//[^\n]*|[\[\]{}()]|\n')
 
 

@@ -39,9 +39,17 @@ class Backend(Protocol):
 
     url: str
     errors: tuple[type[Exception], ...]  # the driver's exceptions, reported as StorageError
+    # A commit is a local write and fsync (SQLite), cheaper than handing it to another thread;
+    # False for a database server, whose round trip must not hold up the caller's event loop.
+    local_commits: bool
 
     def begin_exclusive(self) -> HeadState:
         """Start a transaction that excludes every other writer, and read the head."""
+
+    def try_begin_exclusive(self) -> HeadState | None:
+        """:meth:`begin_exclusive` when no other writer holds the ledger, else None at once
+        (nothing started). Backends whose commits are not local may always return None."""
+        ...
 
     def insert(self, rows: Sequence[StoredRow], head: tuple[int, str, str]) -> None:
         """Insert *rows* and move the head table to *head* (seq, hash, time)."""

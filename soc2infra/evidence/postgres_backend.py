@@ -65,6 +65,8 @@ _COLUMNS = "seq, time, source, subject, body, hash, prev_hash"
 class PostgresBackend:
     """One psycopg connection, used under the owning :class:`Ledger`'s lock."""
 
+    local_commits = False
+
     def __init__(self, conninfo: str, create: bool = True) -> None:
         try:
             import psycopg
@@ -111,6 +113,11 @@ class PostgresBackend:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for statement in SCHEMA:
                 conn.execute(statement)
+
+    def try_begin_exclusive(self) -> HeadState | None:
+        """Never without waiting: a commit here is a round trip to the server (see
+        :attr:`local_commits`)."""
+        return None
 
     def begin_exclusive(self) -> HeadState:
         """BEGIN, then lock the head row (other writers wait here) and read the last record.

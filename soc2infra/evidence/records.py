@@ -354,6 +354,12 @@ def normalize_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     field except ``v``, ``seq``, ``prev_hash``, ``hash``, ``key_id`` and ``signature``;
     ``time`` is present only when the caller fixed it.
     """
+    return _normalize(entry)[0]
+
+
+def _normalize(entry: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """:func:`normalize_entry`, plus the canonical JSON of the results when they all took the
+    plain path (None otherwise)."""
     if not isinstance(entry, Mapping):
         raise EvidenceError(f"an evidence entry must be a mapping, got {type(entry).__name__}")
     unknown = sorted(set(entry) - ENTRY_KEYS)
@@ -364,12 +370,12 @@ def normalize_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     results = entry.get("results", [])
     try:
         data = _redact(raw, False, True)
-        # Results of the usual shape are redacted and checked in one pass (an admission record
-        # holds one per rule evaluated); any other shape takes the general path, which names
-        # the offending field.
-        fast = [_plain_result(r) for r in results] if type(results) is list else [None]
-        checked = all(r is not None for r in fast)
-        data["results"] = fast if checked else _redact(results, False, True)
+        # Results of the usual shape are redacted, checked and serialised in one pass (an
+        # admission record holds one per rule evaluated); any other shape takes the general
+        # path, which names the offending field.
+        plain = _plain_results(results)
+        checked = plain is not None
+        data["results"] = plain[0] if plain is not None else _redact(results, False, True)
     except EvidenceError:
         _jsonable({**raw, "results": results}, "entry")  # raises again, naming where the value sits
         raise
@@ -403,7 +409,7 @@ def normalize_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
             out["time"] = format_time(moment)
         else:
             out["time"] = format_time(parse_time(_require_str(moment, "time")))
-    return out
+    return out, plain[1] if plain is not None else None
 
 
 def _plain_result(item: Any) -> dict[str, Any] | None:
@@ -424,6 +430,53 @@ def _plain_result(item: Any) -> dict[str, Any] | None:
 
 
 _PLAIN_RESULT_KEYS = RESULT_KEYS - {"waiver"}
+
+# Results repeat: an admission record holds one per rule evaluated, and two records' results
+# differ mostly in the address, which is the first key in canonical order. The rest of each
+# result's canonical JSON is kept per (rule id, status, severity, controls): bounded by the
+# pack's rules times the statuses, and capped in case results come from elsewhere.
+_RESULT_TAILS: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
+_RESULT_TAILS_MAX = 8192
+_EMPTY_ADDRESS = '{"address":"",'
+
+
+def _plain_results(results: Any) -> tuple[list[dict[str, Any]], str] | None:
+    """The normalised results and their canonical JSON when every item is a plain result (what
+    :func:`_plain_result` accepts), else None."""
+    if type(results) is not list:
+        return None
+    out: list[dict[str, Any]] = []
+    parts: list[str] = []
+    last: Any = None
+    address, head = "", _EMPTY_ADDRESS
+    for item in results:
+        if type(item) is not dict or not item.keys() <= _PLAIN_RESULT_KEYS:
+            return None
+        raw_address = item.get("address", "")
+        if raw_address is not last:  # usually one object: every result names the same address
+            if type(raw_address) is not str:
+                return None
+            last, address = raw_address, _redact_str(raw_address)
+            head = '{"address":' + canonical_json(address) + ","
+        controls = item.get("controls", [])
+        if type(controls) is not list:
+            return None
+        try:
+            key = (item.get("rule_id"), item.get("status"), item.get("severity"), tuple(controls))
+            tail = _RESULT_TAILS.get(key)
+        except TypeError:  # an unhashable value: not a plain result
+            return None
+        if tail is None:
+            normal = _plain_result({**item, "address": ""})
+            if normal is None:
+                return None
+            del normal["address"]
+            tail = (normal, canonical_json({"address": "", **normal})[len(_EMPTY_ADDRESS):])
+            if len(_RESULT_TAILS) < _RESULT_TAILS_MAX:
+                _RESULT_TAILS[key] = tail
+        out.append({**tail[0], "address": address})
+        parts.append(head + tail[1])
+    return out, "[" + ",".join(parts) + "]"
 
 
 def _normalize_result(item: Any, index: int) -> dict[str, Any]:
@@ -503,14 +556,14 @@ class PreparedEntry:
 
 def prepare_entry(entry: Mapping[str, Any]) -> PreparedEntry:
     """Normalise (:func:`normalize_entry`) and pre-serialise *entry*."""
-    fields = normalize_entry(entry)
+    fields, results_json = _normalize(entry)
     dump = canonical_json
     return PreparedEntry(
         fields, fields.get("time"),
         f'{{"actor":{dump(fields["actor"])},"context":{dump(fields["context"])},'
         f'"decision":{dump(fields["decision"])},',
         f'"pack_digest":{dump(fields["pack_digest"])},',
-        f'"results":{dump(fields["results"])},',
+        f'"results":{results_json if results_json is not None else dump(fields["results"])},',
         f'"source":{dump(fields["source"])},"subject":{dump(fields["subject"])},',
     )
 

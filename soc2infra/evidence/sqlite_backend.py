@@ -69,6 +69,7 @@ class SQLiteBackend:
     """One SQLite file; one connection, used under the owning :class:`Ledger`'s lock."""
 
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    local_commits = True
 
     def __init__(self, path: Path, create: bool = True) -> None:
         self.path = Path(path)
@@ -145,8 +146,21 @@ class SQLiteBackend:
 
     def begin_exclusive(self) -> HeadState:
         """``BEGIN IMMEDIATE`` (waits for other writers), then read the head and the last record."""
-        conn = self._conn
         self._exclusive()
+        return self._begin()
+
+    def try_begin_exclusive(self) -> HeadState | None:
+        """:meth:`begin_exclusive` if no other process holds the writer lock, else None at once."""
+        if self._writer_lock is not None:
+            try:
+                fcntl.flock(self._writer_lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            self._locked = True
+        return self._begin()
+
+    def _begin(self) -> HeadState:
+        conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         head = conn.execute("SELECT seq, hash, time FROM evidence_head WHERE id = 1").fetchone()
         if head is None:
