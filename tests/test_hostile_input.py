@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -329,3 +330,37 @@ def test_kustomize_errors_carry_file_and_line(write_tree, require_binary):
     _, [error] = render_kustomize(root / "bad-kustomization", kubectl)
     assert (Path(error.file).name, error.line) == ("kustomization.yaml", 3)
     assert "\n" not in error.message and "Error:" not in error.message
+
+
+def test_json_depth_check_agrees_with_the_general_one_on_trees():
+    """check_json_depth (admission reviews: trees straight from a JSON parser) refuses exactly
+    what check_depth refuses."""
+    import random
+
+    rng = random.Random(12)
+
+    def tree(depth: int) -> Any:
+        if depth == 0 or rng.random() < 0.2:
+            return rng.choice([1, "x", None, [], {}])
+        if rng.random() < 0.5:
+            return [tree(depth - 1) for _ in range(rng.randrange(1, 4))]
+        return {f"k{i}": tree(depth - 1) for i in range(rng.randrange(1, 4))}
+
+    for _ in range(300):
+        value, limit = tree(rng.randrange(1, 12)), rng.randrange(1, 10)
+        try:
+            limits.check_depth(value, limit)
+            general = None
+        except limits.LimitExceeded as exc:
+            general = str(exc)
+        try:
+            limits.check_json_depth(value, limit)
+            fast = None
+        except limits.LimitExceeded as exc:
+            fast = str(exc)
+        assert fast == general, (value, limit)
+    deep: Any = 1
+    for _ in range(5000):  # deeper than any recursion: the check itself must not recurse
+        deep = {"a": [deep]}
+    with pytest.raises(limits.LimitExceeded, match="nested more than 128"):
+        limits.check_json_depth(deep, 128)

@@ -304,3 +304,111 @@ def test_concurrent_first_opens(ledger_url: str, backend: str, tmp_path: Path) -
         errors = _open_at_once(url)
         assert not errors, errors
         _assert_one_chain(url, 8)
+
+
+def test_async_appends_of_one_loop_pass_share_one_transaction(
+        ledger: Ledger, make_entry: Callable[..., dict[str, Any]]) -> None:
+    """On SQLite, what one pass of the event loop appends is committed in that loop, in one
+    transaction, without the writer thread; a server database goes through the writer thread."""
+    async def main(gc: GroupCommitter) -> tuple[list[int], set[str]]:
+        threads: set[str] = set()
+        original = ledger.append_prepared
+
+        def spy(batch: Any) -> list[int]:
+            threads.add(threading.current_thread().name)
+            return original(batch)
+
+        ledger.append_prepared = spy  # type: ignore[method-assign]
+        try:
+            seqs = await asyncio.gather(*(gc.append_async(make_entry(i)) for i in range(40)))
+            seqs += await asyncio.gather(*(gc.append_async(make_entry(i)) for i in range(40, 45)))
+        finally:
+            del ledger.append_prepared
+        return list(seqs), threads
+
+    with GroupCommitter(ledger) as gc:
+        seqs, threads = asyncio.run(main(gc))
+        stats = gc.stats
+    assert sorted(seqs) == list(range(1, 46))
+    assert [r["context"]["i"] for r in ledger.iter()] == list(range(45))
+    if ledger.local_commits:
+        assert (stats.transactions, stats.records, stats.largest_batch) == (2, 45, 40)
+        assert threads == set()  # never through the writer thread
+    else:
+        assert threads == {"evidence-group-commit"}
+    assert verify_ledger(ledger).ok
+
+
+def test_a_busy_ledger_does_not_hold_up_the_loop(ledger: Ledger,
+                                                 make_entry: Callable[..., dict[str, Any]]) -> None:
+    """While another writer holds the ledger (here: a thread inside a transaction), records
+    appended from the loop go to the writer thread; the loop keeps running meanwhile, and the
+    records are committed once the other writer is done."""
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold() -> None:
+        with ledger._lock:  # what an audit snapshot committing from another thread does
+            holding.set()
+            release.wait(10)
+
+    async def main(gc: GroupCommitter) -> tuple[list[int], int]:
+        holder = threading.Thread(target=hold)
+        holder.start()
+        holding.wait(5)
+        appends = asyncio.gather(*(gc.append_async(make_entry(i)) for i in range(5)))
+        ticks = 0
+        for _ in range(20):  # the loop is free while the ledger is held
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not appends.done()
+        release.set()
+        seqs = await asyncio.wait_for(appends, 10)
+        holder.join()
+        return list(seqs), ticks
+
+    with GroupCommitter(ledger) as gc:
+        seqs, ticks = asyncio.run(main(gc))
+    assert ticks == 20
+    assert sorted(seqs) == [1, 2, 3, 4, 5]
+    assert verify_ledger(ledger).ok
+
+
+def test_another_process_holding_the_sqlite_writer_lock_sends_the_batch_to_the_thread(
+        tmp_path: Path, make_entry: Callable[..., dict[str, Any]]) -> None:
+    """The writer lock of another process (a CLI append, a second replica) is not waited for in
+    the loop: try_append_prepared gives up at once and the writer thread waits instead."""
+    import fcntl
+
+    from soc2infra.evidence.records import prepare_entry
+
+    url = str(tmp_path / "evidence.db")
+    with open_ledger(url) as led:
+        assert led.local_commits
+        with open(url + ".writer-lock", "ab") as other:
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX)  # another open file description: another writer
+            started = time.monotonic()
+            assert led.try_append_prepared([prepare_entry(make_entry(1))]) is None
+            assert time.monotonic() - started < 0.5
+            assert led.count() == 0
+            fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+        assert led.try_append_prepared([prepare_entry(make_entry(1))]) == [1]
+
+
+def test_a_cancelled_async_append_is_not_written(tmp_path: Path,
+                                                 make_entry: Callable[..., dict[str, Any]]) -> None:
+    """A caller that gave up (its deadline passed) before the loop's pass ended leaves no record
+    (SQLite: the pass is the loop's; through the writer thread it races with the thread)."""
+    ledger = open_ledger(str(tmp_path / "evidence.db"))
+    async def main(gc: GroupCommitter) -> int:
+        gone = asyncio.ensure_future(gc.append_async(make_entry(0)))
+        kept = asyncio.ensure_future(gc.append_async(make_entry(1)))
+        await asyncio.sleep(0)  # both are queued for this pass
+        gone.cancel()
+        return await kept
+
+    with GroupCommitter(ledger) as gc:
+        seq = asyncio.run(main(gc))
+    assert seq == 1
+    assert [r["context"]["i"] for r in ledger.iter()] == [1]
+    ledger.close()

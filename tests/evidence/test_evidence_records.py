@@ -200,3 +200,35 @@ def test_results_take_one_pass_when_plain_and_the_general_path_otherwise() -> No
     with pytest.raises(EvidenceError, match=r"results\[0\]\.status"):
         normalize_entry({"source": "admission", "actor": "u", "subject": "s",
                          "results": [{"rule_id": "R-1", "status": "maybe"}]})
+
+
+def test_repeated_plain_results_serialise_like_the_record(tmp_path: Path) -> None:
+    """Plain results reuse the canonical JSON of earlier ones with the same rule, status,
+    severity and controls (only the address differs between objects): the sealed body is still
+    byte for byte the canonical record, and the address is still redacted."""
+    from soc2infra.evidence.records import _RESULT_TAILS, _normalize_result, _redact, prepare_entry, seal
+
+    def results(address: str) -> list[dict[str, Any]]:
+        return [{"rule_id": f"SOC2-K8S-{n:03d}", "status": "pass" if n % 3 else "fail",
+                 "severity": None if n == 4 else "high", "controls": ["CC6.1", "CC7.2"][: n % 3],
+                 "address": address} for n in range(12)]
+
+    addresses = ["Deployment/shop/web", "Deployment/shop/api", "postgresql://app:hunter2@db/x", "ü \"q\""]
+    for address in addresses * 2:  # the second round is served from the cache
+        entry = {"source": "admission", "actor": "u", "subject": "s", "decision": "allow",
+                 "results": results(address)}
+        prepared = prepare_entry(entry)
+        body, digest = seal(prepared, 7, "ab" * 32, "2025-01-01T00:00:00.000000Z")
+        fields = normalize_entry(entry)
+        # The general path (redact, then check each result) gives the same results.
+        assert fields["results"] == [_normalize_result(_redact(r, False, True), i)
+                                     for i, r in enumerate(entry["results"])]
+        record = build_record(fields, 7, "ab" * 32, "2025-01-01T00:00:00.000000Z")
+        assert body == canonical_json(record)
+        assert digest == record["hash"]
+        assert "hunter2" not in body
+    assert ("SOC2-K8S-001", "pass", "high", ("CC6.1",)) in _RESULT_TAILS
+    # An unhashable or odd value is not a plain result: the general path names it.
+    with pytest.raises(EvidenceError, match=r"results\[0\]\.controls"):
+        normalize_entry({"source": "admission", "actor": "u", "subject": "s",
+                         "results": [{"rule_id": "R", "status": "pass", "controls": [["CC6.1"]]}]})

@@ -807,3 +807,22 @@ def test_a_context_tuple_is_indexed_once_and_decides_as_a_list_does(policy):
                                  "metadata": {"name": "infra", "labels": labels}}, "cluster")
         assert run(obj, policy, waivers=w, context=(ns,), namespace="infra").allowed is admitted
         assert run(obj, policy, waivers=w, context=(ns,), namespace="infra").allowed is admitted
+
+
+def test_managed_fields_are_bookkeeping_not_configuration(policy: AdmissionPolicy) -> None:
+    """metadata.managedFields (the API server's record of who set which field) is not walked:
+    nesting there deeper than limits.depth does not turn a good object into an error, while the
+    same nesting in the spec still does; the verdict on the rest of the object is unchanged."""
+    deep: Any = {}
+    for _ in range(200):
+        deep = {"f:spec": deep}
+    managed = [{"manager": "kubectl", "operation": "Update", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+                "fieldsV1": deep}]
+    good = deployment(metadata={"managedFields": managed})
+    assert run(good, policy).verdict == "allow"
+    bad = deployment(metadata={"managedFields": managed}, container=PRIVILEGED)
+    assert run(bad, policy).verdict == "deny"
+    assert good["metadata"]["managedFields"] is managed  # the request's object is not changed
+    in_spec = deployment(pod={"extra": deep})
+    decision = run(in_spec, policy)
+    assert decision.verdict == "error" and "nested more than" in decision.reason
