@@ -95,9 +95,10 @@ def apiserver_target(cp: ControlPlane, namespace: str) -> Target:
 
 
 def run_load(target: Target, clients: int, seconds: float, pid: int = 0,
-             on_tick: Callable[[], None] | None = None) -> dict[str, Any]:
+             on_tick: Callable[[], None] | None = None, others: dict[str, int] | None = None) -> dict[str, Any]:
     """*clients* threads posting for *seconds*; latencies in ms; with *pid*, that process's CPU
-    time per request. *on_tick* runs about once a second meanwhile (RSS sampling)."""
+    time per request, and with *others* (name → pid: the API server, etcd) theirs. *on_tick*
+    runs about once a second meanwhile (RSS sampling)."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     stop = time.monotonic() + seconds
@@ -128,6 +129,7 @@ def run_load(target: Target, clients: int, seconds: float, pid: int = 0,
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
     cpu0 = cpu_seconds(pid) if pid else 0.0
+    others0 = {name: cpu_seconds(p) for name, p in (others or {}).items()}
     own0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     for t in threads:
@@ -140,6 +142,7 @@ def run_load(target: Target, clients: int, seconds: float, pid: int = 0,
     elapsed = time.monotonic() - t0
     own1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
+    others_cpu = {name: cpu_seconds(p) - others0[name] for name, p in (others or {}).items()}
     samples = sorted(x for per in latencies for x in per)
     q = statistics.quantiles(samples, n=100, method="inclusive") if len(samples) > 1 else [0.0] * 99
     n = max(1, len(samples))
@@ -148,7 +151,8 @@ def run_load(target: Target, clients: int, seconds: float, pid: int = 0,
             "p95_ms": round(q[94], 2), "p99_ms": round(q[98], 2),
             "operator_cpu_ms_per_request": round(cpu * 1000 / n, 3),
             "client_cpu_ms_per_request": round((own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime)
-                                               * 1000 / n, 3)}
+                                               * 1000 / n, 3),
+            **{f"{name}_cpu_ms_per_request": round(c * 1000 / n, 3) for name, c in others_cpu.items()}}
 
 
 def soak(target: Target, pid: int, seconds: float) -> dict[str, Any]:
@@ -203,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
                         wait_enforcing(api, CHECKED_NS, proc)
                     with_hook, without = apiserver_target(cp, CHECKED_NS), apiserver_target(cp, SKIPPED_NS)
                     run_load(with_hook, 4, 3)
+                    # Where the CPU goes: on shared cores a closed loop's latency follows it.
+                    parts = {r.name: r.pid for r in cp.processes}
                     for clients in levels:
                         # Alternated, so a load change on a shared machine hits both sides alike.
-                        plain = run_load(without, clients, args.seconds / 2, pid)
-                        hooked = run_load(with_hook, clients, args.seconds / 2, pid)
-                        plain2 = run_load(without, clients, args.seconds / 2, pid)
-                        hooked2 = run_load(with_hook, clients, args.seconds / 2, pid)
+                        plain = run_load(without, clients, args.seconds / 2, pid, others=parts)
+                        hooked = run_load(with_hook, clients, args.seconds / 2, pid, others=parts)
+                        plain2 = run_load(without, clients, args.seconds / 2, pid, others=parts)
+                        hooked2 = run_load(with_hook, clients, args.seconds / 2, pid, others=parts)
                         for name, a, b in (("without webhook", plain, plain2), ("with webhook", hooked, hooked2)):
                             row = {"path": name, "clients": clients, "runs": [a, b]}
                             out["apiserver"].append(row)

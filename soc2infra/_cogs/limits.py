@@ -9,6 +9,10 @@ resource and per scan, and evaluation time per file. A refused input is reported
 Defaults are generous for real repositories (the largest seen: 1,900 files, 21,754 resources)
 and are changed with the ``limits:`` section of the configuration file or environment
 variables ``SOC2INFRA_MAX_<NAME>`` (for example ``SOC2INFRA_MAX_FILE_BYTES=67108864``).
+
+Why one module (over 500 lines): each check is small, and they share the limits in force, the
+per-file deadline and the error wording; split apart, the question "what bounds a scan?" (and
+"what bounds an admission review?", which reuses the depth checks) would have no one answer.
 """
 
 from __future__ import annotations
