@@ -185,7 +185,9 @@ def k8s_object(draw: st.DrawFn) -> dict[str, Any]:
                            "metadata": draw(st.one_of(st.fixed_dictionaries(
                                {"name": st.text(min_size=1, max_size=8), "namespace": st.sampled_from(["a", "b"])},
                                optional={"annotations": st.dictionaries(st.text(max_size=30), st.text(max_size=10),
-                                                                        max_size=2)}), json_value))}
+                                                                        max_size=2),
+                                         # the API server's field bookkeeping (not walked at admission)
+                                         "managedFields": json_value}), json_value))}
     spec = draw(st.one_of(json_value, st.just({"template": {"spec": {"containers": [
         {"name": "c", "image": draw(st.text(max_size=10)), "env": draw(json_value),
          "securityContext": draw(json_value)}]}}}), st.just({"ingress": [{}]})))
@@ -338,6 +340,12 @@ class Runner:
         answer = review_response(review, build_response(decision))
         assert isinstance(answer["response"]["allowed"], bool)
         json.dumps(answer)
+        # The decision's evidence record is always a valid entry (checked, redacted, serialised).
+        from soc2infra.evidence.records import prepare_entry
+        from soc2infra_operator.evidence import admission_record
+
+        meta = {r.id: (r.severity, r.controls) for r in self.pack.rules}
+        prepare_entry(admission_record(decision, self.pack.digest, meta))
 
 
 def strategies() -> dict[str, st.SearchStrategy[Any]]:
