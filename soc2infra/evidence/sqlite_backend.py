@@ -147,21 +147,34 @@ class SQLiteBackend:
     def begin_exclusive(self) -> HeadState:
         """``BEGIN IMMEDIATE`` (waits for other writers), then read the head and the last record."""
         self._exclusive()
-        return self._begin()
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self._read_head()
 
     def try_begin_exclusive(self) -> HeadState | None:
-        """:meth:`begin_exclusive` if no other process holds the writer lock, else None at once."""
+        """:meth:`begin_exclusive` if no other writer holds the ledger, else None at once: neither
+        our writer lock (another process of ours) nor SQLite's (a writer that does not take ours)
+        is waited for."""
         if self._writer_lock is not None:
             try:
                 fcntl.flock(self._writer_lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return None
             self._locked = True
-        return self._begin()
-
-    def _begin(self) -> HeadState:
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            self._unlock()
+            return None
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return self._read_head()
+
+    def _read_head(self) -> HeadState:
+        conn = self._conn
         head = conn.execute("SELECT seq, hash, time FROM evidence_head WHERE id = 1").fetchone()
         if head is None:
             raise EvidenceError(f"{self.path}: the evidence_head row is missing (tampered with)")

@@ -379,6 +379,7 @@ def test_another_process_holding_the_sqlite_writer_lock_sends_the_batch_to_the_t
     """The writer lock of another process (a CLI append, a second replica) is not waited for in
     the loop: try_append_prepared gives up at once and the writer thread waits instead."""
     import fcntl
+    import sqlite3
 
     from soc2infra.evidence.records import prepare_entry
 
@@ -392,7 +393,19 @@ def test_another_process_holding_the_sqlite_writer_lock_sends_the_batch_to_the_t
             assert time.monotonic() - started < 0.5
             assert led.count() == 0
             fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+        # A writer that does not take our lock (the sqlite3 shell) holds SQLite's write lock: not
+        # waited for either (the busy timeout, a minute, is for the writer thread).
+        foreign = sqlite3.connect(url, isolation_level=None)
+        foreign.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        assert led.try_append_prepared([prepare_entry(make_entry(1))]) is None
+        assert time.monotonic() - started < 0.5
+        foreign.execute("ROLLBACK")
+        foreign.close()
         assert led.try_append_prepared([prepare_entry(make_entry(1))]) == [1]
+        assert led.try_append_prepared([prepare_entry(make_entry(2))]) == [2]
+    with open_ledger(url) as led:
+        assert verify_ledger(led).ok
 
 
 def test_a_cancelled_async_append_is_not_written(tmp_path: Path,
