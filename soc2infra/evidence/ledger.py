@@ -305,6 +305,12 @@ class CommitStats:
     largest_batch: int = 0
     failed_transactions: int = 0
 
+    def committed(self, records: int) -> None:
+        """Count one transaction of *records* (from the writer thread or an event loop)."""
+        self.transactions += 1
+        self.records += records
+        self.largest_batch = max(self.largest_batch, records)
+
 
 class GroupCommitter:
     """Batches concurrent appends into shared transactions.
@@ -402,9 +408,7 @@ class GroupCommitter:
                     if not future.done():
                         future.set_result(self._enqueue(prepared))
                 continue
-            self.stats.transactions += 1
-            self.stats.records += len(part)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(part))
+            self.stats.committed(len(part))
             for (_, future), seq in zip(part, seqs, strict=True):
                 if not future.done():
                     future.set_result(seq)
@@ -468,8 +472,6 @@ class GroupCommitter:
                     future.set_exception(exc)
                 continue
             self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * (_time.monotonic() - started)
-            self.stats.transactions += 1
-            self.stats.records += len(batch)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            self.stats.committed(len(batch))
             for (_, future), seq in zip(batch, seqs, strict=True):
                 future.set_result(seq)
